@@ -1,0 +1,1 @@
+"""Streamlit dashboard over runs and their predictions (reads only; never trains)."""

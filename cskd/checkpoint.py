@@ -1,0 +1,76 @@
+"""The one module that writes and reads checkpoints and the run folder's small files.
+
+All writes are atomic (temporary file in the same folder, then os.replace), so a run killed at any
+moment leaves the previous version of every file whole. Checkpoints hold only tensors and plain
+Python values and are read with `torch.load(..., weights_only=True)`: loading never runs code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+CHECKPOINT_FORMAT = 1
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call `write(fileobj)` on a temporary file next to `path`, then rename it over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write `state` (tensors, dicts, lists, numbers, strings) atomically to `path`."""
+    state = {"format": CHECKPOINT_FORMAT, **state}
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """Read a checkpoint written by save_checkpoint, or fail with a one-line UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated file, not a torch file, or a pickle that needs code
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path} is not a readable cskd checkpoint ({reason}); "
+                        f"delete it, or start the run again with --overwrite") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
+        raise UserError(f"{path} is not a cskd checkpoint (missing format/model fields); "
+                        f"start the run again with --overwrite")
+    return state
+
+
+def rng_state() -> dict:
+    """Every RNG the training loop may touch (torch CPU and CUDA; the loop uses no numpy/random)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

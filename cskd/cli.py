@@ -1,0 +1,123 @@
+"""Command line: `cskd train | demo | predict | analyze`.
+
+Every user mistake ends as one line on stderr (`cskd: error: ...`) and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import METHODS, PARTNER_BN, PRECISIONS, PRESETS, SELECT_ON, TrainConfig
+from .errors import UserError
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    """Options that map onto TrainConfig fields; defaults are None so presets can fill them."""
+    from .data import DATASETS
+    from .models import MODELS
+
+    d = TrainConfig()
+    g = p.add_argument_group("run")
+    g.add_argument("--preset", help=f"the paper's settings for a data set/model; one of: {', '.join(PRESETS)}")
+    g.add_argument("--out", help="run folder (default: checkpoints/<dataset>-<model>-<method>-...-s<seed>)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    g.add_argument("--seed", type=int, help=f"seed of initialisation, pair sampling and augmentation ({d.seed})")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA when available")
+    g.add_argument("--precision", choices=PRECISIONS, help="auto = bf16 autocast on CUDA, fp32 on CPU")
+    g.add_argument("--log-interval", type=int, help=f"steps between progress updates ({d.log_interval})")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="force the per-step progress bar on/off (default: on a terminal only)")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help=f"one of: {', '.join(DATASETS)} (default {d.dataset})")
+    g.add_argument("--data-root", help=f"folder holding the data sets ({d.data_root}); for imagefolder the set itself")
+    g.add_argument("--download", action="store_const", const=True, help="download CIFAR-100 if missing")
+    g.add_argument("--val-fraction", type=float, help=f"stratified validation hold-out of the training data ({d.val_fraction})")
+    g.add_argument("--split-seed", type=int, help=f"seed of the validation split ({d.split_seed})")
+    g.add_argument("--select-on", choices=SELECT_ON,
+                   help="pick the best epoch on val (default) or test (the authors' protocol, optimistic)")
+    g.add_argument("--workers", type=int, help=f"DataLoader workers for image-file data sets ({d.workers})")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help=f"one of: {', '.join(MODELS)} (default {d.model})")
+    g.add_argument("--width", type=int, help="first-stage width for small/preact_resnet18/densenet121_cifar (0 = default)")
+
+    g = p.add_argument_group("method")
+    g.add_argument("--method", help=f"one of: {', '.join(METHODS)} (default {d.method})")
+    g.add_argument("--temperature", "-T", type=float, help=f"T in Eq. (1) ({d.temperature:g})")
+    g.add_argument("--lambda-cls", type=float, help=f"λ_cls in Eq. (1) ({d.lambda_cls:g})")
+    g.add_argument("--partner-bn", choices=PARTNER_BN,
+                   help="BatchNorm mode of the no-grad partner forward (train, as the authors do)")
+    g.add_argument("--allow-self-pair", action="store_const", const=True,
+                   help="let the partner be the anchor itself (the authors' sampler)")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, help=f"({d.epochs}); lr /10 at 50 %% and 75 %% of them")
+    g.add_argument("--batch-size", type=int, help=f"anchors per step ({d.batch_size}); CS-KD adds as many partners")
+    g.add_argument("--lr", type=float, help=f"initial learning rate ({d.lr:g})")
+    g.add_argument("--momentum", type=float, help=f"SGD momentum ({d.momentum:g})")
+    g.add_argument("--weight-decay", type=float, help=f"({d.weight_decay:g})")
+
+
+TRAIN_ONLY = ("preset", "resume", "overwrite", "progress", "command", "func")
+
+
+def config_from_args(args: argparse.Namespace):
+    from .config import resolve
+
+    overrides = {k: v for k, v in vars(args).items() if k not in TRAIN_ONLY}
+    return resolve(overrides, args.preset)
+
+
+def cmd_train(args) -> int:
+    from .train import run_training
+
+    cfg = config_from_args(args)
+    run_training(cfg, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(runs_root=args.runs, seeds=args.seeds, epochs=args.epochs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cskd", description="Class-wise self-knowledge distillation (CS-KD) toolkit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    presets = "\n".join(f"  {name:<26} " + ", ".join(f"{k}={v}" for k, v in fields.items())
+                        for name, fields in PRESETS.items())
+    t = sub.add_parser("train", help="train one run (cross-entropy or CS-KD)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train one run into checkpoints/<run>/ (config.json, metrics.jsonl, last.pt, best.pt).",
+                       epilog="presets (every field can be overridden by its option):\n" + presets)
+    _add_train_options(t)
+    t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("demo", help="the main job: CE and CS-KD on the embedded digits data set, then the comparison")
+    d.add_argument("--runs", default="checkpoints", help="runs folder (default checkpoints)")
+    d.add_argument("--seeds", type=int, default=1, help="seeds per method (default 1)")
+    d.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the digits-small preset's)")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"cskd: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cskd: interrupted; the run folder keeps its last complete checkpoint (use --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

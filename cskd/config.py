@@ -1,0 +1,124 @@
+"""The run configuration: one dataclass, the paper's presets, and validation.
+
+A run's config is resolved as: dataclass defaults <- `--preset` <- explicit command-line options.
+It is saved as `config.json` in the run folder and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from .errors import UserError, choose
+
+METHODS = ("ce", "cskd")
+SELECT_ON = ("val", "test")
+PRECISIONS = ("auto", "bf16", "fp32")
+PARTNER_BN = ("train", "eval")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (units in the comments)."""
+
+    dataset: str = "digits"
+    data_root: str = "data"  # folder holding the data sets (see README, "Data")
+    download: bool = False  # only cifar100 downloads, and only when asked
+    model: str = "small"
+    width: int = 0  # channel width of the first stage; 0 = the model's own default
+    method: str = "cskd"
+    temperature: float = 4.0  # T in Eq. (1)
+    lambda_cls: float = 1.0  # λ_cls in Eq. (1)
+    partner_bn: str = "train"  # partner forward in BatchNorm train mode, as the authors' code does
+    allow_self_pair: bool = False  # True reproduces the authors' sampler (partner may be the anchor)
+    epochs: int = 30
+    batch_size: int = 64  # anchors per step; CS-KD adds as many partners
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_milestones: tuple[float, float] = (0.5, 0.75)  # fractions of `epochs`; lr /10 at each
+    val_fraction: float = 0.1  # of the training data, stratified, held out to pick the best epoch
+    split_seed: int = 0  # fixes the train/val split: every run on a data set sees the same samples
+    select_on: str = "val"  # "test" reproduces the authors' best-test-epoch selection
+    seed: int = 0
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    device: str = "auto"
+    workers: int = 2  # DataLoader workers for data sets read from image files
+    log_interval: int = 20  # steps between progress-bar updates (one host sync each)
+    preset: str = ""
+    out: str = ""
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["lr_milestones"] = list(self.lr_milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UserError(f"config has unknown fields {unknown}; it was written by another version of cskd")
+        d = dict(d)
+        if "lr_milestones" in d:
+            d["lr_milestones"] = tuple(d["lr_milestones"])
+        return cls(**d)
+
+
+# The paper's settings (§3.1): SGD 0.9 / 1e-4 / lr 0.1, /10 at 50 % and 75 % of 200 epochs,
+# batch 128 for CIFAR-100 and TinyImageNet, 32 for the fine-grained sets; ImageNet 90 epochs, 256.
+PRESETS: dict[str, dict] = {
+    "digits-small": dict(dataset="digits", model="small", epochs=30, batch_size=64),
+    "cifar100-preact18": dict(dataset="cifar100", model="preact_resnet18", epochs=200, batch_size=128),
+    "cifar100-densenet121": dict(dataset="cifar100", model="densenet121_cifar", epochs=200, batch_size=128),
+    "tinyimagenet-preact18": dict(dataset="tinyimagenet", model="preact_resnet18", epochs=200, batch_size=128),
+    "tinyimagenet-densenet121": dict(dataset="tinyimagenet", model="densenet121_cifar", epochs=200, batch_size=128),
+    "cub200-resnet18": dict(dataset="cub200", model="resnet18", epochs=200, batch_size=32),
+    "dogs-resnet18": dict(dataset="dogs", model="resnet18", epochs=200, batch_size=32),
+    "mit67-resnet18": dict(dataset="mit67", model="resnet18", epochs=200, batch_size=32),
+    "cub200-densenet121": dict(dataset="cub200", model="densenet121", epochs=200, batch_size=32),
+    "dogs-densenet121": dict(dataset="dogs", model="densenet121", epochs=200, batch_size=32),
+    "mit67-densenet121": dict(dataset="mit67", model="densenet121", epochs=200, batch_size=32),
+    "imagenet-resnet50": dict(dataset="imagenet", model="resnet50", epochs=90, batch_size=256),
+    "imagenet-resnet101": dict(dataset="imagenet", model="resnet101", epochs=90, batch_size=256),
+    "imagenet-resnext101": dict(dataset="imagenet", model="resnext101_32x4d", epochs=90, batch_size=256),
+}
+
+
+def resolve(overrides: dict, preset: str | None = None) -> TrainConfig:
+    """Defaults <- preset <- overrides (keys with value None are ignored), then validated."""
+    values: dict = {}
+    if preset:
+        values.update(choose("preset", preset, PRESETS))
+        values["preset"] = preset
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = TrainConfig.from_dict(values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise UserError naming the first bad field (data set/model names are checked where built)."""
+    choose("method", cfg.method, {m: None for m in METHODS})
+    choose("--select-on value", cfg.select_on, {s: None for s in SELECT_ON})
+    choose("--precision value", cfg.precision, {p: None for p in PRECISIONS})
+    choose("--partner-bn value", cfg.partner_bn, {p: None for p in PARTNER_BN})
+    choose("--device value", cfg.device, {d: None for d in DEVICES})
+    if not (math.isfinite(cfg.temperature) and cfg.temperature > 0):
+        raise UserError(f"--temperature must be > 0; got {cfg.temperature}")
+    if not (math.isfinite(cfg.lambda_cls) and cfg.lambda_cls >= 0):
+        raise UserError(f"--lambda-cls must be >= 0; got {cfg.lambda_cls}")
+    for name in ("epochs", "batch_size", "log_interval"):
+        value = getattr(cfg, name)
+        if value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be a positive integer; got {value}")
+    if not (cfg.lr > 0):
+        raise UserError(f"--lr must be > 0; got {cfg.lr}")
+    if not (0 < cfg.val_fraction < 1) and not (cfg.val_fraction == 0 and cfg.select_on == "test"):
+        raise UserError(
+            f"--val-fraction must be in (0, 1); got {cfg.val_fraction} (0 is allowed only with --select-on test)"
+        )
+    if cfg.width < 0 or cfg.workers < 0:
+        raise UserError("--width and --workers must be >= 0")

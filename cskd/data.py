@@ -1,0 +1,238 @@
+"""Data sets: where the samples come from, how they are split, and how they are augmented.
+
+In-memory sets (`digits`, `cifar100`, `synthetic`) hold uint8 tensors (N, C, H, W) and are
+augmented batched on the training device (cskd.loaders.TensorBatches). Image-folder sets hold file
+lists and are decoded and augmented by DataLoader workers (cskd.loaders.HostBatches).
+
+Splits: the test split is the data set's own (for `digits`: a fixed stratified 20 % with seed 0);
+the validation split is a stratified `val_fraction` of the training data drawn with `split_seed`,
+so every run on a data set sees the same samples whatever its training seed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError, choose
+
+# Per-channel statistics used for normalisation (fractions of 255).
+CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))  # CIFAR-100's own training set
+# The authors' code normalises CIFAR-100 with CIFAR-10's statistics: ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)).
+TINYIMAGENET_STATS = ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821))
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@dataclass
+class Split:
+    """One split. Exactly one of `images` (uint8 N,C,H,W) and `files` (image paths) is set."""
+
+    labels: torch.Tensor  # int64 (N,)
+    indices: torch.Tensor  # int64 (N,) position of each sample in its source list (train or test)
+    images: torch.Tensor | None = None
+    files: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, rows: np.ndarray) -> "Split":
+        rows_t = torch.as_tensor(rows, dtype=torch.long)
+        return Split(
+            labels=self.labels[rows_t],
+            indices=self.indices[rows_t],
+            images=None if self.images is None else self.images[rows_t],
+            files=None if self.files is None else [self.files[i] for i in rows],
+        )
+
+
+@dataclass
+class DataBundle:
+    """A data set ready for training: splits, class names, normalisation and augmentation recipe."""
+
+    name: str
+    class_names: list[str]
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train: Split
+    val: Split | None
+    test: Split
+    # "crop_flip": RandomCrop(size, pad)+flip on tensors; "rrc": RandomResizedCrop(size)+flip from files
+    augment: str = "crop_flip"
+    crop_pad: int = 4
+    flip: bool = True
+    test_resize: int = 0  # file sets: Resize(test_resize) + CenterCrop(image_size); 0 = Resize(image_size)
+    fine_to_coarse: list[int] | None = None
+    coarse_names: list[str] | None = None
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.train.images is not None
+
+
+def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (keep, held_out) with `fraction` of every class held out (at least one sample per class
+    that has two or more), drawn with `seed`."""
+    from sklearn.model_selection import train_test_split
+
+    rows = np.arange(len(labels))
+    counts = np.bincount(labels)
+    if counts[counts > 0].min() < 2:
+        raise UserError("a class has a single training sample; cannot hold out a stratified validation split "
+                        "(use --val-fraction 0 --select-on test)")
+    keep, held = train_test_split(rows, test_size=fraction, random_state=seed, stratify=labels)
+    return np.sort(keep), np.sort(held)
+
+
+def _with_val(bundle: DataBundle, val_fraction: float, split_seed: int) -> DataBundle:
+    if val_fraction > 0:
+        keep, held = _stratified_split(bundle.train.labels.numpy(), val_fraction, split_seed)
+        bundle.train, bundle.val = bundle.train.subset(keep), bundle.train.subset(held)
+    return bundle
+
+
+def _tensor_split(images: np.ndarray, labels: np.ndarray) -> Split:
+    """images uint8 (N, H, W, C) -> Split with (N, C, H, W)."""
+    return Split(labels=torch.as_tensor(labels, dtype=torch.long), indices=torch.arange(len(labels)),
+                 images=torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))))
+
+
+def load_digits_bundle() -> DataBundle:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes, grey levels 0..16 -> 0..255).
+
+    The test split is a fixed stratified 20 % drawn with seed 0; `indices` of train and test
+    refer to the position in the scikit-learn arrays (test) or the 80 % remainder (train).
+    """
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.clip(d.images * 16.0, 0, 255).astype(np.uint8)[..., None]  # (N, 8, 8, 1)
+    labels = d.target.astype(np.int64)
+    rows = np.arange(len(labels))
+    from sklearn.model_selection import train_test_split
+
+    train_rows, test_rows = train_test_split(rows, test_size=0.2, random_state=0, stratify=labels)
+    train_rows, test_rows = np.sort(train_rows), np.sort(test_rows)
+    train = _tensor_split(images[train_rows], labels[train_rows])
+    test = _tensor_split(images[test_rows], labels[test_rows])
+    test.indices = torch.as_tensor(test_rows)
+    train.indices = torch.as_tensor(train_rows)
+    mean = float(images[train_rows].mean() / 255.0)
+    std = float(images[train_rows].std() / 255.0)
+    return DataBundle("digits", [str(i) for i in range(10)], 1, 8, (mean,), (std,), train, None, test,
+                      crop_pad=1, flip=False)  # a mirrored digit is another symbol: no flips
+
+
+def load_synthetic_bundle(num_train: int = 5000, num_test: int = 1000, num_classes: int = 100) -> DataBundle:
+    """CIFAR-shaped random images (3x32x32 uint8) with random labels: for throughput benchmarks only."""
+    g = np.random.default_rng(0)
+    x_train = g.integers(0, 256, (num_train, 32, 32, 3), dtype=np.uint8)
+    x_test = g.integers(0, 256, (num_test, 32, 32, 3), dtype=np.uint8)
+    y_train = np.arange(num_train) % num_classes
+    y_test = np.arange(num_test) % num_classes
+    return DataBundle("synthetic", [f"class{i}" for i in range(num_classes)], 3, 32, (0.5,) * 3, (0.25,) * 3,
+                      _tensor_split(x_train, y_train), None, _tensor_split(x_test, y_test))
+
+
+def load_cifar100_bundle(root: Path, download: bool) -> DataBundle:
+    """CIFAR-100 via torchvision, in memory; exposes the 20 superclasses as `fine_to_coarse`."""
+    folder = root / "cifar100"
+    if not download and not (folder / "cifar-100-python").is_dir():
+        raise UserError(f"CIFAR-100 not found: expected {folder / 'cifar-100-python'}; "
+                        f"pass --download to fetch it (about 170 MB) or --data-root to point elsewhere")
+    import torchvision
+
+    from .cifar100_meta import CIFAR100_COARSE_NAMES, CIFAR100_COARSE_OF_FINE
+
+    sets = [torchvision.datasets.CIFAR100(str(folder), train=t, download=download) for t in (True, False)]
+    train, test = (_tensor_split(s.data, np.asarray(s.targets)) for s in sets)
+    return DataBundle("cifar100", list(sets[0].classes), 3, 32, *CIFAR100_STATS, train, None, test,
+                      fine_to_coarse=list(CIFAR100_COARSE_OF_FINE), coarse_names=list(CIFAR100_COARSE_NAMES))
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def _class_folders(folder: Path) -> tuple[list[str], list[str], list[int]]:
+    """ImageFolder layout: folder/<class>/**/<image>. Returns (classes, files, labels)."""
+    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        for dirpath, _, names in sorted(os.walk(folder / name)):
+            for f in sorted(names):
+                if f.lower().endswith(IMAGE_EXTENSIONS):
+                    files.append(os.path.join(dirpath, f))
+                    labels.append(label)
+    return classes, files, labels
+
+
+def _tinyimagenet_val(folder: Path, classes: list[str]) -> tuple[list[str], list[int]]:
+    """The official TinyImageNet layout: val/images/*.JPEG listed in val/val_annotations.txt."""
+    index = {c: i for i, c in enumerate(classes)}
+    files, labels = [], []
+    for line in (folder / "val_annotations.txt").read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2:
+            if parts[1] not in index:
+                raise UserError(f"{folder / 'val_annotations.txt'} names class {parts[1]!r} that train/ lacks")
+            files.append(str(folder / "images" / parts[0]))
+            labels.append(index[parts[1]])
+    return files, labels
+
+
+def load_folder_bundle(name: str, folder: Path) -> DataBundle:
+    """An ImageFolder data set: folder/train/<class>/... and folder/test/<class>/... (or val/)."""
+    train_dir = folder / "train"
+    if not train_dir.is_dir():
+        raise UserError(f"data set {name!r}: expected training images in {train_dir}/<class>/; "
+                        f"lay it out as train/ and test/ class folders or pass --data-root")
+    classes, files, labels = _class_folders(train_dir)
+    if not files:
+        raise UserError(f"data set {name!r}: no images found under {train_dir}/<class>/")
+    if name == "tinyimagenet" and (folder / "val" / "val_annotations.txt").is_file() and not (folder / "test").is_dir():
+        test_files, test_labels = _tinyimagenet_val(folder / "val", classes)
+    else:
+        test_dir = folder / "test" if (folder / "test").is_dir() else folder / "val"
+        if not test_dir.is_dir():
+            raise UserError(f"data set {name!r}: expected test images in {folder / 'test'}/<class>/")
+        test_classes, test_files, test_labels = _class_folders(test_dir)
+        if test_classes != classes:
+            raise UserError(f"data set {name!r}: the class folders of {test_dir} differ from those of {train_dir}")
+    train = Split(torch.as_tensor(labels), torch.arange(len(labels)), files=files)
+    test = Split(torch.as_tensor(test_labels, dtype=torch.long), torch.arange(len(test_labels)), files=test_files)
+    if name == "tinyimagenet":
+        # The authors train TinyImageNet at 32x32 (RandomResizedCrop(32)).
+        return DataBundle(name, classes, 3, 32, *TINYIMAGENET_STATS, train, None, test, augment="rrc")
+    return DataBundle(name, classes, 3, 224, *IMAGENET_STATS, train, None, test, augment="rrc", test_resize=256)
+
+
+FOLDER_SETS = ("tinyimagenet", "cub200", "dogs", "mit67", "imagenet", "imagefolder")
+DATASETS = ("digits", "synthetic", "cifar100") + FOLDER_SETS
+
+
+def load_bundle(name: str, *, data_root: str, download: bool = False, val_fraction: float = 0.1,
+                split_seed: int = 0) -> DataBundle:
+    """Load data set `name` with its validation split held out of the training data."""
+    choose("data set", name, {d: None for d in DATASETS})
+    root = Path(data_root)
+    if name == "digits":
+        bundle = load_digits_bundle()
+    elif name == "synthetic":
+        bundle = load_synthetic_bundle()
+    elif name == "cifar100":
+        bundle = load_cifar100_bundle(root, download)
+    elif name == "imagefolder":
+        bundle = load_folder_bundle(name, root)
+    else:
+        bundle = load_folder_bundle(name, root / name)
+    return _with_val(bundle, val_fraction, split_seed)

@@ -1,0 +1,74 @@
+"""Run folders: naming, the checks made before anything is written, and reading a run back.
+
+A run folder holds `config.json`, `metrics.jsonl`, `summary.json`, `last.pt`, `best.pt` and,
+after `cskd predict`, `predictions-<split>.npz`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from .config import TrainConfig
+from .errors import UserError
+
+RUN_MARKERS = ("config.json", "last.pt", "best.pt", "metrics.jsonl")
+
+
+def default_run_name(cfg: TrainConfig) -> str:
+    """A readable name from the fields that distinguish runs, e.g. digits-small-cskd-T4-L1-s0."""
+    name = f"{cfg.dataset}-{cfg.model}-{cfg.method}"
+    if cfg.method != "ce":
+        name += f"-T{cfg.temperature:g}-L{cfg.lambda_cls:g}"
+    return f"{name}-e{cfg.epochs}-s{cfg.seed}"
+
+
+def holds_run(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / m).exists() for m in RUN_MARKERS)
+
+
+def choose_out_dir(cfg: TrainConfig, *, runs_root: str = "checkpoints") -> Path:
+    """`--out` if given; otherwise checkpoints/<readable name>, suffixed -2, -3, ... if taken."""
+    if cfg.out:
+        return Path(cfg.out)
+    base = Path(runs_root) / default_run_name(cfg)
+    folder, n = base, 1
+    while holds_run(folder):
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree cskd runs from, when it is a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def read_config(run: Path) -> TrainConfig:
+    path = Path(run) / "config.json"
+    if not path.is_file():
+        raise UserError(f"{run} is not a cskd run: {path} is missing")
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text())["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is not a valid cskd config ({type(e).__name__}); the run folder is damaged") from None
+
+
+def read_metrics(run: Path) -> list[dict]:
+    """The per-epoch records of metrics.jsonl (a torn last line from a kill is skipped)."""
+    path = Path(run) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

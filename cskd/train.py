@@ -1,0 +1,263 @@
+"""The training loop: cross-entropy or CS-KD (Eq. 1), SGD with step decay, per-epoch validation.
+
+No host synchronisation inside the step: loss/accuracy sums and a "first bad step" marker stay on
+the device and are read once per `log_interval` steps and at the end of the epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import __version__
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
+from .config import TrainConfig
+from .data import DataBundle, load_bundle
+from .errors import UserError
+from .loaders import eval_batches, train_batches
+from .losses import cskd_loss
+from .models import build_model
+from .runs import choose_out_dir, git_commit, holds_run, read_config, read_metrics
+
+
+class Diverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available; use --device auto or cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """lr for 0-based `epoch`: cfg.lr, divided by 10 at each milestone (fractions of cfg.epochs).
+
+    With 200 epochs and milestones (0.5, 0.75): 0.1 for epochs 1-100, 0.01 for 101-150, 0.001 after
+    (1-based), i.e. "divided by 10 after epochs 100 and 150" as in the paper.
+    """
+    drops = sum(epoch >= round(m * cfg.epochs) for m in cfg.lr_milestones)
+    return cfg.lr * 0.1**drops
+
+
+def autocast(device: torch.device, bf16: bool):
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def evaluate(model, batches, *, device: torch.device, bf16: bool) -> dict:
+    """Top-1 accuracy (fraction) and mean cross-entropy over an evaluation source."""
+    model.eval()
+    sums = torch.zeros(3, device=device, dtype=torch.float64)
+    for x, y, _ in batches:
+        with autocast(device, bf16):
+            logits = model(x).float()
+        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
+                             (logits.argmax(1) == y).sum().double(), torch.tensor(len(y), device=device).double()])
+    loss, correct, n = sums.tolist()
+    return {"acc": correct / max(n, 1), "loss": loss / max(n, 1), "n": int(n)}
+
+
+def train_epoch(model, optimizer, source, epoch: int, cfg: TrainConfig, *, device, bf16: bool, bar) -> dict:
+    """One epoch. Returns means of loss, CE, KL term and the train accuracy (fractions)."""
+    model.train()
+    cskd = cfg.method == "cskd"
+    # sums: total loss, CE, KL term (each × batch size), correct, seen
+    sums = torch.zeros(5, device=device, dtype=torch.float64)
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)
+    step = -1
+    for step, (x, y, xp) in enumerate(source.epoch(epoch)):
+        with autocast(device, bf16):
+            logits = model(x)
+            if cskd:
+                # The partner's prediction is a fixed target (θ̃): no graph, and by default BatchNorm in
+                # train mode on the partner batch, as in the authors' code.
+                with torch.no_grad():
+                    if cfg.partner_bn == "eval":
+                        model.eval()
+                    partner_logits = model(xp)
+                    model.train()
+                loss, ce, kl = cskd_loss(logits, partner_logits, y, temperature=cfg.temperature,
+                                         lambda_cls=cfg.lambda_cls)
+            else:
+                loss = ce = F.cross_entropy(logits.float(), y)
+                kl = torch.zeros((), device=device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = y.shape[0]
+        sums += torch.stack([loss.detach().double() * n, ce.detach().double() * n, kl.detach().double() * n,
+                             (logits.detach().argmax(1) == y).sum().double(),
+                             torch.tensor(n, device=device, dtype=torch.float64)])
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+        if (step + 1) % cfg.log_interval == 0:
+            _check_and_show(sums, first_bad, epoch, bar, optimizer, step + 1)
+    _check_and_show(sums, first_bad, epoch, bar, optimizer, step + 1)
+    total, ce, kl, correct, seen = sums.tolist()
+    return {"train_loss": total / seen, "train_ce": ce / seen, "train_kl": kl / seen, "train_acc": correct / seen}
+
+
+def _check_and_show(sums, first_bad, epoch, bar, optimizer, done_steps) -> None:
+    """The once-per-interval host read: stop on a non-finite loss, else update the progress bar."""
+    values = sums.tolist()
+    bad = int(first_bad)
+    if bad >= 0:
+        raise Diverged(f"loss became NaN/inf at epoch {epoch + 1}, step {bad + 1}")
+    seen = max(values[4], 1)
+    bar.update(done_steps - bar.n)
+    bar.set_postfix(loss=f"{values[0] / seen:.3f}", acc=f"{100 * values[3] / seen:.1f}",
+                    lr=f"{optimizer.param_groups[0]['lr']:.4g}", refresh=False)
+
+
+def _prepare_out(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> tuple[Path, dict | None]:
+    """Decide the run folder and read the checkpoint to resume from; writes nothing."""
+    out = choose_out_dir(cfg)
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other; pick one")
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise UserError(f"--resume: {out} holds no checkpoint (last.pt); train without --resume to start it")
+        return out, load_checkpoint(out / "last.pt")
+    if holds_run(out) and not overwrite:
+        raise UserError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
+                        f"or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    return out, None
+
+
+def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
+                 stop_after_epoch: int | None = None, progress: bool | None = None) -> dict:
+    """Train one run and return its summary. `stop_after_epoch` ends early (tests simulate a kill)."""
+    out, ckpt = _prepare_out(cfg, resume=resume, overwrite=overwrite)
+    if ckpt is not None:
+        cfg = TrainConfig.from_dict(ckpt["config"])  # a resumed run keeps its own config
+    device = pick_device(cfg.device)
+    bf16 = use_bf16(cfg, device)
+    bundle = load_bundle(cfg.dataset, data_root=cfg.data_root, download=cfg.download,
+                         val_fraction=cfg.val_fraction, split_seed=cfg.split_seed)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
+                        width=cfg.width).to(device)
+    opt_kw = {"foreach": True} if device.type == "cuda" else {}
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay, **opt_kw)
+    source = train_batches(bundle, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
+                           pairs=cfg.method == "cskd", allow_self_pair=cfg.allow_self_pair, workers=cfg.workers)
+    select_split = bundle.val if cfg.select_on == "val" else bundle.test
+    if select_split is None:
+        raise UserError("--val-fraction 0 leaves no validation split; use --select-on test or a fraction in (0, 1)")
+
+    start_epoch, best = 0, {"acc": -1.0, "epoch": -1}
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        source.sampler.load_state_dict(ckpt["sampler"])
+        set_rng_state(ckpt["rng"])
+        start_epoch, best = ckpt["epoch"] + 1, dict(ckpt["best"])
+        # Drop records of epochs after the checkpoint (written before the kill) so none repeat.
+        kept = [r for r in read_metrics(out) if r.get("epoch", 0) <= ckpt["epoch"] + 1]
+        _write_metrics(out, kept)
+    else:
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", _config_record(cfg, bundle, device, bf16))
+        _write_metrics(out, [])
+
+    show = progress if progress is not None else None  # None: tqdm shows bars only on a terminal
+    say = print if progress is not False else (lambda *a, **k: None)
+    say(f"run {out}: {cfg.method} on {cfg.dataset} ({len(bundle.train)} train / "
+        f"{len(bundle.val) if bundle.val is not None else 0} val / {len(bundle.test)} test), {cfg.model}, "
+        f"{device.type}{' bf16' if bf16 else ''}, epochs {start_epoch + 1}-{cfg.epochs}")
+    t_run = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        if stop_after_epoch is not None and epoch > stop_after_epoch:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(cfg, epoch)
+        t0 = time.time()
+        with tqdm(total=len(source), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                  disable=(not show) if show is not None else None, file=sys.stderr) as bar:
+            try:
+                record = train_epoch(model, optimizer, source, epoch, cfg, device=device, bf16=bf16, bar=bar)
+            except Diverged as e:
+                kept = f"the last good checkpoint (epoch {epoch}) is kept in {out / 'last.pt'}" if epoch > 0 \
+                    else "no checkpoint was written"
+                raise Diverged(f"{e}; {kept}; lower --lr or check the data") from None
+        val = evaluate(model, eval_batches(bundle, select_split, batch_size=256, device=device, workers=cfg.workers),
+                       device=device, bf16=bf16)
+        record = {"epoch": epoch + 1, "lr": lr_at(cfg, epoch), **record,
+                  f"{cfg.select_on}_acc": val["acc"], f"{cfg.select_on}_loss": val["loss"],
+                  "seconds": round(time.time() - t0, 3)}
+        improved = val["acc"] > best["acc"]
+        if improved:
+            best = {"acc": val["acc"], "epoch": epoch + 1}
+        state = {"model": model.state_dict(), "config": cfg.to_dict(), "epoch": epoch, "best": best}
+        if improved:
+            save_checkpoint(out / "best.pt", state)
+        save_checkpoint(out / "last.pt", {**state, "optimizer": optimizer.state_dict(),
+                                          "sampler": source.sampler.state_dict(), "rng": rng_state()})
+        _append_metrics(out, record)
+        say(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {record['train_loss']:.4f}  train acc "
+            f"{100 * record['train_acc']:.2f}  {cfg.select_on} acc {100 * val['acc']:.2f}  lr {record['lr']:.4g}  "
+            f"{record['seconds']:.1f}s")
+    finished = (stop_after_epoch is None) or stop_after_epoch >= cfg.epochs - 1
+    summary = {"run": str(out), "finished": finished, "best_epoch": best["epoch"],
+               f"best_{cfg.select_on}_acc": best["acc"], "train_seconds": round(time.time() - t_run, 2)}
+    if finished:
+        summary.update(_test_best(out, cfg, bundle, model, device, bf16))
+        write_json(out / "summary.json", summary)
+        say(f"done: best epoch {best['epoch']} ({cfg.select_on} acc {100 * best['acc']:.2f}), "
+            f"test acc {100 * summary['test_acc']:.2f}  -> {out}")
+    return summary
+
+
+def _test_best(out: Path, cfg, bundle: DataBundle, model, device, bf16) -> dict:
+    model.load_state_dict(load_checkpoint(out / "best.pt", map_location=device)["model"])
+    test = evaluate(model, eval_batches(bundle, bundle.test, batch_size=256, device=device, workers=cfg.workers),
+                    device=device, bf16=bf16)
+    return {"test_acc": test["acc"], "test_loss": test["loss"], "test_n": test["n"]}
+
+
+def _config_record(cfg: TrainConfig, bundle: DataBundle, device, bf16: bool) -> dict:
+    selection = ("best validation epoch" if cfg.select_on == "val"
+                 else "best TEST epoch (the authors' protocol; test accuracy is optimistically biased)")
+    return {
+        "config": cfg.to_dict(),
+        "meta": {"cskd_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,
+                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "device": device.type, "precision": "bf16" if bf16 else "fp32", "selection": selection,
+                 "num_classes": bundle.num_classes, "class_names": bundle.class_names,
+                 "num_train": len(bundle.train), "num_val": len(bundle.val) if bundle.val is not None else 0,
+                 "num_test": len(bundle.test)},
+    }
+
+
+def _write_metrics(out: Path, records: list[dict]) -> None:
+    from .checkpoint import atomic_write
+
+    atomic_write(out / "metrics.jsonl", lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
+
+
+def _append_metrics(out: Path, record: dict) -> None:
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")

@@ -1,0 +1,37 @@
+import pytest
+import torch
+
+from cskd.errors import UserError
+from cskd.models import MODELS, build_model
+
+FEATURE_DIMS = {"small": 128, "preact_resnet18": 512, "densenet121_cifar": 1024, "resnet10": 512,
+                "resnet18": 512, "resnet50": 2048, "resnet101": 2048, "resnext101_32x4d": 2048, "densenet121": 1024}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_logits_and_features_shapes(name):
+    _, size = MODELS[name]
+    in_channels = 1 if name == "small" else 3
+    # 224-px models are checked at 64 px: same layers, 12x less compute.
+    size = min(size, 64)
+    model = build_model(name, num_classes=7, in_channels=in_channels).eval()
+    x = torch.randn(2, in_channels, size, size)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        logits = model(x)
+    assert feats.shape == (2, FEATURE_DIMS[name])
+    assert logits.shape == (2, 7)
+    assert torch.allclose(model.head(feats), logits, atol=1e-5)
+
+
+def test_unknown_model_lists_known_names():
+    with pytest.raises(UserError, match="unknown model 'resnet7'.*preact_resnet18"):
+        build_model("resnet7", num_classes=10)
+
+
+def test_preact_resnet18_has_the_paper_stem_and_final_bn():
+    m = build_model("preact_resnet18", num_classes=100)
+    assert m.stem.kernel_size == (3, 3) and m.stem.stride == (1, 1)
+    assert isinstance(m.bn, torch.nn.BatchNorm2d)
+    n_params = sum(p.numel() for p in m.parameters())
+    assert 11.0e6 < n_params < 11.3e6  # PreAct ResNet-18 for CIFAR-100: about 11.2M parameters

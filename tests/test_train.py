@@ -1,0 +1,156 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cskd.cli import main
+from cskd.config import resolve
+from cskd.train import lr_at, run_training
+
+
+def cli(*argv):
+    return main([str(a) for a in argv])
+
+
+def test_ce_and_cskd_runs_write_the_run_files(digits_runs):
+    for method, run in digits_runs.items():
+        for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json"):
+            assert (run / name).is_file(), name
+        config = json.loads((run / "config.json").read_text())
+        assert config["config"]["method"] == method and config["config"]["epochs"] == 2
+        assert config["meta"]["selection"] == "best validation epoch"
+        records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in records] == [1, 2]
+        assert all(0 <= r["val_acc"] <= 1 for r in records)
+        # CS-KD logs a KL term; cross-entropy has none.
+        assert (records[-1]["train_kl"] > 0) == (method == "cskd")
+        state = torch.load(run / "last.pt", weights_only=True)
+        assert {"model", "optimizer", "sampler", "rng", "config", "epoch"} <= set(state)
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["test_acc"] > 0.3  # far above the 0.1 of chance after 2 epochs
+
+
+def test_cli_train_writes_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli("train", "--dataset", "digits", "--method", "ce", "--epochs", 1, "--seed", 0, "--out", out) == 0
+    assert (out / "best.pt").is_file() and (out / "metrics.jsonl").is_file()
+    assert "test acc" in capsys.readouterr().out
+
+
+def test_kill_and_resume_gives_identical_weights(tmp_path):
+    overrides = {"method": "cskd", "epochs": 3, "seed": 1, "batch_size": 128}
+    full = resolve({**overrides, "out": str(tmp_path / "full")}, "digits-small")
+    run_training(full, progress=False)
+    cut = resolve({**overrides, "out": str(tmp_path / "cut")}, "digits-small")
+    run_training(cut, progress=False, stop_after_epoch=0)  # "killed" after the first epoch
+    assert not (tmp_path / "cut" / "summary.json").exists()
+    run_training(cut, resume=True, progress=False)
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
+
+
+def test_lr_schedule_follows_the_paper():
+    cfg = resolve({"epochs": 200})
+    assert lr_at(cfg, 0) == 0.1 and lr_at(cfg, 99) == 0.1
+    assert lr_at(cfg, 100) == pytest.approx(0.01) and lr_at(cfg, 149) == pytest.approx(0.01)
+    assert lr_at(cfg, 150) == pytest.approx(0.001) and lr_at(cfg, 199) == pytest.approx(0.001)
+
+
+def test_generated_run_name_is_readable_and_unique(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli("train", "--epochs", 1, "--method", "ce") == 0
+    assert cli("train", "--epochs", 1, "--method", "ce") == 0
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["digits-small-ce-e1-s0", "digits-small-ce-e1-s0-2"]
+
+
+BAD_INPUTS = [
+    (["--dataset", "mnist"], "unknown data set 'mnist'; choose one of: cifar100, cub200, digits"),
+    (["--model", "vgg"], "unknown model 'vgg'; choose one of:"),
+    (["--method", "foo"], "unknown method 'foo'; choose one of: ce, cskd"),
+    (["--preset", "nope"], "unknown preset 'nope'; choose one of:"),
+    (["--temperature", "0"], "--temperature must be > 0; got 0.0"),
+    (["--temperature", "-1"], "--temperature must be > 0"),
+    (["--lambda-cls", "-0.5"], "--lambda-cls must be >= 0; got -0.5"),
+    (["--epochs", "0"], "--epochs must be a positive integer; got 0"),
+    (["--batch-size", "-4"], "--batch-size must be a positive integer; got -4"),
+    (["--dataset", "cub200", "--data-root", "{tmp}/nodata"], "expected training images in"),
+    (["--dataset", "cifar100", "--data-root", "{tmp}/nodata"], "CIFAR-100 not found"),
+    (["--resume"], "holds no checkpoint"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_one_line_error_and_nothing_written(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--epochs" not in args:
+        args = ["--epochs", "1", *args]
+    code = cli("train", *args, "--out", out)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("cskd: error: ") and message in err and "\n" not in err, err
+    assert not out.exists()
+
+
+def test_out_holding_a_run_is_refused_unless_resume_or_overwrite(digits_runs, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(digits_runs["ce"], run)
+    assert cli("train", "--epochs", 1, "--out", run) == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert cli("train", "--epochs", 1, "--method", "ce", "--out", run, "--overwrite") == 0
+    assert json.loads((run / "config.json").read_text())["config"]["epochs"] == 1
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04truncated"])
+def test_resume_from_a_damaged_checkpoint_is_a_clear_error(digits_runs, tmp_path, capsys, content):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(digits_runs["ce"], run)
+    full = (run / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(content or full[: len(full) // 2])
+    assert cli("train", "--out", run, "--resume") == 2
+    err = capsys.readouterr().err.strip()
+    assert "last.pt is not a readable cskd checkpoint" in err and "\n" not in err
+
+
+def test_checkpoint_that_needs_code_to_load_is_refused(tmp_path, capsys):
+    import pickle
+
+    run = tmp_path / "evil"
+    run.mkdir()
+
+    class Boom:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    torch.save({"format": 1, "model": Boom()}, run / "last.pt", pickle_protocol=pickle.DEFAULT_PROTOCOL)
+    assert cli("train", "--out", run, "--resume") == 2
+    captured = capsys.readouterr()
+    assert "code ran" not in captured.out and "not a readable cskd checkpoint" in captured.err
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
+    out = tmp_path / "nan"
+    # A huge learning rate makes the loss blow up to inf/NaN within the first epochs.
+    code = cli("train", "--epochs", 4, "--lr", "1e6", "--method", "ce", "--out", out)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "loss became NaN/inf at epoch" in err and "step" in err and "\n" not in err
+    if "epoch 1," not in err:
+        torch.load(out / "last.pt", weights_only=True)  # the last good checkpoint is whole
+
+
+def test_console_script_exits_nonzero_with_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "cskd", "train", "--model", "nope", "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "unknown model 'nope'" in r.stderr
