@@ -26,6 +26,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help=f"seed of initialisation, pair sampling and augmentation ({d.seed})")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA when available")
     g.add_argument("--precision", choices=PRECISIONS, help="auto = bf16 autocast on CUDA, fp32 on CPU")
+    g.add_argument("--threads", type=int, help="CPU threads for torch (0 = one per core)")
     g.add_argument("--log-interval", type=int, help=f"steps between progress updates ({d.log_interval})")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="force the per-step progress bar on/off (default: on a terminal only)")

@@ -10,6 +10,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
+
 from .config import TrainConfig
 from .errors import UserError
 
@@ -72,3 +74,40 @@ def read_metrics(run: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+PREDICTION_KEYS = ("logits", "features", "labels", "indices", "class_names", "dataset", "split")
+
+
+def load_predictions(path: Path) -> dict:
+    """Read a predictions-<split>.npz written by `cskd predict` into a dict of arrays and strings.
+
+    Fails with a one-line UserError naming the file when it is missing, unreadable, lacks a key,
+    or its arrays disagree in length. Never unpickles (allow_pickle=False).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} is missing; run `cskd predict {path.parent}` to create it")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except Exception as e:  # truncated zip, not an npz, object arrays
+        raise UserError(f"{path} is not a readable predictions file ({type(e).__name__}); "
+                        f"delete it and run `cskd predict {path.parent}` again") from None
+    missing = [k for k in PREDICTION_KEYS if k not in data]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}; run `cskd predict {path.parent} --force`")
+    n = len(data["labels"])
+    logits = data["logits"]
+    if logits.ndim != 2 or len(logits) != n or len(data["features"]) != n or len(data["indices"]) != n:
+        raise UserError(f"{path}: logits {logits.shape}, features {data['features'].shape} and labels ({n},) "
+                        f"disagree; run `cskd predict {path.parent} --force`")
+    if logits.shape[1] != len(data["class_names"]):
+        raise UserError(f"{path}: {logits.shape[1]} logit columns but {len(data['class_names'])} class names")
+    for key in ("dataset", "split", "checkpoint", "run_config"):
+        if key in data:
+            data[key] = str(data[key])
+    data["class_names"] = [str(c) for c in data["class_names"]]
+    if "coarse_names" in data:
+        data["coarse_names"] = [str(c) for c in data["coarse_names"]]
+    return data

@@ -151,6 +151,8 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     if ckpt is not None:
         cfg = TrainConfig.from_dict(ckpt["config"])  # a resumed run keeps its own config
     device = pick_device(cfg.device)
+    if cfg.threads and device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
     bf16 = use_bf16(cfg, device)
     bundle = load_bundle(cfg.dataset, data_root=cfg.data_root, download=cfg.download,
                          val_fraction=cfg.val_fraction, split_seed=cfg.split_seed)
