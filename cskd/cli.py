@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import METHODS, PARTNER_BN, PRECISIONS, PRESETS, SELECT_ON, TrainConfig
+from .config import LOADERS, METHODS, PAIRINGS, PARTNER_BN, PRECISIONS, PRESETS, SELECT_ON, TrainConfig
 from .errors import UserError
 
 
@@ -26,6 +26,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help=f"seed of initialisation, pair sampling and augmentation ({d.seed})")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA when available")
     g.add_argument("--precision", choices=PRECISIONS, help="auto = bf16 autocast on CUDA, fp32 on CPU")
+    g.add_argument("--compile", action="store_const", const=True,
+                   help="torch.compile the model (drops the last partial batch so shapes stay static)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on CUDA only)")
     g.add_argument("--threads", type=int, help="CPU threads for torch (0 = one per core)")
     g.add_argument("--log-interval", type=int, help=f"steps between progress updates ({d.log_interval})")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -39,6 +43,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split-seed", type=int, help=f"seed of the validation split ({d.split_seed})")
     g.add_argument("--select-on", choices=SELECT_ON,
                    help="pick the best epoch on val (default) or test (the authors' protocol, optimistic)")
+    g.add_argument("--loader", choices=LOADERS,
+                   help="auto (default): images on the training device when the data set is in memory; "
+                        "host: DataLoader workers with per-sample transforms")
     g.add_argument("--workers", type=int, help=f"DataLoader workers for image-file data sets ({d.workers})")
 
     g = p.add_argument_group("model")
@@ -53,6 +60,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="BatchNorm mode of the no-grad partner forward (train, as the authors do)")
     g.add_argument("--allow-self-pair", action="store_const", const=True,
                    help="let the partner be the anchor itself (the authors' sampler)")
+    g.add_argument("--pairing", choices=PAIRINGS,
+                   help="paper: a separate no-grad partner batch (default); in-batch: B/2 same-class pairs per "
+                        "batch whose targets come from the same forward (no extra forward; beyond the paper)")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help=f"({d.epochs}); lr /10 at 50 %% and 75 %% of them")

@@ -16,6 +16,8 @@ METHODS = ("ce", "cskd")
 SELECT_ON = ("val", "test")
 PRECISIONS = ("auto", "bf16", "fp32")
 PARTNER_BN = ("train", "eval")
+PAIRINGS = ("paper", "in-batch")
+LOADERS = ("auto", "device", "host")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -33,6 +35,7 @@ class TrainConfig:
     lambda_cls: float = 1.0  # λ_cls in Eq. (1)
     partner_bn: str = "train"  # partner forward in BatchNorm train mode, as the authors' code does
     allow_self_pair: bool = False  # True reproduces the authors' sampler (partner may be the anchor)
+    pairing: str = "paper"  # "in-batch": B/2 same-class pairs per batch, targets from the same forward
     epochs: int = 30
     batch_size: int = 64  # anchors per step; CS-KD adds as many partners
     lr: float = 0.1
@@ -46,6 +49,9 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     device: str = "auto"
     workers: int = 2  # DataLoader workers for data sets read from image files
+    loader: str = "auto"  # auto: images on the training device when the data set is in memory
+    compile: bool = False  # torch.compile the model (CUDA; full batches only so shapes stay static)
+    channels_last: bool | None = None  # None: on for CUDA, off for CPU
     threads: int = 0  # CPU threads for torch ops; 0 = torch's default (one per core)
     log_interval: int = 20  # steps between progress-bar updates (one host sync each)
     preset: str = ""
@@ -108,6 +114,8 @@ def validate(cfg: TrainConfig) -> None:
     choose("--precision value", cfg.precision, {p: None for p in PRECISIONS})
     choose("--partner-bn value", cfg.partner_bn, {p: None for p in PARTNER_BN})
     choose("--device value", cfg.device, {d: None for d in DEVICES})
+    choose("--pairing value", cfg.pairing, {p: None for p in PAIRINGS})
+    choose("--loader value", cfg.loader, {p: None for p in LOADERS})
     if not (math.isfinite(cfg.temperature) and cfg.temperature > 0):
         raise UserError(f"--temperature must be > 0; got {cfg.temperature}")
     if not (math.isfinite(cfg.lambda_cls) and cfg.lambda_cls >= 0):

@@ -1,7 +1,7 @@
 """Batch sources: the swappable data path between a DataBundle and the trainer.
 
-Every source yields `(x, y, x_partner)` on the training device — `x_partner` is None unless pairs
-were asked for — and `eval_batches` yields `(x, y, indices)` without augmentation. The trainer only
+Every training source yields `Batch(x, y, partner, clean)` on the training device (see
+PARTNER_MODES) and `eval_batches` yields `(x, y, indices)` without augmentation. The trainer only
 sees this interface, so a faster source (e.g. a GPU-resident one for 224-px caches) slots in.
 
 - TensorBatches: uint8 images live on the device; crop/flip/normalise and pair sampling run
@@ -11,7 +11,7 @@ sees this interface, so a faster source (e.g. a GPU-resident one for 224-px cach
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -23,22 +23,35 @@ from .sampler import ClassPairSampler, epoch_generator
 # Offset so the augmentation stream differs from the sampler's stream for the same (seed, epoch).
 AUGMENT_SEED_OFFSET = 7_777
 
+# What a training source adds to each anchor batch:
+#   "none"     nothing (cross-entropy and friends)
+#   "class"    a same-class partner per anchor, augmented independently (CS-KD, the paper's pairing)
+#   "in-batch" no extra tensor: the batch itself is B/2 anchors followed by their B/2 partners
+#   "view"     a second, independent augmentation of each anchor (DDGSD)
+PARTNER_MODES = ("none", "class", "in-batch", "view")
+
+
+class Batch(NamedTuple):
+    x: torch.Tensor  # augmented anchors (B, C, H, W), normalised, on the device
+    y: torch.Tensor  # labels (B,)
+    partner: torch.Tensor | None = None  # "class": same-class partners; "view": second views
+    clean: torch.Tensor | None = None  # anchors without augmentation (CS-KD-E), when asked
+
 
 class TensorBatches:
     """Training batches from an in-memory split, augmented on `device`."""
 
     def __init__(self, bundle: DataBundle, split: Split, *, batch_size: int, seed: int, device: torch.device,
-                 pairs: bool, allow_self_pair: bool = False):
+                 partner: str = "none", clean: bool = False, allow_self_pair: bool = False,
+                 drop_last: bool = False):
         self.bundle = bundle
         self.device = device
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
         self.mean = torch.tensor(bundle.mean, device=device)
         self.std = torch.tensor(bundle.std, device=device)
-        self.pairs = pairs
-        self.seed = seed
-        self.sampler = ClassPairSampler(self.labels, batch_size=batch_size, seed=seed,
-                                        allow_self_pair=allow_self_pair)
+        self.partner, self.clean, self.seed = partner, clean, seed
+        self.sampler = _sampler(self.labels, batch_size, seed, allow_self_pair, partner, drop_last)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -47,12 +60,34 @@ class TensorBatches:
         x = random_crop_flip(self.images[rows], pad=self.bundle.crop_pad, flip=self.bundle.flip, generator=g)
         return normalize(x, self.mean, self.std)
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    def epoch(self, epoch: int) -> Iterator[Batch]:
         g = epoch_generator(self.seed + AUGMENT_SEED_OFFSET, epoch, self.device)
         for anchors, partners in self.sampler.epoch_batches(epoch):
-            x = self._augment(anchors, g)
-            xp = self._augment(partners, g) if self.pairs else None
-            yield x, self.labels[anchors], xp
+            if self.partner == "in-batch":
+                anchors = torch.cat([anchors, partners])
+            rows = {"class": partners, "view": anchors}.get(self.partner)
+            yield Batch(self._augment(anchors, g), self.labels[anchors],
+                        None if rows is None else self._augment(rows, g),
+                        normalize(self.images[anchors], self.mean, self.std) if self.clean else None)
+
+
+def _sampler(labels, batch_size: int, seed: int, allow_self_pair: bool, partner: str,
+             drop_last: bool) -> ClassPairSampler:
+    """In-batch pairing draws B/2 anchors per step, each followed by its partner in the same batch."""
+    if partner not in PARTNER_MODES:
+        raise ValueError(f"partner must be one of {PARTNER_MODES}; got {partner!r}")
+    if partner == "in-batch":
+        if batch_size < 2 or batch_size % 2:
+            from .errors import UserError
+
+            raise UserError(f"--pairing in-batch needs an even --batch-size >= 2; got {batch_size}")
+        batch_size //= 2
+    sampler = ClassPairSampler(labels, batch_size=batch_size, seed=seed, allow_self_pair=allow_self_pair,
+                               drop_last=drop_last)
+    if partner == "in-batch":
+        # One epoch = N images: N/2 anchors plus their N/2 partners.
+        sampler.anchors_per_epoch = len(labels) // 2
+    return sampler
 
 
 def tensor_eval_batches(bundle: DataBundle, split: Split, *, batch_size: int, device: torch.device):
@@ -64,98 +99,128 @@ def tensor_eval_batches(bundle: DataBundle, split: Split, *, batch_size: int, de
         yield x, split.labels[i:i + batch_size].to(device), split.indices[i:i + batch_size]
 
 
-def file_transforms(bundle: DataBundle, train: bool):
-    """torchvision transforms of the paper/authors' code for image-file data sets."""
-    from torchvision import transforms as T
+def host_transforms(bundle: DataBundle, train: bool):
+    """Per-sample transforms for DataLoader workers: the paper's / authors' recipe.
 
-    norm = [T.ToTensor(), T.Normalize(bundle.mean, bundle.std)]
+    Image files (PIL): train RandomResizedCrop(size) + flip, test Resize(test_resize or size) +
+    CenterCrop(size). In-memory sets (uint8 CHW tensors): train RandomCrop(size, pad) (+ flip).
+    Both end with scaling to [0, 1] and per-channel normalisation.
+    """
+    from torchvision.transforms import v2 as T
+
     size = bundle.image_size
+    norm = [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(bundle.mean, bundle.std)]
+    if bundle.in_memory:
+        if not train:
+            return T.Compose(norm)
+        flip = [T.RandomHorizontalFlip()] if bundle.flip else []
+        return T.Compose([T.RandomCrop(size, padding=bundle.crop_pad), *flip, *norm])
     if train:
-        return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *norm])
-    resize = bundle.test_resize or size
-    return T.Compose([T.Resize(resize), T.CenterCrop(size), *norm])
+        return T.Compose([T.RandomResizedCrop(size, antialias=True), T.RandomHorizontalFlip(), *norm])
+    return T.Compose([T.Resize(bundle.test_resize or size, antialias=True), T.CenterCrop(size), *norm])
 
 
-class FileImages(Dataset):
-    """Decodes image `i` of a split (RGB) and applies `transform`; returns (image, label, index)."""
+class SplitImages(Dataset):
+    """Sample `i` of a split through `transform` (and `clean_transform`, when given).
 
-    def __init__(self, split: Split, transform):
-        self.split = split
-        self.transform = transform
+    Returns (image, label, index) or (image, clean image, label, index).
+    """
+
+    def __init__(self, split: Split, transform, clean_transform=None):
+        self.split, self.transform, self.clean_transform = split, transform, clean_transform
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, i: int):
+    def _load(self, i: int):
+        if self.split.images is not None:
+            return self.split.images[i]
         from PIL import Image
 
         with Image.open(self.split.files[i]) as im:
-            x = self.transform(im.convert("RGB"))
-        return x, self.split.labels[i], self.split.indices[i]
+            return im.convert("RGB")
+
+    def __getitem__(self, i: int):
+        img = self._load(i)
+        x = self.transform(img)
+        if self.clean_transform is None:
+            return x, self.split.labels[i], self.split.indices[i]
+        return x, self.clean_transform(img), self.split.labels[i], self.split.indices[i]
 
 
-class _PairBatchSampler:
-    """Yields anchors followed by their partners as one index list (one loader batch of 2B)."""
+class _IndexBatches:
+    """Batch sampler for one epoch: anchor indices, followed by partner indices when asked."""
 
-    def __init__(self, sampler: ClassPairSampler, epoch: int, pairs: bool):
+    def __init__(self, sampler: ClassPairSampler, epoch: int, partner: str):
         self.batches = sampler.epoch_batches(epoch)
-        self.pairs = pairs
+        self.partner = partner
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __iter__(self):
         for a, p in self.batches:
-            yield (torch.cat([a, p]) if self.pairs else a).tolist()
+            extra = {"class": p, "in-batch": p, "view": a}.get(self.partner)
+            yield (a if extra is None else torch.cat([a, extra])).tolist()
 
 
 class HostBatches:
-    """Training batches decoded and augmented by DataLoader workers (image-file data sets)."""
+    """Training batches decoded and augmented per sample by DataLoader workers."""
 
     def __init__(self, bundle: DataBundle, split: Split, *, batch_size: int, seed: int, device: torch.device,
-                 pairs: bool, allow_self_pair: bool = False, workers: int = 2):
-        self.dataset = FileImages(split, file_transforms(bundle, train=True))
-        self.sampler = ClassPairSampler(split.labels, batch_size=batch_size, seed=seed,
-                                        allow_self_pair=allow_self_pair)
-        self.device, self.pairs, self.seed, self.workers = device, pairs, seed, workers
+                 partner: str = "none", clean: bool = False, allow_self_pair: bool = False, workers: int = 2,
+                 drop_last: bool = False):
+        clean_tf = host_transforms(bundle, train=False) if clean else None
+        self.dataset = SplitImages(split, host_transforms(bundle, train=True), clean_tf)
+        self.sampler = _sampler(split.labels, batch_size, seed, allow_self_pair, partner, drop_last)
+        self.device, self.partner, self.clean, self.seed, self.workers = device, partner, clean, seed, workers
 
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def epoch(self, epoch: int):
+    def epoch(self, epoch: int) -> Iterator[Batch]:
         # A fresh loader per epoch seeded from (seed, epoch): worker augmentation is reproducible
         # and a resumed run continues with the same streams.
-        loader = DataLoader(self.dataset, batch_sampler=_PairBatchSampler(self.sampler, epoch, self.pairs),
+        loader = DataLoader(self.dataset, batch_sampler=_IndexBatches(self.sampler, epoch, self.partner),
                             num_workers=self.workers, pin_memory=self.device.type == "cuda",
                             generator=epoch_generator(self.seed + AUGMENT_SEED_OFFSET, epoch))
-        for x, y, _ in loader:
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True)
-            if self.pairs:
+        for item in loader:
+            x, y = item[0].to(self.device, non_blocking=True), item[-2].to(self.device, non_blocking=True)
+            clean = item[1].to(self.device, non_blocking=True) if self.clean else None
+            if self.partner in ("class", "view"):
                 half = len(y) // 2
-                yield x[:half], y[:half], x[half:]
+                yield Batch(x[:half], y[:half], x[half:], None if clean is None else clean[:half])
             else:
-                yield x, y, None
+                yield Batch(x, y, None, clean)
 
 
 def host_eval_batches(bundle: DataBundle, split: Split, *, batch_size: int, device: torch.device, workers: int = 2):
-    loader = DataLoader(FileImages(split, file_transforms(bundle, train=False)), batch_size=batch_size,
+    loader = DataLoader(SplitImages(split, host_transforms(bundle, train=False)), batch_size=batch_size,
                         num_workers=workers, pin_memory=device.type == "cuda")
     for x, y, idx in loader:
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True), idx
 
 
-def train_batches(bundle: DataBundle, *, batch_size: int, seed: int, device: torch.device, pairs: bool,
-                  allow_self_pair: bool, workers: int):
-    """The training source for `bundle`: on the device when the data set is in memory, else DataLoader."""
-    if bundle.in_memory:
-        return TensorBatches(bundle, bundle.train, batch_size=batch_size, seed=seed, device=device, pairs=pairs,
-                             allow_self_pair=allow_self_pair)
-    return HostBatches(bundle, bundle.train, batch_size=batch_size, seed=seed, device=device, pairs=pairs,
-                       allow_self_pair=allow_self_pair, workers=workers)
+LOADERS = ("auto", "device", "host")
+
+
+def train_batches(bundle: DataBundle, *, loader: str = "auto", batch_size: int, seed: int, device: torch.device,
+                  partner: str = "none", clean: bool = False, allow_self_pair: bool = False, workers: int = 2,
+                  drop_last: bool = False):
+    """The training source: on the device for in-memory sets (unless loader="host"), else DataLoader."""
+    from .errors import UserError
+
+    if loader == "device" and not bundle.in_memory:
+        raise UserError(f"--loader device needs an in-memory data set; {bundle.name} is read from image files")
+    kw = dict(batch_size=batch_size, seed=seed, device=device, partner=partner, clean=clean,
+              allow_self_pair=allow_self_pair, drop_last=drop_last)
+    if bundle.in_memory and loader != "host":
+        return TensorBatches(bundle, bundle.train, **kw)
+    return HostBatches(bundle, bundle.train, workers=workers, **kw)
 
 
 def eval_batches(bundle: DataBundle, split: Split, *, batch_size: int, device: torch.device, workers: int = 2):
+    """(x, y, indices) over a split in order, without augmentation."""
     if split.images is not None:
         return tensor_eval_batches(bundle, split, batch_size=batch_size, device=device)
     return host_eval_batches(bundle, split, batch_size=batch_size, device=device, workers=workers)

@@ -34,6 +34,7 @@ class ClassPairSampler:
         self.allow_self_pair = allow_self_pair
         self.drop_last = drop_last
         self.epoch = 0
+        self.anchors_per_epoch = len(labels)  # in-batch pairing uses half (each step also holds partners)
         # Members of every class laid out contiguously: members[start[c] : start[c] + count[c]].
         order = torch.argsort(labels, stable=True)
         num_classes = int(labels.max()) + 1 if len(labels) else 0
@@ -45,7 +46,7 @@ class ClassPairSampler:
         self.rank[order] = torch.arange(len(order), device=order.device) - self.start[labels[order]]
 
     def __len__(self) -> int:
-        n = len(self.labels)
+        n = self.anchors_per_epoch
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def partners(self, anchors: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -67,7 +68,7 @@ class ClassPairSampler:
         """All (anchor indices, partner indices) batches of `epoch`, deterministic in (seed, epoch)."""
         self.epoch = epoch
         g = epoch_generator(self.seed, epoch, self.labels.device)
-        perm = torch.randperm(len(self.labels), generator=g, device=self.labels.device)
+        perm = torch.randperm(len(self.labels), generator=g, device=self.labels.device)[:self.anchors_per_epoch]
         partners = self.partners(perm, g)
         n = len(self) * self.batch_size if self.drop_last else len(perm)
         return [(perm[i:i + self.batch_size], partners[i:i + self.batch_size]) for i in range(0, n, self.batch_size)]

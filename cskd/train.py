@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import math
 import shutil
 import sys
 import time
@@ -24,10 +23,14 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .config import TrainConfig
 from .data import DataBundle, load_bundle
 from .errors import UserError
-from .loaders import eval_batches, train_batches
-from .losses import cskd_loss
+from .loaders import Batch, eval_batches, train_batches
+from .methods import Context, Method, method_for
+from .sampler import epoch_generator
 from .models import build_model
-from .runs import choose_out_dir, git_commit, holds_run, read_config, read_metrics
+from .runs import choose_out_dir, git_commit, holds_run, read_metrics
+
+
+METHOD_SEED_OFFSET = 99_991
 
 
 class Diverged(UserError):
@@ -76,43 +79,37 @@ def evaluate(model, batches, *, device: torch.device, bf16: bool) -> dict:
     return {"acc": correct / max(n, 1), "loss": loss / max(n, 1), "n": int(n)}
 
 
-def train_epoch(model, optimizer, source, epoch: int, cfg: TrainConfig, *, device, bf16: bool, bar) -> dict:
-    """One epoch. Returns means of loss, CE, KL term and the train accuracy (fractions)."""
-    model.train()
-    cskd = cfg.method == "cskd"
-    # sums: total loss, CE, KL term (each × batch size), correct, seen
+def train_epoch(ctx: Context, method: Method, optimizer, source, epoch: int, *, device, bf16: bool, bar) -> dict:
+    """One epoch. Returns means of loss, CE, the regulariser and the train accuracy (fractions)."""
+    cfg = ctx.cfg
+    ctx.model.train()
+    # sums: total loss, CE, regulariser (each x batch size), correct, seen
     sums = torch.zeros(5, device=device, dtype=torch.float64)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     step = -1
-    for step, (x, y, xp) in enumerate(source.epoch(epoch)):
+    for step, batch in enumerate(source.epoch(epoch)):
+        if ctx.channels_last:
+            batch = _to_channels_last(batch)
         with autocast(device, bf16):
-            logits = model(x)
-            if cskd:
-                # The partner's prediction is a fixed target (θ̃): no graph, and by default BatchNorm in
-                # train mode on the partner batch, as in the authors' code.
-                with torch.no_grad():
-                    if cfg.partner_bn == "eval":
-                        model.eval()
-                    partner_logits = model(xp)
-                    model.train()
-                loss, ce, kl = cskd_loss(logits, partner_logits, y, temperature=cfg.temperature,
-                                         lambda_cls=cfg.lambda_cls)
-            else:
-                loss = ce = F.cross_entropy(logits.float(), y)
-                kl = torch.zeros((), device=device)
+            out = method.step(ctx, batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        out.loss.backward()
         optimizer.step()
-        n = y.shape[0]
-        sums += torch.stack([loss.detach().double() * n, ce.detach().double() * n, kl.detach().double() * n,
-                             (logits.detach().argmax(1) == y).sum().double(),
+        n = out.labels.shape[0]
+        sums += torch.stack([out.loss.detach().double() * n, out.ce.detach().double() * n,
+                             out.reg.detach().double() * n, (out.logits.detach().argmax(1) == out.labels).sum().double(),
                              torch.tensor(n, device=device, dtype=torch.float64)])
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(out.loss.detach()), step, first_bad)
         if (step + 1) % cfg.log_interval == 0:
             _check_and_show(sums, first_bad, epoch, bar, optimizer, step + 1)
     _check_and_show(sums, first_bad, epoch, bar, optimizer, step + 1)
-    total, ce, kl, correct, seen = sums.tolist()
-    return {"train_loss": total / seen, "train_ce": ce / seen, "train_kl": kl / seen, "train_acc": correct / seen}
+    total, ce, reg, correct, seen = sums.tolist()
+    return {"train_loss": total / seen, "train_ce": ce / seen, "train_reg": reg / seen, "train_acc": correct / seen}
+
+
+def _to_channels_last(batch: Batch) -> Batch:
+    return Batch(*(t.contiguous(memory_format=torch.channels_last) if t is not None and t.dim() == 4 else t
+                   for t in batch))
 
 
 def _check_and_show(sums, first_bad, epoch, bar, optimizer, done_steps) -> None:
@@ -159,11 +156,20 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
                         width=cfg.width).to(device)
-    opt_kw = {"foreach": True} if device.type == "cuda" else {}
+    channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    # fused SGD on CUDA: one kernel for the whole parameter update
+    opt_kw = {"fused": True} if device.type == "cuda" else {}
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay, **opt_kw)
-    source = train_batches(bundle, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
-                           pairs=cfg.method == "cskd", allow_self_pair=cfg.allow_self_pair, workers=cfg.workers)
+    method = method_for(cfg)
+    source = train_batches(bundle, loader=cfg.loader, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
+                           partner=method.partner, clean=method.clean, allow_self_pair=cfg.allow_self_pair,
+                           workers=cfg.workers, drop_last=cfg.compile)
+    # The compiled module shares parameters with `model`; checkpoints save `model`'s state dict.
+    net = torch.compile(model) if cfg.compile else model
+    ctx = Context(cfg, net, channels_last=channels_last)
     select_split = bundle.val if cfg.select_on == "val" else bundle.test
     if select_split is None:
         raise UserError("--val-fraction 0 leaves no validation split; use --select-on test or a fraction in (0, 1)")
@@ -196,11 +202,13 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
             break
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, epoch)
+        # Method randomness (e.g. Mixup's λ) comes from (seed, epoch) too, so resuming is exact.
+        ctx.generator = epoch_generator(cfg.seed + METHOD_SEED_OFFSET, epoch, device)
         t0 = time.time()
         with tqdm(total=len(source), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                   disable=(not show) if show is not None else None, file=sys.stderr) as bar:
             try:
-                record = train_epoch(model, optimizer, source, epoch, cfg, device=device, bf16=bf16, bar=bar)
+                record = train_epoch(ctx, method, optimizer, source, epoch, device=device, bf16=bf16, bar=bar)
             except Diverged as e:
                 kept = f"the last good checkpoint (epoch {epoch}) is kept in {out / 'last.pt'}" if epoch > 0 \
                     else "no checkpoint was written"
