@@ -64,6 +64,20 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="paper: a separate no-grad partner batch (default); in-batch: B/2 same-class pairs per "
                         "batch whose targets come from the same forward (no extra forward; beyond the paper)")
 
+    g = p.add_argument_group("baselines (defaults: each method's paper; see cskd/baselines.py)")
+    g.add_argument("--ls-epsilon", type=float, help=f"label_smoothing: ε ({d.ls_epsilon:g})")
+    g.add_argument("--me-beta", type=float, help=f"max_entropy: weight β of the entropy bonus ({d.me_beta:g})")
+    g.add_argument("--mixup-alpha", type=float, help=f"mixup, mixup_cskd: Beta(α, α) ({d.mixup_alpha:g})")
+    g.add_argument("--teacher", help="kd, kd_cskd: run folder of the teacher (its config rebuilds the model)")
+    g.add_argument("--kd-alpha", type=float, help=f"kd, kd_cskd: weight of the distillation term ({d.kd_alpha:g})")
+    g.add_argument("--lambda-e", type=float, help=f"cskd_e: weight λ_E of the consistency term ({d.lambda_e:g})")
+    g.add_argument("--ddgsd-lambda-kl", type=float, help=f"ddgsd: weight of the views' KL ({d.ddgsd_lambda_kl:g})")
+    g.add_argument("--ddgsd-lambda-mmd", type=float, help=f"ddgsd: weight of the MMD ({d.ddgsd_lambda_mmd:g})")
+    g.add_argument("--ddgsd-temperature", type=float, help=f"ddgsd: temperature ({d.ddgsd_temperature:g})")
+    g.add_argument("--byot-alpha", type=float, help=f"byot: weight of the soft targets ({d.byot_alpha:g})")
+    g.add_argument("--byot-beta", type=float, help=f"byot: weight of the feature hint ({d.byot_beta:g})")
+    g.add_argument("--byot-temperature", type=float, help=f"byot: temperature ({d.byot_temperature:g})")
+
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help=f"({d.epochs}); lr /10 at 50 %% and 75 %% of them")
     g.add_argument("--batch-size", type=int, help=f"anchors per step ({d.batch_size}); CS-KD adds as many partners")

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from .errors import UserError, choose
 
-METHODS = ("ce", "cskd")
+METHODS = ("ce", "cskd", "adacos", "virtual_softmax", "max_entropy", "label_smoothing", "ddgsd", "byot", "mixup",
+           "mixup_cskd", "kd", "kd_cskd", "cskd_e")
 SELECT_ON = ("val", "test")
 PRECISIONS = ("auto", "bf16", "fp32")
 PARTNER_BN = ("train", "eval")
@@ -36,6 +37,19 @@ class TrainConfig:
     partner_bn: str = "train"  # partner forward in BatchNorm train mode, as the authors' code does
     allow_self_pair: bool = False  # True reproduces the authors' sampler (partner may be the anchor)
     pairing: str = "paper"  # "in-batch": B/2 same-class pairs per batch, targets from the same forward
+    # Baselines' hyper-parameters: defaults as their papers use them (see cskd/baselines.py).
+    ls_epsilon: float = 0.1  # label smoothing ε (Szegedy et al. 2016)
+    me_beta: float = 0.1  # maximum-entropy / confidence-penalty weight β (Pereyra et al. 2017)
+    mixup_alpha: float = 1.0  # Beta(α, α) of Mixup (Zhang et al. 2018, CIFAR)
+    teacher: str = ""  # run folder of the KD teacher (kd, kd_cskd)
+    kd_alpha: float = 0.9  # weight of the distillation term; 1 - α on cross-entropy (Hinton et al. 2015)
+    lambda_e: float = 1.0  # λ_E of CS-KD-E (§3.4): weight of the clean-vs-augmented consistency term
+    ddgsd_lambda_kl: float = 1.0  # DDGSD (Xu & Liu 2019): weight of the two views' mutual KL
+    ddgsd_lambda_mmd: float = 5e-4  # DDGSD: weight of the MMD between the two views' features
+    ddgsd_temperature: float = 1.0
+    byot_alpha: float = 0.3  # BYOT (Zhang et al. 2019): weight of the deepest classifier's soft targets
+    byot_beta: float = 0.03  # BYOT: weight of the feature hint
+    byot_temperature: float = 3.0
     epochs: int = 30
     batch_size: int = 64  # anchors per step; CS-KD adds as many partners
     lr: float = 0.1
@@ -89,6 +103,11 @@ PRESETS: dict[str, dict] = {
     "cub200-densenet121": dict(dataset="cub200", model="densenet121", epochs=200, batch_size=32),
     "dogs-densenet121": dict(dataset="dogs", model="densenet121", epochs=200, batch_size=32),
     "mit67-densenet121": dict(dataset="mit67", model="densenet121", epochs=200, batch_size=32),
+    # Table 4's KD pairing: a ResNet-10 student (kd / kd_cskd with --teacher a densenet121 run).
+    "cub200-resnet10": dict(dataset="cub200", model="resnet10", epochs=200, batch_size=32),
+    "dogs-resnet10": dict(dataset="dogs", model="resnet10", epochs=200, batch_size=32),
+    "mit67-resnet10": dict(dataset="mit67", model="resnet10", epochs=200, batch_size=32),
+    "cifar100-resnet10": dict(dataset="cifar100", model="resnet10", epochs=200, batch_size=128),
     "imagenet-resnet50": dict(dataset="imagenet", model="resnet50", epochs=90, batch_size=256),
     "imagenet-resnet101": dict(dataset="imagenet", model="resnet101", epochs=90, batch_size=256),
     "imagenet-resnext101": dict(dataset="imagenet", model="resnext101_32x4d", epochs=90, batch_size=256),
@@ -130,5 +149,17 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(
             f"--val-fraction must be in (0, 1); got {cfg.val_fraction} (0 is allowed only with --select-on test)"
         )
+    for name in ("ls_epsilon", "kd_alpha"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise UserError(f"--{name.replace('_', '-')} must be in [0, 1]; got {getattr(cfg, name)}")
+    for name in ("me_beta", "mixup_alpha", "lambda_e", "ddgsd_lambda_kl", "ddgsd_lambda_mmd", "byot_alpha",
+                 "byot_beta"):
+        if not getattr(cfg, name) >= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0; got {getattr(cfg, name)}")
+    for name in ("ddgsd_temperature", "byot_temperature"):
+        if not getattr(cfg, name) > 0:
+            raise UserError(f"--{name.replace('_', '-')} must be > 0; got {getattr(cfg, name)}")
+    if cfg.method in ("kd", "kd_cskd") and not cfg.teacher:
+        raise UserError(f"--method {cfg.method} needs --teacher RUN (a finished run of the teacher model)")
     if cfg.width < 0 or cfg.workers < 0 or cfg.threads < 0:
         raise UserError("--width, --workers and --threads must be >= 0")

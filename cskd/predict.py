@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import atomic_write, load_checkpoint
+from .checkpoint import atomic_write
 from .config import TrainConfig
-from .data import DataBundle, Split, load_bundle
+from .data import DataBundle, Split
 from .errors import UserError, choose
 from .loaders import eval_batches
-from .models import build_model
+from .methods import load_run_model
 from .runs import read_config
 from .train import autocast, pick_device, use_bf16
 
@@ -78,14 +78,10 @@ def predict(run: Path, *, split: str = "test", checkpoint: str = "best", force: 
     out = predictions_path(run, split)
     if not force and is_fresh(run, split, checkpoint):
         return out
+    # A run trained on CUDA can be predicted on a machine without one.
     device = pick_device(cfg.device if cfg.device != "cuda" or torch.cuda.is_available() else "auto")
-    state = load_checkpoint(run / f"{checkpoint}.pt", map_location=device)
-    bundle = load_bundle(cfg.dataset, data_root=cfg.data_root, download=False, val_fraction=cfg.val_fraction,
-                         split_seed=cfg.split_seed)
+    cfg, bundle, model, state = load_run_model(run, checkpoint=checkpoint, device=device)
     part = _split_of(bundle, split)
-    model = build_model(cfg.model, num_classes=bundle.num_classes, in_channels=bundle.in_channels, width=cfg.width)
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
     bf16 = use_bf16(cfg, device)
 
     n = len(part)

@@ -12,6 +12,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from .config import TrainConfig
 from .data import DataBundle, load_bundle
 from .errors import UserError
 from .loaders import Batch, eval_batches, train_batches
-from .methods import Context, Method, method_for
+from .methods import Context, Method, Step, adapt_model, load_teacher, method_for
 from .sampler import epoch_generator
 from .models import build_model
 from .runs import choose_out_dir, git_commit, holds_run, read_metrics
@@ -79,6 +80,18 @@ def evaluate(model, batches, *, device: torch.device, bf16: bool) -> dict:
     return {"acc": correct / max(n, 1), "loss": loss / max(n, 1), "n": int(n)}
 
 
+def train_step(ctx: Context, method: Method, optimizer, batch: Batch, *, device, bf16: bool) -> Step:
+    """One optimisation step on `batch`; returns the method's Step (tensors on the device, no sync)."""
+    if ctx.channels_last:
+        batch = _to_channels_last(batch)
+    with autocast(device, bf16):
+        out = method.step(ctx, batch)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    optimizer.step()
+    return out
+
+
 def train_epoch(ctx: Context, method: Method, optimizer, source, epoch: int, *, device, bf16: bool, bar) -> dict:
     """One epoch. Returns means of loss, CE, the regulariser and the train accuracy (fractions)."""
     cfg = ctx.cfg
@@ -88,13 +101,7 @@ def train_epoch(ctx: Context, method: Method, optimizer, source, epoch: int, *, 
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     step = -1
     for step, batch in enumerate(source.epoch(epoch)):
-        if ctx.channels_last:
-            batch = _to_channels_last(batch)
-        with autocast(device, bf16):
-            out = method.step(ctx, batch)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
+        out = train_step(ctx, method, optimizer, batch, device=device, bf16=bf16)
         n = out.labels.shape[0]
         sums += torch.stack([out.loss.detach().double() * n, out.ce.detach().double() * n,
                              out.reg.detach().double() * n, (out.logits.detach().argmax(1) == out.labels).sum().double(),
@@ -122,6 +129,40 @@ def _check_and_show(sums, first_bad, epoch, bar, optimizer, done_steps) -> None:
     bar.update(done_steps - bar.n)
     bar.set_postfix(loss=f"{values[0] / seen:.3f}", acc=f"{100 * values[3] / seen:.1f}",
                     lr=f"{optimizer.param_groups[0]['lr']:.4g}", refresh=False)
+
+
+@dataclass
+class Setup:
+    model: torch.nn.Module  # the module whose state_dict is checkpointed
+    optimizer: torch.optim.Optimizer
+    method: Method
+    source: object  # a training source (cskd.loaders): .epoch(e) -> Batches, .sampler, len()
+    ctx: Context  # ctx.model is `model`, or its torch.compile wrapper
+
+
+def build_training(cfg: TrainConfig, bundle: DataBundle, device: torch.device) -> Setup:
+    """Model (seeded init), optimizer, method and data source of a run — everything but the folder."""
+    torch.manual_seed(cfg.seed)
+    model = adapt_model(cfg, build_model(cfg.model, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
+                                         width=cfg.width)).to(device)
+    teacher = load_teacher(cfg, dataset=bundle.name, device=device)
+    channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    # fused SGD on CUDA: one kernel for the whole parameter update
+    opt_kw = {"fused": True} if device.type == "cuda" else {}
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay, **opt_kw)
+    method = method_for(cfg)
+    source = train_batches(bundle, loader=cfg.loader, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
+                           partner=method.partner, clean=method.clean, allow_self_pair=cfg.allow_self_pair,
+                           workers=cfg.workers, drop_last=cfg.compile)
+    # The compiled module shares parameters with `model`; checkpoints save `model`'s state dict.
+    net = torch.compile(model) if cfg.compile else model
+    if teacher is not None and channels_last:
+        teacher = teacher.to(memory_format=torch.channels_last)
+    ctx = Context(cfg, net, teacher=teacher, channels_last=channels_last, num_classes=bundle.num_classes)
+    return Setup(model, optimizer, method, source, ctx)
 
 
 def _prepare_out(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> tuple[Path, dict | None]:
@@ -153,23 +194,8 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     bf16 = use_bf16(cfg, device)
     bundle = load_bundle(cfg.dataset, data_root=cfg.data_root, download=cfg.download,
                          val_fraction=cfg.val_fraction, split_seed=cfg.split_seed)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
-                        width=cfg.width).to(device)
-    channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    # fused SGD on CUDA: one kernel for the whole parameter update
-    opt_kw = {"fused": True} if device.type == "cuda" else {}
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay, **opt_kw)
-    method = method_for(cfg)
-    source = train_batches(bundle, loader=cfg.loader, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
-                           partner=method.partner, clean=method.clean, allow_self_pair=cfg.allow_self_pair,
-                           workers=cfg.workers, drop_last=cfg.compile)
-    # The compiled module shares parameters with `model`; checkpoints save `model`'s state dict.
-    net = torch.compile(model) if cfg.compile else model
-    ctx = Context(cfg, net, channels_last=channels_last)
+    setup = build_training(cfg, bundle, device)
+    model, optimizer, method, source, ctx = setup.model, setup.optimizer, setup.method, setup.source, setup.ctx
     select_split = bundle.val if cfg.select_on == "val" else bundle.test
     if select_split is None:
         raise UserError("--val-fraction 0 leaves no validation split; use --select-on test or a fraction in (0, 1)")
@@ -191,8 +217,8 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
         write_json(out / "config.json", _config_record(cfg, bundle, device, bf16))
         _write_metrics(out, [])
 
-    show = progress if progress is not None else None  # None: tqdm shows bars only on a terminal
-    say = print if progress is not False else (lambda *a, **k: None)
+    show = progress  # None: tqdm shows the per-step bar only on a terminal
+    say = print
     say(f"run {out}: {cfg.method} on {cfg.dataset} ({len(bundle.train)} train / "
         f"{len(bundle.val) if bundle.val is not None else 0} val / {len(bundle.test)} test), {cfg.model}, "
         f"{device.type}{' bf16' if bf16 else ''}, epochs {start_epoch + 1}-{cfg.epochs}")
@@ -203,7 +229,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, epoch)
         # Method randomness (e.g. Mixup's λ) comes from (seed, epoch) too, so resuming is exact.
-        ctx.generator = epoch_generator(cfg.seed + METHOD_SEED_OFFSET, epoch, device)
+        ctx.generator = epoch_generator(cfg.seed + METHOD_SEED_OFFSET, epoch)  # CPU: Mixup draws λ on the host
         t0 = time.time()
         with tqdm(total=len(source), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                   disable=(not show) if show is not None else None, file=sys.stderr) as bar:

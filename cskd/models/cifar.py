@@ -35,21 +35,33 @@ class PreActResNet(nn.Module):
     def __init__(self, blocks: tuple[int, ...], num_classes: int, in_channels: int = 3, width: int = 64):
         super().__init__()
         self.stem = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
-        layers, cin = [], width
+        stages, cin = [], width
         for i, n in enumerate(blocks):
             cout = width * 2**i
+            layers = []
             for j in range(n):
                 layers.append(PreActBlock(cin, cout, 2 if (i > 0 and j == 0) else 1))
                 cin = cout
-        self.layers = nn.Sequential(*layers)
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.ModuleList(stages)
+        self.stage_channels = [width * 2**i for i in range(len(blocks) - 1)]
         # The final BN-ReLU is part of the pre-activation design (the authors' code omits it).
         self.bn = nn.BatchNorm2d(cin)
         self.feature_dim = cin
         self.head = nn.Linear(cin, num_classes)
 
+    def forward_stages(self, x):
+        """(maps of the intermediate stages, pooled features of the last stage)."""
+        x = self.stem(x)
+        maps = []
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        out = F.relu(self.bn(x))
+        return maps[:-1], F.adaptive_avg_pool2d(out, 1).flatten(1)
+
     def forward_features(self, x):
-        out = F.relu(self.bn(self.layers(self.stem(x))))
-        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.forward_stages(x)[1]
 
     def forward(self, x):
         return self.head(self.forward_features(x))

@@ -21,12 +21,29 @@ class TorchvisionResNet(nn.Module):
         self.head = net.fc
         net.fc = nn.Identity()
         self.body = net
+        self.stage_channels = [_out_channels(net.layer1),
+                               _out_channels(net.layer2), _out_channels(net.layer3)]
+
+    def forward_stages(self, x):
+        """(maps of layer1..layer3, pooled features of layer4)."""
+        b = self.body
+        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        maps = []
+        for layer in (b.layer1, b.layer2, b.layer3):
+            x = layer(x)
+            maps.append(x)
+        return maps, b.avgpool(b.layer4(x)).flatten(1)
 
     def forward_features(self, x):
         return self.body(x)
 
     def forward(self, x):
         return self.head(self.forward_features(x))
+
+
+def _out_channels(layer: nn.Sequential) -> int:
+    last = layer[-1]
+    return (last.bn3 if hasattr(last, "bn3") else last.bn2).num_features
 
 
 def _resnet(block, layers, num_classes, in_channels, width, **kw) -> TorchvisionResNet:

@@ -12,19 +12,25 @@ class SmallCNN(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int = 1, width: int = 32):
         super().__init__()
-        self.body = nn.Sequential(
+        self.stages = nn.ModuleList([
             _conv_bn(in_channels, width),
-            _conv_bn(width, 2 * width),
-            nn.MaxPool2d(2),
+            nn.Sequential(_conv_bn(width, 2 * width), nn.MaxPool2d(2)),
             _conv_bn(2 * width, 4 * width),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
+        ])
+        self.stage_channels = [width, 2 * width]  # intermediate stages (BYOT branches attach here)
         self.feature_dim = 4 * width
         self.head = nn.Linear(self.feature_dim, num_classes)
 
+    def forward_stages(self, x):
+        """(maps of the intermediate stages, pooled features of the last stage)."""
+        maps = []
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps[:-1], x.mean((2, 3))
+
     def forward_features(self, x):
-        return self.body(x)
+        return self.forward_stages(x)[1]
 
     def forward(self, x):
         return self.head(self.forward_features(x))

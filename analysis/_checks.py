@@ -1,0 +1,90 @@
+"""Shared input checks: each returns a clean numpy array or raises a one-line ValueError."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def positive_int(value, name: str) -> int:
+    """Return `value` as an int, or fail if it is not an integer >= 1 (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+def matrix(x, name: str, *, what: str = "(N, C)") -> np.ndarray:
+    """Return `x` as a finite 2-D float64 array with at least one row and one column."""
+    a = np.asarray(x)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array {what}; got shape {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one row and one column; got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        raise ValueError(f"{name} must hold real numbers; got dtype {a.dtype}")
+    a = a.astype(np.float64, copy=False)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or infinite values; remove or fix those rows")
+    return a
+
+
+def logits(x, name: str = "logits") -> np.ndarray:
+    """Return logits as a finite float64 (N, C) array."""
+    return matrix(x, name)
+
+
+def probs(x, name: str = "probs", *, atol: float = 1e-3) -> np.ndarray:
+    """Return probabilities as float64 (N, C); values in [0, 1], each row summing to 1 (± atol)."""
+    p = matrix(x, name)
+    if p.min() < 0.0 or p.max() > 1.0:
+        raise ValueError(f"{name} must lie in [0, 1]; got values in [{p.min():g}, {p.max():g}] "
+                         "(pass softmax(logits), not logits)")
+    worst = float(np.abs(p.sum(axis=1) - 1.0).max())
+    if worst > atol:
+        raise ValueError(f"each row of {name} must sum to 1; worst row is off by {worst:.3g} "
+                         "(pass softmax(logits), not logits)")
+    return p
+
+
+def labels(y, n_rows: int, n_classes: int | None, *, name: str = "labels",
+           rows_of: str = "logits") -> np.ndarray:
+    """Return integer labels as int64 (N,), checked against the row count and [0, n_classes)."""
+    a = np.asarray(y)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array (N,); got shape {a.shape}")
+    if a.shape[0] != n_rows:
+        raise ValueError(f"{name} has {a.shape[0]} entries but {rows_of} has {n_rows} rows")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        if np.issubdtype(a.dtype, np.floating) and np.all(np.mod(a, 1) == 0):
+            a = a.astype(np.int64)  # integral floats (e.g. from a CSV) are accepted
+        else:
+            raise ValueError(f"{name} must hold integer class ids; got dtype {a.dtype}")
+    a = a.astype(np.int64, copy=False)
+    if a.size and a.min() < 0:
+        raise ValueError(f"{name} must be >= 0; got {int(a.min())}")
+    if n_classes is not None and a.size and a.max() >= n_classes:
+        raise ValueError(f"{name} must lie in [0, {n_classes}) for {n_classes} classes; "
+                         f"got {int(a.max())}")
+    return a
+
+
+def logits_and_labels(x, y, *, name: str = "logits") -> tuple[np.ndarray, np.ndarray]:
+    """Check a (N, C) score matrix and its (N,) labels together."""
+    z = logits(x, name)
+    return z, labels(y, z.shape[0], z.shape[1], rows_of=name)
+
+
+def probs_and_labels(p, y) -> tuple[np.ndarray, np.ndarray]:
+    """Check a (N, C) probability matrix and its (N,) labels together."""
+    q = probs(p)
+    return q, labels(y, q.shape[0], q.shape[1], rows_of="probs")
+
+
+def index(i, n: int, name: str = "i") -> int:
+    """Return `i` as a row index in [0, n), or fail."""
+    if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+        raise ValueError(f"{name} must be an integer row index; got {i!r}")
+    if not 0 <= i < n:
+        raise ValueError(f"{name} must lie in [0, {n}); got {i}")
+    return int(i)

@@ -1,0 +1,67 @@
+"""Samples that models get wrong, and what they predict on them (paper Fig. 1b and Fig. 2)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks
+from .metrics import log_softmax, softmax
+
+
+def _wrong(logits, labels, name: str = "logits") -> np.ndarray:
+    """Boolean (N,) mask: argmax (ties to the lowest class id) differs from the label."""
+    z, y = _checks.logits_and_labels(logits, labels, name=name)
+    return z.argmax(axis=1) != y
+
+
+def misclassified_by_all(logits_by_run: dict, labels) -> np.ndarray:
+    """Sorted int64 row indices whose top-1 prediction is wrong in every run of `logits_by_run`
+    (a dict run name -> (N, C) logits; at least one run, all with the same shape)."""
+    if not isinstance(logits_by_run, dict) or not logits_by_run:
+        raise ValueError("logits_by_run must be a non-empty dict of run name -> (N, C) logits")
+    shapes = {name: np.shape(z) for name, z in logits_by_run.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"all runs must have logits of one shape; got {shapes}")
+    wrong = np.ones(next(iter(shapes.values()))[0], dtype=bool)
+    for name, z in logits_by_run.items():
+        wrong &= _wrong(z, labels, name=f"logits of run {name!r}")
+    return np.flatnonzero(wrong).astype(np.int64)
+
+
+def misclassified_by_first_not_second(logits_a, logits_b, labels) -> np.ndarray:
+    """Sorted int64 row indices wrong under `logits_a` but right under `logits_b` (top-1)."""
+    if np.shape(logits_a) != np.shape(logits_b):
+        raise ValueError(f"logits_a and logits_b must have one shape; got {np.shape(logits_a)} "
+                         f"and {np.shape(logits_b)}")
+    wrong = _wrong(logits_a, labels, "logits_a") & ~_wrong(logits_b, labels, "logits_b")
+    return np.flatnonzero(wrong).astype(np.int64)
+
+
+def log_probs_on(logits, labels, idx) -> dict:
+    """Natural-log softmax probabilities on rows `idx`: {"predicted": log max_c p_c,
+    "true": log p_y}, each a float64 array of len(idx) in (-inf, 0] (paper Fig. 2 a/b)."""
+    z, y = _checks.logits_and_labels(logits, labels)
+    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= z.shape[0]):
+        raise ValueError(f"idx must lie in [0, {z.shape[0]}); got values in "
+                         f"[{idx.min()}, {idx.max()}]")
+    lp = log_softmax(z[idx])
+    return {"predicted": lp.max(axis=1), "true": lp[np.arange(idx.size), y[idx]]}
+
+
+def predictive_distribution(logits, labels, i: int, *, k: int = 5) -> dict:
+    """Top-k softmax probabilities of row `i` (paper Fig. 1b).
+
+    Returns {"classes": int64 (k,) class ids by decreasing probability (ties: lower id first),
+    "probs": float64 (k,), "true_class": int, "true_prob": float, "true_in_topk": bool}.
+    """
+    z, y = _checks.logits_and_labels(logits, labels)
+    i = _checks.index(i, z.shape[0])
+    k = _checks.positive_int(k, "k")
+    if k > z.shape[1]:
+        raise ValueError(f"k must be at most the number of classes ({z.shape[1]}); got {k}")
+    p = softmax(z[i:i + 1])[0]
+    classes = np.argsort(-p, kind="stable")[:k].astype(np.int64)
+    true_class = int(y[i])
+    return {"classes": classes, "probs": p[classes], "true_class": true_class,
+            "true_prob": float(p[true_class]), "true_in_topk": bool(true_class in classes)}

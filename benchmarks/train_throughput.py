@@ -1,0 +1,188 @@
+"""Training throughput: the authors' style of loop against cskd's paths, CE and CS-KD, one run.
+
+Paths (same model, batch size and synthetic CIFAR-shaped data):
+  (a) reference  written the way the authors' code works: PIL + torchvision transforms in DataLoader
+                 workers, anchors and partners as one 2B loader batch, `.item()` every step
+  (b) default    what `cskd train` does by default (device-resident data, batched augmentation)
+  (c) fastest    (b) + channels_last, and on CUDA bf16 autocast and torch.compile
+  (d) in-batch   (c) with --pairing in-batch (CS-KD only; CE is (c)'s)
+Step time = wall time of `--steps` steps after `--warmup` steps, divided by steps (device synced
+at both ends). The last line is machine-readable.
+
+    python benchmarks/train_throughput.py            # CPU: width 16, batch 64
+    python benchmarks/train_throughput.py --full     # PreAct ResNet-18, width 64, batch 128 (CUDA)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from cskd.config import resolve
+from cskd.data import load_synthetic_bundle
+from cskd.losses import cskd_loss
+from cskd.models import build_model
+from cskd.train import build_training, pick_device, train_step, use_bf16
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class PILImages(Dataset):
+    """The authors' data path: a uint8 array decoded to PIL per sample, torchvision transforms."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std):
+        from torchvision import transforms as T
+
+        self.images, self.labels = images, labels
+        self.tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                             T.Normalize(mean, std)])
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.tf(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+class AuthorsPairSampler:
+    """Anchors in random order, each batch followed by partners drawn from the whole class (self allowed)."""
+
+    def __init__(self, labels: np.ndarray, batch_size: int, pairs: bool):
+        self.labels, self.batch_size, self.pairs = labels, batch_size, pairs
+        self.by_class = [np.flatnonzero(labels == c) for c in range(labels.max() + 1)]
+
+    def __len__(self):
+        return len(self.labels) // self.batch_size
+
+    def __iter__(self):
+        perm = np.random.permutation(len(self.labels))
+        for i in range(len(self)):
+            anchors = perm[i * self.batch_size:(i + 1) * self.batch_size]
+            partners = [np.random.choice(self.by_class[self.labels[a]]) for a in anchors] if self.pairs else []
+            yield list(anchors) + list(partners)
+
+
+def reference_loop(bundle, model_name, width, batch_size, method, device, steps, warmup, workers, temperature=4.0):
+    images = bundle.train.images.permute(0, 2, 3, 1).numpy()
+    labels = bundle.train.labels.numpy()
+    if bundle.in_channels == 3 and images.shape[-1] == 1:
+        images = images[..., 0]
+    pairs = method == "cskd"
+    loader = DataLoader(PILImages(images, labels, bundle.mean, bundle.std),
+                        batch_sampler=AuthorsPairSampler(labels, batch_size, pairs), num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    torch.manual_seed(0)
+    model = build_model(model_name, num_classes=bundle.num_classes, in_channels=3, width=width).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    done, t0 = 0, None
+    while True:
+        for x, y in loader:
+            if done == warmup:
+                sync(device)
+                t0 = time.perf_counter()
+            x, y = x.to(device), y.to(device)
+            if pairs:
+                xa, xp, ya = x[:batch_size], x[batch_size:], y[:batch_size]
+                logits = model(xa)
+                with torch.no_grad():
+                    partner = model(xp)
+                loss = cskd_loss(logits, partner, ya, temperature=temperature, lambda_cls=1.0)[0]
+            else:
+                ya = y
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            # the authors' loop reads the loss and the accuracy on the host every step
+            _ = loss.item()
+            _ = (logits.argmax(1) == ya).sum().item()
+            done += 1
+            if done == warmup + steps:
+                sync(device)
+                return (time.perf_counter() - t0) / steps
+
+
+def cskd_loop(bundle, cfg_overrides, device, steps, warmup):
+    cfg = resolve(cfg_overrides)
+    setup = build_training(cfg, bundle, device)
+    bf16 = use_bf16(cfg, device)
+    setup.ctx.model.train()
+    done, t0, epoch = 0, None, 0
+    while True:
+        for batch in setup.source.epoch(epoch):
+            if done == warmup:
+                sync(device)
+                t0 = time.perf_counter()
+            train_step(setup.ctx, setup.method, setup.optimizer, batch, device=device, bf16=bf16)
+            done += 1
+            if done == warmup + steps:
+                sync(device)
+                return (time.perf_counter() - t0) / steps
+        epoch += 1
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--full", action="store_true", help="PreAct ResNet-18 at width 64, batch 128")
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile on CUDA")
+    args = p.parse_args()
+    device = pick_device(args.device)
+    cuda = device.type == "cuda"
+    full = args.full or cuda
+    width = args.width or (64 if full else 16)
+    batch = args.batch_size or (128 if full else 64)
+    steps = args.steps or (50 if cuda else 8)
+    warmup = args.warmup or (15 if cuda else 3)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    bundle = load_synthetic_bundle(num_train=max(5000, 4 * batch * (steps + warmup) // 10))
+    print(f"device={device.type} ({torch.cuda.get_device_name() if cuda else f'{torch.get_num_threads()} threads'}) "
+          f"model=preact_resnet18 width={width} batch={batch} steps={steps} warmup={warmup}")
+    base = dict(dataset="synthetic", model="preact_resnet18", width=width, batch_size=batch, device=device.type,
+                workers=args.workers)
+    fastest = dict(base, channels_last=True, compile=cuda and not args.no_compile,
+                   precision="bf16" if cuda else "fp32")
+    rows = {}
+    for method in ("ce", "cskd"):
+        rows[("reference", method)] = reference_loop(bundle, "preact_resnet18", width, batch, method, device,
+                                                     steps, warmup, args.workers)
+        rows[("default", method)] = cskd_loop(bundle, dict(base, method=method), device, steps, warmup)
+        rows[("fastest", method)] = cskd_loop(bundle, dict(fastest, method=method), device, steps, warmup)
+    rows[("in-batch", "cskd")] = cskd_loop(bundle, dict(fastest, method="cskd", pairing="in-batch"), device,
+                                           steps, warmup)
+    rows[("in-batch", "ce")] = rows[("fastest", "ce")]
+    print(f"\n| path | CE step ms | CE img/s | CS-KD step ms | CS-KD img/s | CS-KD/CE | CS-KD speed-up vs (a) |")
+    print("|---|---|---|---|---|---|---|")
+    for path in ("reference", "default", "fastest", "in-batch"):
+        ce, ck = rows[(path, "ce")], rows[(path, "cskd")]
+        print(f"| {path} | {1e3 * ce:.1f} | {batch / ce:.0f} | {1e3 * ck:.1f} | {batch / ck:.0f} | {ck / ce:.2f} "
+              f"| {rows[('reference', 'cskd')] / ck:.2f} |")
+    epoch_steps = 50_000 // batch  # CIFAR-100 training set: 50,000 images (45,000 with the val split)
+    proj = 200 * epoch_steps * rows[("fastest", "cskd")] / 60
+    print(f"\nprojected 200-epoch CIFAR-100 CS-KD time at the fastest path: {proj:.1f} min "
+          f"({epoch_steps} steps/epoch, evaluation excluded)")
+    print(f"ratios: cskd_over_ce_paired={rows[('fastest', 'cskd')] / rows[('fastest', 'ce')]:.2f} "
+          f"cskd_over_ce_inbatch={rows[('in-batch', 'cskd')] / rows[('fastest', 'ce')]:.2f} "
+          f"fastest_over_reference={rows[('reference', 'cskd')] / rows[('fastest', 'cskd')]:.2f} "
+          f"device={device.type}")
+
+
+if __name__ == "__main__":
+    main()

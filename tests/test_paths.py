@@ -1,0 +1,96 @@
+"""The device and host data paths agree, and in-batch pairing behaves as documented."""
+
+import collections
+
+import torch
+
+from cskd.config import resolve
+from cskd.data import DataBundle, Split
+from cskd.loaders import HostBatches, TensorBatches
+from cskd.methods import Context, cskd_step, paired_logits
+from cskd.loaders import Batch
+from cskd.train import run_training
+
+
+def _bundle(n=600):
+    # Every image is the same 4x4 ramp with unique pixel values 1..16 (one channel), so each
+    # augmented output identifies its crop offset and flip exactly.
+    img = (torch.arange(16, dtype=torch.uint8) + 1).reshape(1, 1, 4, 4).repeat(n, 1, 1, 1)
+    labels = torch.arange(n) % 3
+    split = Split(labels=labels, indices=torch.arange(n), images=img)
+    return DataBundle("ramp", ["a", "b", "c"], 1, 4, (0.0,), (1.0,), split, None, split, crop_pad=1, flip=True)
+
+
+def _offsets(x):
+    """(dy, dx, flipped) of every augmented ramp in x (values are pixel/255 since mean 0, std 1)."""
+    padded = torch.nn.functional.pad((torch.arange(16) + 1).reshape(4, 4), (1, 1, 1, 1))
+    windows = {}
+    for dy in range(3):
+        for dx in range(3):
+            w = padded[dy:dy + 4, dx:dx + 4]
+            windows[(dy, dx, False)], windows[(dy, dx, True)] = w, w.flip(1)
+    out = []
+    for img in (x[:, 0] * 255).round().long():
+        out.append(next(k for k, w in windows.items() if torch.equal(w, img)))
+    return out
+
+
+def _stats(source, epochs=3):
+    seen = []
+    for e in range(epochs):
+        for b in source.epoch(e):
+            assert b.x.shape[1:] == (1, 4, 4) and b.x.dtype == torch.float32
+            assert b.x.min() >= 0 and b.x.max() <= 16 / 255 + 1e-6
+            seen += _offsets(b.x)
+    flips = sum(k[2] for k in seen) / len(seen)
+    per_offset = collections.Counter(k[:2] for k in seen)
+    return flips, {k: v / len(seen) for k, v in per_offset.items()}
+
+
+def test_device_and_host_paths_have_the_same_augmentation_statistics():
+    bundle = _bundle()
+    kw = dict(batch_size=100, seed=0, device=torch.device("cpu"))
+    dev_flip, dev_off = _stats(TensorBatches(bundle, bundle.train, **kw))
+    host_flip, host_off = _stats(HostBatches(bundle, bundle.train, workers=0, **kw))
+    for flips, offsets in ((dev_flip, dev_off), (host_flip, host_off)):
+        assert abs(flips - 0.5) < 0.04
+        assert len(offsets) == 9 and all(abs(p - 1 / 9) < 0.025 for p in offsets.values())
+
+
+def test_in_batch_pairing_batches_hold_anchors_then_their_partners():
+    bundle = _bundle(60)
+    src = TensorBatches(bundle, bundle.train, batch_size=10, seed=1, device=torch.device("cpu"), partner="in-batch")
+    batches = list(src.epoch(0))
+    assert len(batches) == len(src) == 6  # 60 images per epoch: 30 anchors + their 30 partners, 10 per batch
+    for b in batches:
+        assert b.partner is None and b.x.shape[0] == 10
+        assert torch.equal(b.y[:5], b.y[5:])  # row i and row i + B/2 share the class
+
+
+def test_paired_logits_swaps_pair_members_and_is_detached():
+    z = torch.arange(8.0).reshape(4, 2).requires_grad_()
+    t = paired_logits(z)
+    assert t.tolist() == [[4, 5], [6, 7], [0, 1], [2, 3]] and not t.requires_grad
+
+
+def test_in_batch_cskd_step_does_a_single_forward():
+    calls = []
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return self.lin(x)
+
+    cfg = resolve({"pairing": "in-batch"})
+    out = cskd_step(Context(cfg, Net()), Batch(torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])))
+    assert calls == [6] and out.reg.item() > 0
+
+
+def test_in_batch_and_host_paths_train_on_digits(tmp_path):
+    for name, extra in (("inbatch", {"pairing": "in-batch"}), ("host", {"loader": "host", "workers": 0})):
+        cfg = resolve({"epochs": 1, "out": str(tmp_path / name), **extra}, "digits-small")
+        assert run_training(cfg, progress=False)["test_acc"] > 0.2
