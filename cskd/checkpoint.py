@@ -74,3 +74,13 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
+    """model.load_state_dict(state), with a mismatch reported as a one-line UserError."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"{path} does not fit the model its config describes ({first}); "
+                        f"it was written by another version of cskd — train the run again") from None

@@ -110,6 +110,28 @@ def cmd_demo(args) -> int:
     return run_demo(runs_root=args.runs, seeds=args.seeds, epochs=args.epochs)
 
 
+def cmd_predict(args) -> int:
+    from .predict import predict
+
+    for run in args.runs:
+        path = predict(run, split=args.split, checkpoint=args.checkpoint, force=args.force, progress=args.progress)
+        print(f"{path}")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from .analyze import analyze
+
+    metrics = analyze(args.runs, args.out, split=args.split, n_bins=args.bins, progress=args.progress)
+    width = max(len(n) for n in metrics)
+    print(f"{'run':<{width}}  top1_err  top5_err    ece     nll    R@1")
+    for name, m in metrics.items():
+        print(f"{name:<{width}}  {100 * m['top1_error']:7.2f}%  {100 * m['top5_error']:7.2f}%  "
+              f"{100 * m['ece']:5.2f}%  {m['nll']:.3f}  {100 * m['recall_at_1']:5.2f}%")
+    print(f"wrote {args.out}/metrics.json, table.md/.csv/.tex and figures/ (PNG and PDF)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cskd", description="Class-wise self-knowledge distillation (CS-KD) toolkit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -122,6 +144,22 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="presets (every field can be overridden by its option):\n" + presets)
     _add_train_options(t)
     t.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("predict", help="write RUN/predictions-<split>.npz (logits, features, labels, indices)")
+    pr.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s)")
+    pr.add_argument("--split", choices=("test", "val"), default="test")
+    pr.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    pr.add_argument("--force", action="store_true", help="recompute even when the file is newer than the checkpoint")
+    pr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    pr.set_defaults(func=cmd_predict)
+
+    an = sub.add_parser("analyze", help="metrics, seed-grouped tables and figures of one or more runs")
+    an.add_argument("runs", nargs="+", metavar="RUN", help="run folders (same data set); predicted where needed")
+    an.add_argument("--out", required=True, help="output folder")
+    an.add_argument("--split", choices=("test", "val"), default="test")
+    an.add_argument("--bins", type=int, default=20, help="equal-width confidence bins for ECE/MCE (20, as the paper)")
+    an.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    an.set_defaults(func=cmd_analyze)
 
     d = sub.add_parser("demo", help="the main job: CE and CS-KD on the embedded digits data set, then the comparison")
     d.add_argument("--runs", default="checkpoints", help="runs folder (default checkpoints)")

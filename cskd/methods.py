@@ -239,7 +239,7 @@ def load_run_model(run, *, checkpoint: str = "best", device: torch.device):
     """
     from pathlib import Path
 
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, load_model_state
     from .data import load_bundle
     from .models import build_model
     from .runs import read_config
@@ -251,7 +251,7 @@ def load_run_model(run, *, checkpoint: str = "best", device: torch.device):
                          split_seed=cfg.split_seed)
     model = adapt_model(cfg, build_model(cfg.model, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
                                          width=cfg.width))
-    model.load_state_dict(state["model"])
+    load_model_state(model, state["model"], run / f"{checkpoint}.pt")
     return cfg, bundle, model.to(device).eval(), state
 
 

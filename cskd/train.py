@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import __version__
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
+from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state, write_json
 from .config import TrainConfig
 from .data import DataBundle, load_bundle
 from .errors import UserError
@@ -202,7 +202,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
 
     start_epoch, best = 0, {"acc": -1.0, "epoch": -1}
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        load_model_state(model, ckpt["model"], out / "last.pt")
         optimizer.load_state_dict(ckpt["optimizer"])
         source.sampler.load_state_dict(ckpt["sampler"])
         set_rng_state(ckpt["rng"])
@@ -268,7 +268,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
 
 
 def _test_best(out: Path, cfg, bundle: DataBundle, model, device, bf16) -> dict:
-    model.load_state_dict(load_checkpoint(out / "best.pt", map_location=device)["model"])
+    load_model_state(model, load_checkpoint(out / "best.pt", map_location=device)["model"], out / "best.pt")
     test = evaluate(model, eval_batches(bundle, bundle.test, batch_size=256, device=device, workers=cfg.workers),
                     device=device, bf16=bf16)
     return {"test_acc": test["acc"], "test_loss": test["loss"], "test_n": test["n"]}

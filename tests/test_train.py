@@ -73,7 +73,7 @@ def test_generated_run_name_is_readable_and_unique(tmp_path, monkeypatch):
 BAD_INPUTS = [
     (["--dataset", "mnist"], "unknown data set 'mnist'; choose one of: cifar100, cub200, digits"),
     (["--model", "vgg"], "unknown model 'vgg'; choose one of:"),
-    (["--method", "foo"], "unknown method 'foo'; choose one of: ce, cskd"),
+    (["--method", "foo"], "unknown method 'foo'; choose one of: adacos, byot, ce, cskd, cskd_e, ddgsd"),
     (["--preset", "nope"], "unknown preset 'nope'; choose one of:"),
     (["--temperature", "0"], "--temperature must be > 0; got 0.0"),
     (["--temperature", "-1"], "--temperature must be > 0"),
