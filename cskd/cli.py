@@ -39,6 +39,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", help=f"one of: {', '.join(DATASETS)} (default {d.dataset})")
     g.add_argument("--data-root", help=f"folder holding the data sets ({d.data_root}); for imagefolder the set itself")
     g.add_argument("--download", action="store_const", const=True, help="download CIFAR-100 if missing")
+    g.add_argument("--mixed-roots", nargs="+", metavar="DIR",
+                   help="dataset mixed: ImageFolder roots (each with train/ and test/), one coarse group each")
+    g.add_argument("--mixed-per-class", type=int, help="dataset mixed: training images per fine class (30)")
     g.add_argument("--val-fraction", type=float, help=f"stratified validation hold-out of the training data ({d.val_fraction})")
     g.add_argument("--split-seed", type=int, help=f"seed of the validation split ({d.split_seed})")
     g.add_argument("--select-on", choices=SELECT_ON,
@@ -107,7 +110,7 @@ def cmd_train(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(runs_root=args.runs, seeds=args.seeds, epochs=args.epochs)
+    return run_demo(runs_root=args.runs, seeds=args.seeds, epochs=args.epochs, dashboard=args.dashboard)
 
 
 def cmd_predict(args) -> int:
@@ -130,6 +133,12 @@ def cmd_analyze(args) -> int:
               f"{100 * m['ece']:5.2f}%  {m['nll']:.3f}  {100 * m['recall_at_1']:5.2f}%")
     print(f"wrote {args.out}/metrics.json, table.md/.csv/.tex and figures/ (PNG and PDF)")
     return 0
+
+
+def cmd_dashboard(args) -> int:
+    from .dashboard import launch
+
+    return launch(args.runs, port=args.port, host=args.host)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,10 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     an.set_defaults(func=cmd_analyze)
 
+    db = sub.add_parser("dashboard", help="browse runs in the Streamlit dashboard (reads only; never trains)")
+    db.add_argument("--runs", default="checkpoints", help="runs folder (default checkpoints); nothing outside it is read")
+    db.add_argument("--port", type=int, default=8501)
+    db.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    db.set_defaults(func=cmd_dashboard)
+
     d = sub.add_parser("demo", help="the main job: CE and CS-KD on the embedded digits data set, then the comparison")
     d.add_argument("--runs", default="checkpoints", help="runs folder (default checkpoints)")
     d.add_argument("--seeds", type=int, default=1, help="seeds per method (default 1)")
     d.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the digits-small preset's)")
+    d.add_argument("--dashboard", action="store_true", help="start the dashboard on the demo runs at the end")
     d.set_defaults(func=cmd_demo)
     return p
 

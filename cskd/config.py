@@ -29,6 +29,8 @@ class TrainConfig:
     dataset: str = "digits"
     data_root: str = "data"  # folder holding the data sets (see README, "Data")
     download: bool = False  # only cifar100 downloads, and only when asked
+    mixed_roots: tuple[str, ...] = ()  # dataset "mixed": ImageFolder roots, one coarse group each
+    mixed_per_class: int = 30  # dataset "mixed": training images per fine class (the paper's 30)
     model: str = "small"
     width: int = 0  # channel width of the first stage; 0 = the model's own default
     method: str = "cskd"
@@ -74,6 +76,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["lr_milestones"] = list(self.lr_milestones)
+        d["mixed_roots"] = list(self.mixed_roots)
         return d
 
     @classmethod
@@ -83,8 +86,9 @@ class TrainConfig:
         if unknown:
             raise UserError(f"config has unknown fields {unknown}; it was written by another version of cskd")
         d = dict(d)
-        if "lr_milestones" in d:
-            d["lr_milestones"] = tuple(d["lr_milestones"])
+        for key in ("lr_milestones", "mixed_roots"):
+            if key in d:
+                d[key] = tuple(d[key])
         return cls(**d)
 
 

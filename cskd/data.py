@@ -90,6 +90,11 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[n
     if counts[counts > 0].min() < 2:
         raise UserError("a class has a single training sample; cannot hold out a stratified validation split "
                         "(use --val-fraction 0 --select-on test)")
+    n_classes = int((counts > 0).sum())
+    if int(np.ceil(fraction * len(labels))) < n_classes or len(labels) - int(np.ceil(fraction * len(labels))) < n_classes:
+        raise UserError(f"--val-fraction {fraction} of {len(labels)} training samples cannot hold every one of "
+                        f"{n_classes} classes on both sides; choose a fraction in "
+                        f"[{n_classes / len(labels):.3f}, {1 - n_classes / len(labels):.3f}]")
     keep, held = train_test_split(rows, test_size=fraction, random_state=seed, stratify=labels)
     return np.sort(keep), np.sort(held)
 
@@ -224,12 +229,48 @@ def load_folder_bundle(name: str, folder: Path) -> DataBundle:
     return DataBundle(name, classes, 3, 224, *IMAGENET_STATS, train, None, test, augment="rrc", test_resize=256)
 
 
+def load_mixed_bundle(roots: list[str], per_class: int, seed: int) -> DataBundle:
+    """The paper's mixed data set (§3.3, Fig. 4): several ImageFolder sets, each one coarse group.
+
+    Root g (with train/ and test/ class folders) contributes its classes as fine labels with
+    coarse label g; `per_class` training images are drawn per fine class with `seed` (paper: 30,
+    CUB-200 + Stanford Dogs + MIT67 = 387 fine labels, 3 coarse), and the original test sets are kept.
+    Class names are "<root folder>/<class>".
+    """
+    if len(roots) < 2:
+        raise UserError("--dataset mixed needs at least two --mixed-roots folders (each with train/ and test/)")
+    if per_class <= 0:
+        raise UserError(f"--mixed-per-class must be a positive integer; got {per_class}")
+    rng = np.random.default_rng(seed)
+    names, fine_to_coarse, coarse_names = [], [], []
+    parts = {"train": ([], []), "test": ([], [])}
+    for g, root in enumerate(roots):
+        root_path = Path(root)
+        sub = load_folder_bundle(root_path.name, root_path)
+        offset = len(names)
+        names += [f"{root_path.name}/{c}" for c in sub.class_names]
+        fine_to_coarse += [g] * sub.num_classes
+        coarse_names.append(root_path.name)
+        labels = sub.train.labels.numpy()
+        for c in range(sub.num_classes):
+            rows = np.flatnonzero(labels == c)
+            for r in np.sort(rng.choice(rows, size=min(per_class, len(rows)), replace=False)):
+                parts["train"][0].append(sub.train.files[r])
+                parts["train"][1].append(c + offset)
+        parts["test"][0].extend(sub.test.files)
+        parts["test"][1].extend((sub.test.labels + offset).tolist())
+    train, test = (Split(torch.as_tensor(parts[k][1], dtype=torch.long), torch.arange(len(parts[k][1])),
+                         files=parts[k][0]) for k in ("train", "test"))
+    return DataBundle("mixed", names, 3, 224, *IMAGENET_STATS, train, None, test, augment="rrc", test_resize=256,
+                      fine_to_coarse=fine_to_coarse, coarse_names=coarse_names)
+
+
 FOLDER_SETS = ("tinyimagenet", "cub200", "dogs", "mit67", "imagenet", "imagefolder")
-DATASETS = ("digits", "synthetic", "cifar100") + FOLDER_SETS
+DATASETS = ("digits", "synthetic", "cifar100", "mixed") + FOLDER_SETS
 
 
 def load_bundle(name: str, *, data_root: str, download: bool = False, val_fraction: float = 0.1,
-                split_seed: int = 0) -> DataBundle:
+                split_seed: int = 0, mixed_roots: tuple[str, ...] = (), mixed_per_class: int = 30) -> DataBundle:
     """Load data set `name` with its validation split held out of the training data."""
     choose("data set", name, {d: None for d in DATASETS})
     root = Path(data_root)
@@ -241,6 +282,15 @@ def load_bundle(name: str, *, data_root: str, download: bool = False, val_fracti
         bundle = load_cifar100_bundle(root, download)
     elif name == "imagefolder":
         bundle = load_folder_bundle(name, root)
+    elif name == "mixed":
+        bundle = load_mixed_bundle(list(mixed_roots), mixed_per_class, split_seed)
     else:
         bundle = load_folder_bundle(name, root / name)
     return _with_val(bundle, val_fraction, split_seed)
+
+
+def bundle_for(cfg) -> DataBundle:
+    """The DataBundle a run's config (cskd.config.TrainConfig) describes."""
+    return load_bundle(cfg.dataset, data_root=cfg.data_root, download=cfg.download, val_fraction=cfg.val_fraction,
+                       split_seed=cfg.split_seed, mixed_roots=tuple(cfg.mixed_roots),
+                       mixed_per_class=cfg.mixed_per_class)

@@ -240,15 +240,14 @@ def load_run_model(run, *, checkpoint: str = "best", device: torch.device):
     from pathlib import Path
 
     from .checkpoint import load_checkpoint, load_model_state
-    from .data import load_bundle
+    from .data import bundle_for
     from .models import build_model
     from .runs import read_config
 
     run = Path(run)
     cfg = read_config(run)
     state = load_checkpoint(run / f"{checkpoint}.pt", map_location=device)
-    bundle = load_bundle(cfg.dataset, data_root=cfg.data_root, val_fraction=cfg.val_fraction,
-                         split_seed=cfg.split_seed)
+    bundle = bundle_for(cfg)
     model = adapt_model(cfg, build_model(cfg.model, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
                                          width=cfg.width))
     load_model_state(model, state["model"], run / f"{checkpoint}.pt")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from . import __version__
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state, write_json
 from .config import TrainConfig
-from .data import DataBundle, load_bundle
+from .data import DataBundle, bundle_for
 from .errors import UserError
 from .loaders import Batch, eval_batches, train_batches
 from .methods import Context, Method, Step, adapt_model, load_teacher, method_for
@@ -192,8 +192,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     if cfg.threads and device.type == "cpu":
         torch.set_num_threads(cfg.threads)
     bf16 = use_bf16(cfg, device)
-    bundle = load_bundle(cfg.dataset, data_root=cfg.data_root, download=cfg.download,
-                         val_fraction=cfg.val_fraction, split_seed=cfg.split_seed)
+    bundle = bundle_for(cfg)
     setup = build_training(cfg, bundle, device)
     model, optimizer, method, source, ctx = setup.model, setup.optimizer, setup.method, setup.source, setup.ctx
     select_split = bundle.val if cfg.select_on == "val" else bundle.test

@@ -116,3 +116,36 @@ def test_mislaid_folder_set_names_the_expected_folder(tmp_path):
     _write_images(tmp_path / "dogs" / "train", ["x", "y"], 2)
     with pytest.raises(UserError, match=r"expected test images in .*dogs/test"):
         load_bundle("dogs", data_root=str(tmp_path), val_fraction=0.5)
+
+
+def test_mixed_data_set_draws_per_class_samples_and_keeps_test_sets(tmp_path):
+    for name, classes in (("birds", ["b1", "b2"]), ("dogs", ["d1", "d2", "d3"])):
+        _write_images(tmp_path / name / "train", classes, 5)
+        _write_images(tmp_path / name / "test", classes, 2)
+    roots = (str(tmp_path / "birds"), str(tmp_path / "dogs"))
+    bundle = load_bundle("mixed", data_root="unused", mixed_roots=roots, mixed_per_class=3, val_fraction=0.4)
+    assert bundle.class_names == ["birds/b1", "birds/b2", "dogs/d1", "dogs/d2", "dogs/d3"]
+    assert bundle.fine_to_coarse == [0, 0, 1, 1, 1] and bundle.coarse_names == ["birds", "dogs"]
+    assert len(bundle.train) + len(bundle.val) == 5 * 3  # 3 training images per fine class
+    assert torch.bincount(bundle.test.labels).tolist() == [2] * 5  # the original test sets, whole
+    with pytest.raises(UserError, match="at least two --mixed-roots"):
+        load_bundle("mixed", data_root="unused", mixed_roots=roots[:1])
+
+
+def test_mixed_run_reports_hierarchical_accuracy(tmp_path):
+    import json
+
+    from cskd.analyze import analyze
+
+    for name, classes in (("birds", ["b1", "b2"]), ("rooms", ["r1", "r2"])):
+        _write_images(tmp_path / name / "train", classes, 4, size=(12, 12))
+        _write_images(tmp_path / name / "test", classes, 2, size=(12, 12))
+    cfg = resolve({"dataset": "mixed", "mixed_roots": (str(tmp_path / "birds"), str(tmp_path / "rooms")),
+                   "mixed_per_class": 4, "model": "small", "epochs": 1, "batch_size": 4, "val_fraction": 0.5,
+                   "workers": 0, "out": str(tmp_path / "run")})
+    run_training(cfg, progress=False)
+    metrics = analyze([str(tmp_path / "run")], str(tmp_path / "report"), progress=False, tsne_max_points=100)
+    assert 0 <= metrics["run"]["hierarchical_accuracy"] <= 1
+    assert (tmp_path / "report" / "figures").is_dir()
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["run"]["hierarchical_accuracy"] >= \
+        1 - metrics["run"]["top1_error"] - 1e-9  # a right fine label is always a right coarse label
