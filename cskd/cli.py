@@ -135,6 +135,16 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .sweep import run_sweep
+
+    overrides = {k: getattr(args, k) for k in ("epochs", "teacher", "device", "threads", "pairing") if
+                 getattr(args, k) is not None}
+    run_sweep(presets=args.presets, methods=args.methods, seeds=args.seeds, temperatures=args.temperatures,
+              lambdas=args.lambdas, overrides=overrides, runs_root=args.runs, report=args.out, progress=args.progress)
+    return 0
+
+
 def cmd_dashboard(args) -> int:
     from .dashboard import launch
 
@@ -169,6 +179,25 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--bins", type=int, default=20, help="equal-width confidence bins for ECE/MCE (20, as the paper)")
     an.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     an.set_defaults(func=cmd_analyze)
+
+    sw = sub.add_parser("sweep", help="grid of presets x methods x (T, λ) x seeds, then mean ± std tables",
+                        description="Runs are named <preset>-<method>[-T-L]-s<seed>; finished runs are skipped and "
+                                    "interrupted ones resumed, so the same command continues a killed sweep.")
+    sw.add_argument("--presets", nargs="+", default=["digits-small"], help="(digits-small)")
+    sw.add_argument("--methods", nargs="+", default=["ce", "cskd"], help=f"any of: {', '.join(METHODS)}")
+    sw.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="(0 1 2)")
+    sw.add_argument("--temperatures", "-T", nargs="+", type=float, default=[4.0],
+                    help="T grid for cskd, mixup_cskd, kd_cskd, cskd_e (4)")
+    sw.add_argument("--lambdas", nargs="+", type=float, default=[1.0], help="λ_cls grid for the same methods (1)")
+    sw.add_argument("--epochs", type=int, help="override the presets' epochs")
+    sw.add_argument("--teacher", help="teacher run for kd and kd_cskd")
+    sw.add_argument("--pairing", choices=PAIRINGS, help="CS-KD pairing for every class-wise run")
+    sw.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    sw.add_argument("--threads", type=int)
+    sw.add_argument("--runs", default="checkpoints/sweep", help="folder of the sweep's runs (checkpoints/sweep)")
+    sw.add_argument("--out", help="report folder (default RUNS/report)")
+    sw.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    sw.set_defaults(func=cmd_sweep)
 
     db = sub.add_parser("dashboard", help="browse runs in the Streamlit dashboard (reads only; never trains)")
     db.add_argument("--runs", default="checkpoints", help="runs folder (default checkpoints); nothing outside it is read")

@@ -1,0 +1,74 @@
+"""`cskd dashboard`: start the Streamlit app in app/ on a runs folder.
+
+The app runs in a child process (`python -m streamlit run app/main.py ... -- --runs DIR`), so
+Streamlit's own signal handling and threads stay out of the CLI process.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+STOP_WAIT_S = 10  # after Ctrl-C, how long Streamlit gets to shut down before it is killed
+
+
+def app_script() -> Path:
+    """app/main.py next to this package (a source checkout and an installed wheel both put the
+    `app` and `cskd` packages side by side)."""
+    return Path(__file__).resolve().parents[1] / "app" / "main.py"
+
+
+def url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+
+
+def _check_port(host: str, port: int) -> None:
+    """A one-line error now instead of Streamlit's traceback later when the port is taken."""
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port must be between 1 and 65535; got {port}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((host, port))
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); "
+                        "pick another port with --port or another address with --host") from None
+
+
+def command(runs_dir: Path, port: int, host: str) -> list[str]:
+    return [sys.executable, "-m", "streamlit", "run", str(app_script()),
+            "--server.address", host, "--server.port", str(port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--", "--runs", str(runs_dir)]
+
+
+def launch(runs_dir: str, port: int = 8501, host: str = "127.0.0.1") -> int:
+    """Serve the dashboard over `runs_dir` until Ctrl-C; returns Streamlit's exit status (0 after
+    Ctrl-C). Binds 127.0.0.1 by default: only this machine can connect."""
+    root = Path(runs_dir).expanduser()
+    if not root.is_dir():
+        raise UserError(f"runs folder {runs_dir} does not exist or is not a folder; "
+                        f"create runs with `cskd demo --runs {runs_dir}`")
+    if not app_script().is_file():
+        raise UserError(f"the dashboard app is missing ({app_script()}); reinstall cskd")
+    _check_port(host, port)
+    print(f"cskd dashboard: {url(host, port)}  (runs: {root.resolve()}; Ctrl-C stops it)", flush=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"cskd dashboard: listening on {host}: other machines can reach it", flush=True)
+    proc = subprocess.Popen(command(root.resolve(), port, host))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        # The terminal sent SIGINT to Streamlit too; give it time to close its sessions.
+        try:
+            proc.wait(timeout=STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        print("cskd dashboard: stopped", file=sys.stderr)
+        return 0

@@ -1,0 +1,71 @@
+"""`cskd sweep`: a grid of presets x methods x (T, λ) x seeds, one run folder each, then the tables.
+
+Run folders are named `<preset>-<method>[-T<T>-L<λ>]-s<seed>` under `--runs`. A finished run
+(summary.json present) is skipped, an interrupted one (last.pt without summary.json) is resumed,
+so re-running the same command after a kill continues where it stopped. The T and λ grid applies
+to the methods with a class-wise term (cskd, mixup_cskd, kd_cskd, cskd_e); the others get one run
+per seed. At the end every data set's runs are analysed together (`cskd analyze`): mean ± std
+tables over seeds (the paper's Tables 1/6 layout) and, when the grid has several T or λ, the
+Table 7 T x λ heatmap.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+from .config import resolve
+from .errors import UserError
+from .train import run_training
+
+CLASS_WISE = ("cskd", "mixup_cskd", "kd_cskd", "cskd_e")
+
+
+def plan(presets, methods, seeds, temperatures, lambdas, overrides: dict, runs_root: str) -> list:
+    """All (run folder, config) pairs of the grid, validated before anything is trained."""
+    if not (presets and methods and seeds and temperatures and lambdas):
+        raise UserError("a sweep needs at least one preset, method, seed, temperature and lambda")
+    items = []
+    for preset, method, seed in itertools.product(presets, methods, seeds):
+        grid = itertools.product(temperatures, lambdas) if method in CLASS_WISE else [(None, None)]
+        for t, lam in grid:
+            name = f"{preset}-{method}" + (f"-T{t:g}-L{lam:g}" if t is not None else "") + f"-s{seed}"
+            out = Path(runs_root) / name
+            cfg = resolve({**overrides, "method": method, "seed": seed, "temperature": t, "lambda_cls": lam,
+                           "out": str(out)}, preset)
+            items.append((out, cfg))
+    return items
+
+
+def run_sweep(*, presets, methods, seeds, temperatures=(4.0,), lambdas=(1.0,), overrides=None,
+              runs_root: str = "checkpoints/sweep", report: str | None = None, progress: bool | None = None) -> dict:
+    """Train (or skip, or resume) every run of the grid, then analyse each data set's runs.
+
+    Returns {"trained": [...], "resumed": [...], "skipped": [...], "reports": {dataset: folder}}.
+    """
+    from .analyze import analyze
+
+    items = plan(presets, methods, seeds, temperatures, lambdas, dict(overrides or {}), runs_root)
+    done = {"trained": [], "resumed": [], "skipped": [], "reports": {}}
+    t0 = time.time()
+    for i, (out, cfg) in enumerate(items, 1):
+        print(f"[{i}/{len(items)}] {out.name}")
+        if (out / "summary.json").is_file():
+            done["skipped"].append(out.name)
+            continue
+        resume = (out / "last.pt").is_file()
+        run_training(cfg, resume=resume, overwrite=not resume and out.exists(), progress=progress)
+        done["resumed" if resume else "trained"].append(out.name)
+    by_dataset: dict[str, list[str]] = {}
+    for out, cfg in items:
+        by_dataset.setdefault(cfg.dataset, []).append(str(out))
+    report_root = Path(report) if report else Path(runs_root) / "report"
+    for dataset, runs in by_dataset.items():
+        folder = report_root if len(by_dataset) == 1 else report_root / dataset
+        analyze(runs, str(folder), progress=progress)
+        done["reports"][dataset] = str(folder)
+        print(f"{dataset}: {folder}/table.md")
+    print(f"sweep of {len(items)} runs: {len(done['trained'])} trained, {len(done['resumed'])} resumed, "
+          f"{len(done['skipped'])} already finished; {time.time() - t0:.1f} s")
+    return done
