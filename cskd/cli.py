@@ -49,6 +49,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--loader", choices=LOADERS,
                    help="auto (default): images on the training device when the data set is in memory; "
                         "host: DataLoader workers with per-sample transforms")
+    g.add_argument("--decode-cache", choices=("on", "off"),
+                   help="image-file sets: decode every image once into a memory-mapped uint8 cache (short side "
+                        "256) so later epochs never decode JPEGs again (default on)")
+    g.add_argument("--decode-cache-dir", help="where the cache lives (default DATA_ROOT/.cskd-cache)")
     g.add_argument("--workers", type=int, help=f"DataLoader workers for image-file data sets ({d.workers})")
 
     g = p.add_argument_group("model")

@@ -31,6 +31,8 @@ class TrainConfig:
     download: bool = False  # only cifar100 downloads, and only when asked
     mixed_roots: tuple[str, ...] = ()  # dataset "mixed": ImageFolder roots, one coarse group each
     mixed_per_class: int = 30  # dataset "mixed": training images per fine class (the paper's 30)
+    decode_cache: str = "on"  # image-file sets: decode each image once into a memory-mapped cache
+    decode_cache_dir: str = ""  # default: <data_root>/.cskd-cache
     model: str = "small"
     width: int = 0  # channel width of the first stage; 0 = the model's own default
     method: str = "cskd"
@@ -139,6 +141,7 @@ def validate(cfg: TrainConfig) -> None:
     choose("--device value", cfg.device, {d: None for d in DEVICES})
     choose("--pairing value", cfg.pairing, {p: None for p in PAIRINGS})
     choose("--loader value", cfg.loader, {p: None for p in LOADERS})
+    choose("--decode-cache value", cfg.decode_cache, {"on": None, "off": None})
     if not (math.isfinite(cfg.temperature) and cfg.temperature > 0):
         raise UserError(f"--temperature must be > 0; got {cfg.temperature}")
     if not (math.isfinite(cfg.lambda_cls) and cfg.lambda_cls >= 0):

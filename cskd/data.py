@@ -12,7 +12,7 @@ so every run on a data set sees the same samples whatever its training seed.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +69,7 @@ class DataBundle:
     test_resize: int = 0  # file sets: Resize(test_resize) + CenterCrop(image_size); 0 = Resize(image_size)
     fine_to_coarse: list[int] | None = None
     coarse_names: list[str] | None = None
-    extras: dict = field(default_factory=dict)
+    decode_cache: Path | None = None  # image-file sets: folder of the decode-once pixel cache
 
     @property
     def num_classes(self) -> int:
@@ -291,6 +291,9 @@ def load_bundle(name: str, *, data_root: str, download: bool = False, val_fracti
 
 def bundle_for(cfg) -> DataBundle:
     """The DataBundle a run's config (cskd.config.TrainConfig) describes."""
-    return load_bundle(cfg.dataset, data_root=cfg.data_root, download=cfg.download, val_fraction=cfg.val_fraction,
-                       split_seed=cfg.split_seed, mixed_roots=tuple(cfg.mixed_roots),
-                       mixed_per_class=cfg.mixed_per_class)
+    bundle = load_bundle(cfg.dataset, data_root=cfg.data_root, download=cfg.download, val_fraction=cfg.val_fraction,
+                         split_seed=cfg.split_seed, mixed_roots=tuple(cfg.mixed_roots),
+                         mixed_per_class=cfg.mixed_per_class)
+    if not bundle.in_memory and cfg.decode_cache != "off":
+        bundle.decode_cache = Path(cfg.decode_cache_dir or Path(cfg.data_root) / ".cskd-cache")
+    return bundle

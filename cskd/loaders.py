@@ -126,8 +126,14 @@ class SplitImages(Dataset):
     Returns (image, label, index) or (image, clean image, label, index).
     """
 
-    def __init__(self, split: Split, transform, clean_transform=None):
+    def __init__(self, split: Split, transform, clean_transform=None, cache_root=None):
         self.split, self.transform, self.clean_transform = split, transform, clean_transform
+        # Image files: decoded once into a memory-mapped cache when the bundle asks for one.
+        self.cache = None
+        if split.files is not None and cache_root is not None:
+            from .decode_cache import DecodeCache
+
+            self.cache = DecodeCache(split.files, cache_root)
 
     def __len__(self) -> int:
         return len(self.split)
@@ -135,6 +141,8 @@ class SplitImages(Dataset):
     def _load(self, i: int):
         if self.split.images is not None:
             return self.split.images[i]
+        if self.cache is not None:
+            return self.cache.image(i)
         from PIL import Image
 
         with Image.open(self.split.files[i]) as im:
@@ -171,7 +179,7 @@ class HostBatches:
                  partner: str = "none", clean: bool = False, allow_self_pair: bool = False, workers: int = 2,
                  drop_last: bool = False):
         clean_tf = host_transforms(bundle, train=False) if clean else None
-        self.dataset = SplitImages(split, host_transforms(bundle, train=True), clean_tf)
+        self.dataset = SplitImages(split, host_transforms(bundle, train=True), clean_tf, bundle.decode_cache)
         self.sampler = _sampler(split.labels, batch_size, seed, allow_self_pair, partner, drop_last)
         self.device, self.partner, self.clean, self.seed, self.workers = device, partner, clean, seed, workers
 
@@ -195,7 +203,8 @@ class HostBatches:
 
 
 def host_eval_batches(bundle: DataBundle, split: Split, *, batch_size: int, device: torch.device, workers: int = 2):
-    loader = DataLoader(SplitImages(split, host_transforms(bundle, train=False)), batch_size=batch_size,
+    loader = DataLoader(SplitImages(split, host_transforms(bundle, train=False), cache_root=bundle.decode_cache),
+                        batch_size=batch_size,
                         num_workers=workers, pin_memory=device.type == "cuda")
     for x, y, idx in loader:
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True), idx

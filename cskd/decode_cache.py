@@ -1,0 +1,83 @@
+"""Decode-once cache for image-file data sets: every image is decoded a single time, resized so its
+short side is 256 px (never enlarged), and stored as uint8 HWC rows of one memory-mapped file.
+
+Later epochs (and evaluation) read pixels from the cache instead of decoding JPEGs, and apply the
+same torchvision transforms to the uint8 tensor: RandomResizedCrop(224) + flip for training,
+Resize(256) + CenterCrop(224) for testing. The paper's RandomResizedCrop samples its box from the
+whole image, so images are cached whole (aspect ratio kept), not pre-cropped.
+
+Layout of a cache folder (one per list of files; the name is a hash of the paths, sizes and times):
+  pixels.u8   all images' bytes back to back
+  index.npy   int64 (N, 3): byte offset, height, width of each image
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .checkpoint import atomic_write
+
+SHORT_SIDE = 256
+
+
+def _key(files: list[str]) -> str:
+    h = hashlib.sha1()
+    for f in files:
+        st = os.stat(f)
+        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _decode(path: str, short_side: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        scale = short_side / min(w, h)
+        if scale < 1:  # only shrink: small images (e.g. TinyImageNet's 64 px) are kept as they are
+            im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+        return np.asarray(im, dtype=np.uint8)
+
+
+class DecodeCache:
+    """Cached pixels of `files` (in order), built on first use under `root`."""
+
+    def __init__(self, files: list[str], root: Path, *, short_side: int = SHORT_SIDE, progress: bool | None = None):
+        self.folder = Path(root) / f"{_key(files)}-s{short_side}"
+        if not (self.folder / "index.npy").is_file():
+            self._build(files, short_side, progress)
+        self.index = np.load(self.folder / "index.npy")
+        self.pixels = np.memmap(self.folder / "pixels.u8", dtype=np.uint8, mode="r")
+
+    def _build(self, files, short_side, progress) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        index = np.zeros((len(files), 3), dtype=np.int64)
+
+        def write(f):
+            offset = 0
+            for i, path in enumerate(tqdm(files, desc=f"decode cache ({len(files)} images)", unit="img",
+                                          disable=(not progress) if progress is not None else None)):
+                arr = _decode(path, short_side)
+                f.write(arr.tobytes())
+                index[i] = (offset, arr.shape[0], arr.shape[1])
+                offset += arr.size
+
+        # pixels first, index last: an index file only exists next to complete pixels
+        atomic_write(self.folder / "pixels.u8", write)
+        atomic_write(self.folder / "index.npy", lambda f: np.save(f, index))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def image(self, i: int) -> torch.Tensor:
+        """Image i as a uint8 CHW tensor (a copy: the memory map stays read-only)."""
+        offset, h, w = (int(v) for v in self.index[i])
+        arr = np.array(self.pixels[offset:offset + h * w * 3]).reshape(h, w, 3)
+        return torch.from_numpy(arr).permute(2, 0, 1)

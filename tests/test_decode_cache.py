@@ -1,0 +1,52 @@
+import numpy as np
+import torch
+from PIL import Image
+
+from cskd.config import resolve
+from cskd.data import load_bundle
+from cskd.decode_cache import DecodeCache
+from cskd.loaders import eval_batches
+from cskd.train import run_training
+
+
+def _images(folder, sizes):
+    rng = np.random.default_rng(0)
+    files = []
+    for i, (w, h) in enumerate(sizes):
+        # smooth images, so resampling differences between PIL and tensor resizes stay small
+        base = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)
+        img = Image.fromarray(base).resize((w, h), Image.BILINEAR)
+        path = folder / f"{i}.jpg"
+        img.save(path, quality=95)
+        files.append(str(path))
+    return files
+
+
+def test_cache_keeps_aspect_shrinks_to_short_side_256_and_is_built_once(tmp_path):
+    files = _images(tmp_path, [(400, 300), (30, 40), (512, 1024)])
+    cache = DecodeCache(files, tmp_path / "cache")
+    assert [tuple(r[1:]) for r in cache.index] == [(256, 341), (40, 30), (512, 256)]
+    with Image.open(files[1]) as im:
+        assert torch.equal(cache.image(1), torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1))
+    stamp = (cache.folder / "pixels.u8").stat().st_mtime_ns
+    again = DecodeCache(files, tmp_path / "cache")
+    assert (again.folder / "pixels.u8").stat().st_mtime_ns == stamp
+    assert torch.equal(again.image(2), cache.image(2))
+
+
+def test_cached_evaluation_matches_decoding_the_files(tmp_path):
+    root = tmp_path / "set"
+    for split, n in (("train", 4), ("test", 2)):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            _images(root / split / c, [(300 + 7 * i, 280) for i in range(n)])
+    bundle = load_bundle("imagefolder", data_root=str(root), val_fraction=0.5)
+    plain = next(iter(eval_batches(bundle, bundle.test, batch_size=8, device=torch.device("cpu"), workers=0)))[0]
+    bundle.decode_cache = tmp_path / "cache"
+    cached = next(iter(eval_batches(bundle, bundle.test, batch_size=8, device=torch.device("cpu"), workers=0)))[0]
+    assert cached.shape == plain.shape == (4, 3, 224, 224)
+    assert (cached - plain).abs().mean() < 0.05  # same pixels up to resampling rounding
+    cfg = resolve({"dataset": "imagefolder", "data_root": str(root), "model": "small", "epochs": 1, "batch_size": 4,
+                   "val_fraction": 0.5, "workers": 0, "out": str(tmp_path / "run")})
+    run_training(cfg, progress=False)
+    assert len(list((root / ".cskd-cache").iterdir())) == 3  # train, val and test file lists
