@@ -113,7 +113,6 @@ PRESETS: dict[str, dict] = {
     "cub200-resnet10": dict(dataset="cub200", model="resnet10", epochs=200, batch_size=32),
     "dogs-resnet10": dict(dataset="dogs", model="resnet10", epochs=200, batch_size=32),
     "mit67-resnet10": dict(dataset="mit67", model="resnet10", epochs=200, batch_size=32),
-    "cifar100-resnet10": dict(dataset="cifar100", model="resnet10", epochs=200, batch_size=128),
     "imagenet-resnet50": dict(dataset="imagenet", model="resnet50", epochs=90, batch_size=256),
     "imagenet-resnet101": dict(dataset="imagenet", model="resnet101", epochs=90, batch_size=256),
     "imagenet-resnext101": dict(dataset="imagenet", model="resnext101_32x4d", epochs=90, batch_size=256),
