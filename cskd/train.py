@@ -210,15 +210,13 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
         kept = [r for r in read_metrics(out) if r.get("epoch", 0) <= ckpt["epoch"] + 1]
         _write_metrics(out, kept)
     else:
-        if overwrite and out.exists():
+        if overwrite and holds_run(out):  # only ever delete a folder that holds a cskd run
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", _config_record(cfg, bundle, device, bf16))
         _write_metrics(out, [])
 
-    show = progress  # None: tqdm shows the per-step bar only on a terminal
-    say = print
-    say(f"run {out}: {cfg.method} on {cfg.dataset} ({len(bundle.train)} train / "
+    print(f"run {out}: {cfg.method} on {cfg.dataset} ({len(bundle.train)} train / "
         f"{len(bundle.val) if bundle.val is not None else 0} val / {len(bundle.test)} test), {cfg.model}, "
         f"{device.type}{' bf16' if bf16 else ''}, epochs {start_epoch + 1}-{cfg.epochs}")
     t_run = time.time()
@@ -231,7 +229,8 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
         ctx.generator = epoch_generator(cfg.seed + METHOD_SEED_OFFSET, epoch)  # CPU: Mixup draws λ on the host
         t0 = time.time()
         with tqdm(total=len(source), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                  disable=(not show) if show is not None else None, file=sys.stderr) as bar:
+                  # progress None: tqdm shows the per-step bar only on a terminal
+                  disable=(not progress) if progress is not None else None, file=sys.stderr) as bar:
             try:
                 record = train_epoch(ctx, method, optimizer, source, epoch, device=device, bf16=bf16, bar=bar)
             except Diverged as e:
@@ -252,17 +251,17 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
         save_checkpoint(out / "last.pt", {**state, "optimizer": optimizer.state_dict(),
                                           "sampler": source.sampler.state_dict(), "rng": rng_state()})
         _append_metrics(out, record)
-        say(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {record['train_loss']:.4f}  train acc "
-            f"{100 * record['train_acc']:.2f}  {cfg.select_on} acc {100 * val['acc']:.2f}  lr {record['lr']:.4g}  "
-            f"{record['seconds']:.1f}s")
+        print(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {record['train_loss']:.4f}  train acc "
+              f"{100 * record['train_acc']:.2f}  {cfg.select_on} acc {100 * val['acc']:.2f}  lr {record['lr']:.4g}  "
+              f"{record['seconds']:.1f}s")
     finished = (stop_after_epoch is None) or stop_after_epoch >= cfg.epochs - 1
     summary = {"run": str(out), "finished": finished, "best_epoch": best["epoch"],
                f"best_{cfg.select_on}_acc": best["acc"], "train_seconds": round(time.time() - t_run, 2)}
     if finished:
         summary.update(_test_best(out, cfg, bundle, model, device, bf16))
         write_json(out / "summary.json", summary)
-        say(f"done: best epoch {best['epoch']} ({cfg.select_on} acc {100 * best['acc']:.2f}), "
-            f"test acc {100 * summary['test_acc']:.2f}  -> {out}")
+        print(f"done: best epoch {best['epoch']} ({cfg.select_on} acc {100 * best['acc']:.2f}), "
+              f"test acc {100 * summary['test_acc']:.2f}  -> {out}")
     return summary
 
 

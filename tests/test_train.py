@@ -154,3 +154,11 @@ def test_console_script_exits_nonzero_with_one_line(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "unknown model 'nope'" in r.stderr
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_a_run(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert cli("train", "--epochs", 1, "--method", "ce", "--out", out, "--overwrite") == 0
+    assert (out / "notes.txt").read_text() == "keep me" and (out / "best.pt").is_file()
