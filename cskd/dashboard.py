@@ -6,6 +6,7 @@ Streamlit's own signal handling and threads stay out of the CLI process.
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -61,14 +62,30 @@ def launch(runs_dir: str, port: int = 8501, host: str = "127.0.0.1") -> int:
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"cskd dashboard: listening on {host}: other machines can reach it", flush=True)
     proc = subprocess.Popen(command(root.resolve(), port, host))
+    # `kill PID` of this process must not leave Streamlit running without it.
+    previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
         return proc.wait()
     except KeyboardInterrupt:
         # The terminal sent SIGINT to Streamlit too; give it time to close its sessions.
-        try:
-            proc.wait(timeout=STOP_WAIT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         print("cskd dashboard: stopped", file=sys.stderr)
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:  # any other way out of here
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Wait for Streamlit to exit after Ctrl-C; terminate, then kill it if it does not."""
+    for step in (None, proc.terminate, proc.kill):
+        if step is not None:
+            step()
+        try:
+            proc.wait(timeout=STOP_WAIT_S)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting politely
+            continue
