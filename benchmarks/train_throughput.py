@@ -7,7 +7,7 @@ Paths (same model, batch size and synthetic CIFAR-shaped data):
   (c) fastest    (b) + channels_last, and on CUDA bf16 autocast and torch.compile
   (d) in-batch   (c) with --pairing in-batch (CS-KD only; CE is (c)'s)
 Step time = wall time of `--steps` steps after `--warmup` steps, divided by steps (device synced
-at both ends). The last line is machine-readable.
+at both ends), median over `--repeats` interleaved rounds. The last line is machine-readable.
 
     python benchmarks/train_throughput.py            # CPU: width 16, batch 64
     python benchmarks/train_throughput.py --full     # PreAct ResNet-18, width 64, batch 128 (CUDA)
@@ -16,6 +16,7 @@ at both ends). The last line is machine-readable.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import numpy as np
@@ -142,6 +143,7 @@ def main():
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile on CUDA")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; rows are medians (3)")
     args = p.parse_args()
     device = pick_device(args.device)
     cuda = device.type == "cuda"
@@ -159,14 +161,23 @@ def main():
                 workers=args.workers)
     fastest = dict(base, channels_last=True, compile=cuda and not args.no_compile,
                    precision="bf16" if cuda else "fp32")
-    rows = {}
+    runs = {}
     for method in ("ce", "cskd"):
-        rows[("reference", method)] = reference_loop(bundle, "preact_resnet18", width, batch, method, device,
-                                                     steps, warmup, args.workers)
-        rows[("default", method)] = cskd_loop(bundle, dict(base, method=method), device, steps, warmup)
-        rows[("fastest", method)] = cskd_loop(bundle, dict(fastest, method=method), device, steps, warmup)
-    rows[("in-batch", "cskd")] = cskd_loop(bundle, dict(fastest, method="cskd", pairing="in-batch"), device,
-                                           steps, warmup)
+        runs[("reference", method)] = lambda m=method: reference_loop(bundle, "preact_resnet18", width, batch, m,
+                                                                      device, steps, warmup, args.workers)
+        runs[("default", method)] = lambda m=method: cskd_loop(bundle, dict(base, method=m), device, steps, warmup)
+        runs[("fastest", method)] = lambda m=method: cskd_loop(bundle, dict(fastest, method=m), device, steps,
+                                                               warmup)
+    runs[("in-batch", "cskd")] = lambda: cskd_loop(bundle, dict(fastest, method="cskd", pairing="in-batch"), device,
+                                                   steps, warmup)
+    # Rounds interleave every configuration so a burst of load from elsewhere hits them alike;
+    # each row reports its median over the rounds.
+    times = {k: [] for k in runs}
+    for r in range(args.repeats):
+        for key, fn in runs.items():
+            times[key].append(fn())
+        print(f"round {r + 1}/{args.repeats}: " + " ".join(f"{p}/{m}={1e3 * t[-1]:.0f}ms" for (p, m), t in times.items()))
+    rows = {k: statistics.median(v) for k, v in times.items()}
     rows[("in-batch", "ce")] = rows[("fastest", "ce")]
     print(f"\n| path | CE step ms | CE img/s | CS-KD step ms | CS-KD img/s | CS-KD/CE | CS-KD speed-up vs (a) |")
     print("|---|---|---|---|---|---|---|")
