@@ -7,6 +7,8 @@ generator, so CPU and CUDA give the same kind of batches and tests can check the
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -33,3 +35,61 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
     """uint8 in [0, 255] -> float32 (x/255 - mean) / std per channel (mean, std of shape (C,))."""
     x = x.float().div_(255.0)
     return x.sub_(mean[None, :, None, None]).div_(std[None, :, None, None])
+
+
+def random_resized_crop_boxes(n: int, height: int, width: int, *, generator: torch.Generator,
+                              scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts: int = 10) -> torch.Tensor:
+    """Boxes (n, 4) as (x1, y1, x2, y2) in pixels, drawn as torchvision's RandomResizedCrop.get_params:
+    area fraction ~ U(scale), log aspect ratio ~ U(log ratio), the first of `attempts` draws that
+    fits, else the central crop of the largest box within `ratio`."""
+    dev = generator.device
+    area = height * width
+    frac = torch.empty(n, attempts, device=dev).uniform_(scale[0], scale[1], generator=generator)
+    log_r = torch.empty(n, attempts, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    w = torch.sqrt(area * frac * torch.exp(log_r)).round()
+    h = torch.sqrt(area * frac / torch.exp(log_r)).round()
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1, device=dev))
+    pick = first.clamp_min(0)[:, None]
+    w, h = w.gather(1, pick)[:, 0], h.gather(1, pick)[:, 0]
+    # fallback: central crop (torchvision's rule)
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        fw, fh = round(height * max(ratio)), height
+    else:
+        fw, fh = width, height
+    fallback = first < 0
+    w = torch.where(fallback, torch.full_like(w, fw), w)
+    h = torch.where(fallback, torch.full_like(h, fh), h)
+    u = torch.rand(n, 2, device=dev, generator=generator)
+    top = torch.where(fallback, torch.full_like(h, (height - fh) // 2), (u[:, 0] * (height - h + 1)).floor())
+    left = torch.where(fallback, torch.full_like(w, (width - fw) // 2), (u[:, 1] * (width - w + 1)).floor())
+    return torch.stack([left, top, left + w, top + h], 1)
+
+
+def random_resized_crop_flip(x: torch.Tensor, *, size: int, generator: torch.Generator, flip: bool = True):
+    """Batched RandomResizedCrop(size) + horizontal flip (p=0.5) of uint8 images (N, C, H, W) on
+    their device; bilinear resampling by roi_align with 2x2 samples per output pixel. Returns float
+    images in [0, 255] (normalise with `normalize_float`)."""
+    from torchvision.ops import roi_align
+
+    n, _, h, w = x.shape
+    boxes = random_resized_crop_boxes(n, h, w, generator=generator)
+    rois = torch.cat([torch.arange(n, device=x.device, dtype=boxes.dtype)[:, None], boxes], 1)
+    out = roi_align(x.float(), rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    if flip:
+        do_flip = torch.rand(n, generator=generator, device=x.device) < 0.5
+        out = torch.where(do_flip[:, None, None, None], out.flip(3), out)
+    return out
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float in [0, 255] at size x size (bilinear, antialiased), as the test Resize."""
+    return F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def normalize_float(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """float in [0, 255] -> (x/255 - mean) / std per channel."""
+    return x.div(255.0).sub_(mean[None, :, None, None]).div_(std[None, :, None, None])

@@ -296,4 +296,21 @@ def bundle_for(cfg) -> DataBundle:
                          mixed_per_class=cfg.mixed_per_class)
     if not bundle.in_memory and cfg.decode_cache != "off":
         bundle.decode_cache = Path(cfg.decode_cache_dir or Path(cfg.data_root) / ".cskd-cache")
+        if bundle.image_size == 32 and cfg.loader != "host":
+            _load_into_memory(bundle)
     return bundle
+
+
+def _load_into_memory(bundle: DataBundle) -> None:
+    """Small-image file sets (TinyImageNet: 64x64) whose images share one size become in-memory
+    uint8 tensors (through the decode cache), so the device path augments them batched."""
+    from .decode_cache import DecodeCache
+
+    caches = {name: DecodeCache(part.files, bundle.decode_cache)
+              for name, part in (("train", bundle.train), ("val", bundle.val), ("test", bundle.test)) if part}
+    if len({tuple(int(v) for v in row[1:]) for c in caches.values() for row in c.index}) != 1:
+        return  # mixed sizes: stay on the DataLoader path
+    for name, cache in caches.items():
+        part = getattr(bundle, name)
+        part.images = torch.stack([cache.image(i) for i in range(len(cache))])
+        part.files = None

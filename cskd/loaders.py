@@ -16,7 +16,7 @@ from typing import Iterator, NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import normalize, random_crop_flip
+from .augment import normalize, normalize_float, random_crop_flip, random_resized_crop_flip, resize
 from .data import DataBundle, Split
 from .sampler import ClassPairSampler, epoch_generator
 
@@ -57,8 +57,15 @@ class TensorBatches:
         return len(self.sampler)
 
     def _augment(self, rows: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        if self.bundle.augment == "rrc":  # e.g. TinyImageNet: RandomResizedCrop(32) + flip of the 64-px images
+            x = random_resized_crop_flip(self.images[rows], size=self.bundle.image_size, generator=g,
+                                         flip=self.bundle.flip)
+            return normalize_float(x, self.mean, self.std)
         x = random_crop_flip(self.images[rows], pad=self.bundle.crop_pad, flip=self.bundle.flip, generator=g)
         return normalize(x, self.mean, self.std)
+
+    def _clean(self, rows: torch.Tensor) -> torch.Tensor:
+        return _plain(self.bundle, self.images[rows], self.mean, self.std)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         g = epoch_generator(self.seed + AUGMENT_SEED_OFFSET, epoch, self.device)
@@ -68,7 +75,7 @@ class TensorBatches:
             rows = {"class": partners, "view": anchors}.get(self.partner)
             yield Batch(self._augment(anchors, g), self.labels[anchors],
                         None if rows is None else self._augment(rows, g),
-                        normalize(self.images[anchors], self.mean, self.std) if self.clean else None)
+                        self._clean(anchors) if self.clean else None)
 
 
 def _sampler(labels, batch_size: int, seed: int, allow_self_pair: bool, partner: str,
@@ -95,8 +102,15 @@ def tensor_eval_batches(bundle: DataBundle, split: Split, *, batch_size: int, de
     mean = torch.tensor(bundle.mean, device=device)
     std = torch.tensor(bundle.std, device=device)
     for i in range(0, len(split), batch_size):
-        x = normalize(split.images[i:i + batch_size].to(device), mean, std)
+        x = _plain(bundle, split.images[i:i + batch_size].to(device), mean, std)
         yield x, split.labels[i:i + batch_size].to(device), split.indices[i:i + batch_size]
+
+
+def _plain(bundle: DataBundle, x: torch.Tensor, mean, std) -> torch.Tensor:
+    """Evaluation view of uint8 images: resized to the training size when stored larger, normalised."""
+    if x.shape[-1] != bundle.image_size or x.shape[-2] != bundle.image_size:
+        return normalize_float(resize(x, bundle.image_size), mean, std)
+    return normalize(x, mean, std)
 
 
 def host_transforms(bundle: DataBundle, train: bool):

@@ -94,3 +94,49 @@ def test_in_batch_and_host_paths_train_on_digits(tmp_path):
     for name, extra in (("inbatch", {"pairing": "in-batch"}), ("host", {"loader": "host", "workers": 0})):
         cfg = resolve({"epochs": 1, "out": str(tmp_path / name), **extra}, "digits-small")
         assert run_training(cfg, progress=False)["test_acc"] > 0.2
+
+
+def test_device_random_resized_crop_follows_torchvision_statistics():
+    from torchvision.transforms import RandomResizedCrop
+
+    from cskd.augment import random_resized_crop_boxes, random_resized_crop_flip
+
+    g = torch.Generator().manual_seed(0)
+    boxes = random_resized_crop_boxes(20000, 64, 48, generator=g)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert boxes[:, 0].min() >= 0 and boxes[:, 1].min() >= 0 and boxes[:, 2].max() <= 48 and boxes[:, 3].max() <= 64
+    torch.manual_seed(0)
+    ref = torch.tensor([RandomResizedCrop.get_params(torch.zeros(1, 64, 48), [0.08, 1.0], [3 / 4, 4 / 3])
+                        for _ in range(4000)], dtype=torch.float)
+    ref_area, area = (ref[:, 2] * ref[:, 3]).mean() / (64 * 48), (w * h).mean() / (64 * 48)
+    assert abs(area - ref_area) < 0.02
+    assert abs((w / h).log().mean() - (ref[:, 3] / ref[:, 2]).log().mean()) < 0.03
+    x = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)
+    out = random_resized_crop_flip(x, size=32, generator=g)
+    assert out.shape == (8, 3, 32, 32) and out.min() >= 0 and out.max() <= 255
+    # A crop of a constant image is that constant, whatever the box.
+    const = random_resized_crop_flip(torch.full((4, 3, 64, 64), 77, dtype=torch.uint8), size=32, generator=g)
+    assert torch.allclose(const, torch.full_like(const, 77.0))
+
+
+def test_tinyimagenet_is_moved_onto_the_device_path(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from cskd.data import bundle_for
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("n1", "n2"):
+            (tmp_path / "tinyimagenet" / split / c).mkdir(parents=True)
+            for i in range(5):
+                Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+                    tmp_path / "tinyimagenet" / split / c / f"{i}.png")
+    cfg = resolve({"dataset": "tinyimagenet", "data_root": str(tmp_path), "val_fraction": 0.4})
+    bundle = bundle_for(cfg)
+    assert bundle.in_memory and bundle.train.images.shape[1:] == (3, 64, 64)
+    src = TensorBatches(bundle, bundle.train, batch_size=4, seed=0, device=torch.device("cpu"), partner="class")
+    b = next(iter(src.epoch(0)))
+    assert b.x.shape == b.partner.shape == (4, 3, 32, 32)
+    host = bundle_for(resolve({**cfg.to_dict(), "loader": "host"}))
+    assert not host.in_memory
