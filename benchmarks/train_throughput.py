@@ -179,7 +179,7 @@ def main():
         print(f"round {r + 1}/{args.repeats}: " + " ".join(f"{p}/{m}={1e3 * t[-1]:.0f}ms" for (p, m), t in times.items()))
     rows = {k: statistics.median(v) for k, v in times.items()}
     rows[("in-batch", "ce")] = rows[("fastest", "ce")]
-    print(f"\n| path | CE step ms | CE img/s | CS-KD step ms | CS-KD img/s | CS-KD/CE | CS-KD speed-up vs (a) |")
+    print("\n| path | CE step ms | CE img/s | CS-KD step ms | CS-KD img/s | CS-KD/CE | CS-KD speed-up vs (a) |")
     print("|---|---|---|---|---|---|---|")
     for path in ("reference", "default", "fastest", "in-batch"):
         ce, ck = rows[(path, "ce")], rows[(path, "cskd")]
