@@ -50,3 +50,7 @@ def test_cached_evaluation_matches_decoding_the_files(tmp_path):
                    "val_fraction": 0.5, "workers": 0, "out": str(tmp_path / "run")})
     run_training(cfg, progress=False)
     assert len(list((root / ".cskd-cache").iterdir())) == 3  # train, val and test file lists
+    from cskd.predict import predict
+
+    z = np.load(predict(tmp_path / "run", progress=False))
+    assert z["images"].shape == (4, 64, 64, 3) and z["logits"].shape == (4, 2)  # 64-px thumbnails of file sets
