@@ -162,14 +162,16 @@ def _fig_tsne(name, run, max_points):
     return fig
 
 
-def _txl_groups(groups):
-    """Groups that can form a T × λ grid (not plain cross-entropy), or [] when < 2 values vary."""
-    grid = [g for g in groups if g.config.get("method") != "ce"
-            and isinstance(g.config.get("temperature"), (int, float))
-            and isinstance(g.config.get("lambda_cls"), (int, float))]
-    temps = {g.config["temperature"] for g in grid}
-    lambdas = {g.config["lambda_cls"] for g in grid}
-    return grid if len(temps) >= 2 or len(lambdas) >= 2 else []
+def _txl_grids(groups) -> dict:
+    """{method: groups} for every method whose groups span >= 2 temperatures or lambdas (one
+    T x λ grid per method, so a sweep of several methods does not collide on one cell)."""
+    by_method: dict = {}
+    for g in groups:
+        if (g.config.get("method") != "ce" and isinstance(g.config.get("temperature"), (int, float))
+                and isinstance(g.config.get("lambda_cls"), (int, float))):
+            by_method.setdefault(g.config.get("method"), []).append(g)
+    return {m: gs for m, gs in by_method.items()
+            if len({g.config["temperature"] for g in gs}) >= 2 or len({g.config["lambda_cls"] for g in gs}) >= 2}
 
 
 def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int = 10000,
@@ -211,17 +213,16 @@ def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int 
             save(_fig_predictive(runs, int(state["common"][0]), images), "predictive_distribution")
 
     def step_txl():
-        grid = _txl_groups(state["groups"])
-        if not grid:
-            return
-        try:
-            temps, lambdas, mean, _ = tables.txl_grid(grid, metric="top1_error")
-        except ValueError as err:  # e.g. two models on one cell: the grid is ambiguous
-            warnings.warn(f"T x lambda heatmap skipped: {err}", stacklevel=2)
-            return
-        fig = Figure(figsize=(1.2 * len(lambdas) + 3, 0.8 * len(temps) + 2))
-        figures.plot_txl_heatmap(fig.subplots(), temps, lambdas, mean)
-        save(fig, "txl_top1_error")
+        grids = _txl_grids(state["groups"])
+        for method, grid in grids.items():
+            try:
+                temps, lambdas, mean, _ = tables.txl_grid(grid, metric="top1_error")
+            except ValueError as err:  # e.g. two models on one cell: the grid is ambiguous
+                warnings.warn(f"T x lambda heatmap of {method} skipped: {err}", stacklevel=2)
+                continue
+            fig = Figure(figsize=(1.2 * len(lambdas) + 3, 0.8 * len(temps) + 2))
+            figures.plot_txl_heatmap(fig.subplots(), temps, lambdas, mean)
+            save(fig, "txl_top1_error" if len(grids) == 1 else f"txl_top1_error_{_safe(str(method))}")
 
     mapping = None if mapped is None else mapped["fine_to_coarse"]
     steps = [(f"metrics {n}", lambda n=n: metrics.__setitem__(n, run_metrics(

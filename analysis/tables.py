@@ -13,7 +13,9 @@ import numpy as np
 
 # Config keys that do not change what is being measured: runs differing only in these are
 # repeats of one experiment.
-IGNORED_KEYS = ("seed", "out")
+# Config keys that do not change the experiment: where and how fast a run ran, and its name.
+IGNORED_KEYS = ("seed", "out", "preset", "device", "threads", "workers", "log_interval", "loader", "data_root",
+                "download", "decode_cache", "decode_cache_dir", "compile", "channels_last")
 # Metrics that are not fractions: printed as they are, never multiplied by 100.
 NOT_FRACTIONS = frozenset({"nll", "nll_after_ts", "temperature"})
 DEFAULT_METRICS = ("top1_error", "top5_error", "ece", "nll", "recall_at_1")

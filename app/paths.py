@@ -118,7 +118,9 @@ def run_files(root: Path, name: str, known) -> RunFiles:
     def key(filename: str):
         return file_key(run_file(root, name, filename, known))
 
+    best, val = key("best.pt"), key("predictions-val.npz")
+    if val and best and best[1] > val[1]:
+        val = None  # validation predictions of an older best.pt: never fit a temperature on them
     return RunFiles(name=name, path=run_dir(root, name, known), config=key("config.json"),
                     summary=key("summary.json"), metrics=key("metrics.jsonl"),
-                    test=key("predictions-test.npz"), val=key("predictions-val.npz"),
-                    tsne=key("tsne-test.npz"), best=key("best.pt"))
+                    test=key("predictions-test.npz"), val=val, tsne=key("tsne-test.npz"), best=best)

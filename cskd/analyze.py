@@ -81,6 +81,8 @@ def analyze(runs: list[str], out: str, *, split: str = "test", n_bins: int = 20,
 
     if n_bins <= 0:
         raise UserError(f"--bins must be a positive integer; got {n_bins}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out {out} exists and is not a folder; choose a folder for the report")
     paths = [Path(r) for r in runs]
     names = [p.name for p in paths]
     if len(set(names)) != len(names):

@@ -111,7 +111,9 @@ def mixup_batch(x: torch.Tensor, labels: torch.Tensor, *, alpha: float = MIXUP_A
         raise ValueError(f"mixup_batch needs a CPU torch.Generator, got one on {generator.device}")
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     lam = float(np.random.default_rng(seed).beta(alpha, alpha)) if alpha > 0 else 1.0
-    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
+    perm = torch.randperm(x.shape[0], generator=generator)
+    if x.is_cuda:  # pinned + non_blocking: the copy is queued on the stream instead of waiting for it
+        perm = perm.pin_memory().to(x.device, non_blocking=True)
     return Mix(lam * x + (1.0 - lam) * x[perm], labels, labels[perm], lam, perm)
 
 

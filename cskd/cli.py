@@ -107,7 +107,8 @@ def cmd_train(args) -> int:
     from .train import run_training
 
     cfg = config_from_args(args)
-    run_training(cfg, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
+    explicit = {k: v for k, v in vars(args).items() if k not in TRAIN_ONLY and v is not None}
+    run_training(cfg, resume=args.resume, overwrite=args.overwrite, progress=args.progress, explicit=explicit)
     return 0
 
 
@@ -195,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--lambdas", nargs="+", type=float, default=[1.0], help="λ_cls grid for the same methods (1)")
     sw.add_argument("--epochs", type=int, help="override the presets' epochs")
     sw.add_argument("--teacher", help="teacher run for kd and kd_cskd")
-    sw.add_argument("--pairing", choices=PAIRINGS, help="CS-KD pairing for every class-wise run")
+    sw.add_argument("--pairing", choices=PAIRINGS, help="pairing of the cskd runs (the other methods keep the paper's)")
     sw.add_argument("--device", choices=("auto", "cpu", "cuda"))
     sw.add_argument("--threads", type=int)
     sw.add_argument("--runs", default="checkpoints/sweep", help="folder of the sweep's runs (checkpoints/sweep)")

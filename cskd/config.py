@@ -151,6 +151,10 @@ def validate(cfg: TrainConfig) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer; got {value}")
     if not (cfg.lr > 0):
         raise UserError(f"--lr must be > 0; got {cfg.lr}")
+    if not (0 <= cfg.momentum < 1):
+        raise UserError(f"--momentum must be in [0, 1); got {cfg.momentum}")
+    if not (cfg.weight_decay >= 0):
+        raise UserError(f"--weight-decay must be >= 0; got {cfg.weight_decay}")
     if not (0 < cfg.val_fraction < 1) and not (cfg.val_fraction == 0 and cfg.select_on == "test"):
         raise UserError(
             f"--val-fraction must be in (0, 1); got {cfg.val_fraction} (0 is allowed only with --select-on test)"

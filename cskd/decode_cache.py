@@ -53,7 +53,7 @@ class DecodeCache:
         self.folder = Path(root) / f"{_key(files)}-s{short_side}"
         if not (self.folder / "index.npy").is_file():
             self._build(files, short_side, progress)
-        self.index = np.load(self.folder / "index.npy")
+        self.index = np.load(self.folder / "index.npy", allow_pickle=False)
         self.pixels = np.memmap(self.folder / "pixels.u8", dtype=np.uint8, mode="r")
 
     def _build(self, files, short_side, progress) -> None:

@@ -32,8 +32,9 @@ def run_demo(*, runs_root: str = "checkpoints", seeds: int = 1, epochs: int | No
             cfg = resolve({"method": method, "seed": seed, "epochs": epochs, "out": str(out)}, "digits-small")
             if (out / "summary.json").is_file():
                 print(f"run {out}: finished earlier, reused")
-            else:
-                run_training(cfg, resume=(out / "last.pt").is_file())
+            else:  # resume an interrupted run; restart one killed before its first checkpoint
+                resume = (out / "last.pt").is_file()
+                run_training(cfg, resume=resume, overwrite=not resume and out.exists())
             runs.append(str(out))
     report = Path(runs_root) / "demo-analysis"
     metrics = analyze(runs, str(report), progress=False)

@@ -27,7 +27,7 @@ class Context:
     cfg: TrainConfig
     model: torch.nn.Module
     teacher: torch.nn.Module | None = None
-    generator: torch.Generator | None = None  # per-epoch device generator (Mixup draws)
+    generator: torch.Generator | None = None  # per-epoch CPU generator (Mixup draws λ and π on the host)
     channels_last: bool = False  # convert batches to channels_last before the forward
     num_classes: int = 0
 
@@ -232,9 +232,10 @@ def adapt_model(cfg: TrainConfig, model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def load_run_model(run, *, checkpoint: str = "best", device: torch.device):
+def load_run_model(run, *, checkpoint: str = "best", device: torch.device, bundle=None):
     """Rebuild a finished run's model from its config and load `<checkpoint>.pt` (eval mode).
 
+    `bundle`: the run's data set when the caller has it already (a KD student on the same data).
     Returns (config, data bundle, model, checkpoint state).
     """
     from pathlib import Path
@@ -247,20 +248,23 @@ def load_run_model(run, *, checkpoint: str = "best", device: torch.device):
     run = Path(run)
     cfg = read_config(run)
     state = load_checkpoint(run / f"{checkpoint}.pt", map_location=device)
-    bundle = bundle_for(cfg)
+    bundle = bundle or bundle_for(cfg)
     model = adapt_model(cfg, build_model(cfg.model, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
                                          width=cfg.width))
     load_model_state(model, state["model"], run / f"{checkpoint}.pt")
     return cfg, bundle, model.to(device).eval(), state
 
 
-def load_teacher(cfg: TrainConfig, *, dataset: str, device: torch.device) -> torch.nn.Module | None:
+def load_teacher(cfg: TrainConfig, *, bundle, device: torch.device) -> torch.nn.Module | None:
     """The frozen teacher of kd / kd_cskd: the teacher run's config rebuilds its model, best.pt its weights."""
     if cfg.method not in ("kd", "kd_cskd"):
         return None
-    tcfg, _, teacher, _ = load_run_model(cfg.teacher, device=device)
-    if tcfg.dataset != dataset:
-        raise UserError(f"--teacher {cfg.teacher} was trained on {tcfg.dataset}, this run is on {dataset}")
+    from .runs import read_config
+
+    tcfg = read_config(cfg.teacher)
+    if tcfg.dataset != bundle.name:
+        raise UserError(f"--teacher {cfg.teacher} was trained on {tcfg.dataset}, this run is on {bundle.name}")
+    _, _, teacher, _ = load_run_model(cfg.teacher, device=device, bundle=bundle)
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher

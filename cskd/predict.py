@@ -42,9 +42,15 @@ def predictions_path(run: Path, split: str) -> Path:
 
 
 def is_fresh(run: Path, split: str, checkpoint: str = "best") -> bool:
-    """True when the predictions file exists and is newer than the checkpoint it came from."""
+    """True when the predictions file exists, was made from `checkpoint`, and is newer than it."""
     path, ckpt = predictions_path(run, split), Path(run) / f"{checkpoint}.pt"
-    return path.is_file() and ckpt.is_file() and path.stat().st_mtime >= ckpt.stat().st_mtime
+    if not (path.is_file() and ckpt.is_file() and path.stat().st_mtime >= ckpt.stat().st_mtime):
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as z:  # reads only the small `checkpoint` entry
+            return str(z["checkpoint"]) == checkpoint
+    except Exception:  # unreadable or from another version: recompute
+        return False
 
 
 def _split_of(bundle: DataBundle, split: str) -> Split:

@@ -16,6 +16,8 @@ from .config import TrainConfig
 from .errors import UserError
 
 RUN_MARKERS = ("config.json", "last.pt", "best.pt", "metrics.jsonl")
+# Everything cskd writes into a run folder; --overwrite deletes these and nothing else.
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "last.pt", "best.pt", "predictions-*.npz", "tsne-*.npz")
 
 
 def default_run_name(cfg: TrainConfig) -> str:
@@ -30,16 +32,27 @@ def holds_run(folder: Path) -> bool:
     return folder.is_dir() and any((folder / m).exists() for m in RUN_MARKERS)
 
 
-def choose_out_dir(cfg: TrainConfig, *, runs_root: str = "checkpoints") -> Path:
-    """`--out` if given; otherwise checkpoints/<readable name>, suffixed -2, -3, ... if taken."""
+def clear_run(folder: Path) -> None:
+    """Delete the files cskd wrote into a run folder (RUN_FILES); anything else in it stays."""
+    for pattern in RUN_FILES:
+        for path in folder.glob(pattern):
+            path.unlink()
+
+
+def choose_out_dir(cfg: TrainConfig, *, runs_root: str = "checkpoints", existing: bool = False) -> Path:
+    """`--out` if given; otherwise checkpoints/<readable name>, suffixed -2, -3, ... if taken.
+
+    With `existing` (resuming), the last folder of that series that holds a run instead.
+    """
     if cfg.out:
         return Path(cfg.out)
     base = Path(runs_root) / default_run_name(cfg)
-    folder, n = base, 1
+    folder, n, last = base, 1, base
     while holds_run(folder):
+        last = folder
         n += 1
         folder = base.with_name(f"{base.name}-{n}")
-    return folder
+    return last if existing else folder
 
 
 def git_commit() -> str | None:

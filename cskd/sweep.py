@@ -32,7 +32,9 @@ def plan(presets, methods, seeds, temperatures, lambdas, overrides: dict, runs_r
         for t, lam in grid:
             name = f"{preset}-{method}" + (f"-T{t:g}-L{lam:g}" if t is not None else "") + f"-s{seed}"
             out = Path(runs_root) / name
-            cfg = resolve({**overrides, "method": method, "seed": seed, "temperature": t, "lambda_cls": lam,
+            # --pairing is a CS-KD option: the other methods keep the paper's data path
+            per_method = {k: v for k, v in overrides.items() if k != "pairing" or method == "cskd"}
+            cfg = resolve({**per_method, "method": method, "seed": seed, "temperature": t, "lambda_cls": lam,
                            "out": str(out)}, preset)
             items.append((out, cfg))
     return items

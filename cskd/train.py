@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import shutil
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +28,7 @@ from .loaders import Batch, eval_batches, train_batches
 from .methods import Context, Method, Step, adapt_model, load_teacher, method_for
 from .sampler import epoch_generator
 from .models import build_model
-from .runs import choose_out_dir, git_commit, holds_run, read_metrics
+from .runs import choose_out_dir, clear_run, git_commit, holds_run, read_metrics
 
 
 METHOD_SEED_OFFSET = 99_991
@@ -56,8 +56,13 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
     With 200 epochs and milestones (0.5, 0.75): 0.1 for epochs 1-100, 0.01 for 101-150, 0.001 after
     (1-based), i.e. "divided by 10 after epochs 100 and 150" as in the paper.
     """
-    drops = sum(epoch >= round(m * cfg.epochs) for m in cfg.lr_milestones)
+    drops = sum(epoch >= milestone(m, cfg.epochs) for m in cfg.lr_milestones)
     return cfg.lr * 0.1**drops
+
+
+def milestone(fraction: float, epochs: int) -> int:
+    """First 0-based epoch after a drop: ceil(fraction * epochs), at least 1 so epoch 0 keeps the base lr."""
+    return max(1, math.ceil(fraction * epochs))
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -70,13 +75,15 @@ def autocast(device: torch.device, bf16: bool):
 def evaluate(model, batches, *, device: torch.device, bf16: bool) -> dict:
     """Top-1 accuracy (fraction) and mean cross-entropy over an evaluation source."""
     model.eval()
-    sums = torch.zeros(3, device=device, dtype=torch.float64)
+    sums = torch.zeros(2, device=device, dtype=torch.float64)
+    n = 0  # counted on the host: building it on the device would copy (and sync) every batch
     for x, y, _ in batches:
         with autocast(device, bf16):
             logits = model(x).float()
         sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
-                             (logits.argmax(1) == y).sum().double(), torch.tensor(len(y), device=device).double()])
-    loss, correct, n = sums.tolist()
+                             (logits.argmax(1) == y).sum().double()])
+        n += len(y)
+    loss, correct = sums.tolist()
     return {"acc": correct / max(n, 1), "loss": loss / max(n, 1), "n": int(n)}
 
 
@@ -96,21 +103,21 @@ def train_epoch(ctx: Context, method: Method, optimizer, source, epoch: int, *, 
     """One epoch. Returns means of loss, CE, the regulariser and the train accuracy (fractions)."""
     cfg = ctx.cfg
     ctx.model.train()
-    # sums: total loss, CE, regulariser (each x batch size), correct, seen
-    sums = torch.zeros(5, device=device, dtype=torch.float64)
+    # sums on the device: total loss, CE, regulariser (each x batch size), correct predictions
+    sums = torch.zeros(4, device=device, dtype=torch.float64)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
-    step = -1
+    seen, step = 0, -1  # host-side counters: the batch size is known without asking the device
     for step, batch in enumerate(source.epoch(epoch)):
         out = train_step(ctx, method, optimizer, batch, device=device, bf16=bf16)
         n = out.labels.shape[0]
+        seen += n
         sums += torch.stack([out.loss.detach().double() * n, out.ce.detach().double() * n,
-                             out.reg.detach().double() * n, (out.logits.detach().argmax(1) == out.labels).sum().double(),
-                             torch.tensor(n, device=device, dtype=torch.float64)])
+                             out.reg.detach().double() * n, (out.logits.detach().argmax(1) == out.labels).sum().double()])
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(out.loss.detach()), step, first_bad)
         if (step + 1) % cfg.log_interval == 0:
-            _check_and_show(sums, first_bad, epoch, bar, optimizer, step + 1)
-    _check_and_show(sums, first_bad, epoch, bar, optimizer, step + 1)
-    total, ce, reg, correct, seen = sums.tolist()
+            _check_and_show(sums, seen, first_bad, epoch, bar, optimizer, step + 1)
+    _check_and_show(sums, seen, first_bad, epoch, bar, optimizer, step + 1)
+    total, ce, reg, correct = sums.tolist()
     return {"train_loss": total / seen, "train_ce": ce / seen, "train_reg": reg / seen, "train_acc": correct / seen}
 
 
@@ -119,13 +126,13 @@ def _to_channels_last(batch: Batch) -> Batch:
                    for t in batch))
 
 
-def _check_and_show(sums, first_bad, epoch, bar, optimizer, done_steps) -> None:
+def _check_and_show(sums, seen: int, first_bad, epoch, bar, optimizer, done_steps) -> None:
     """The once-per-interval host read: stop on a non-finite loss, else update the progress bar."""
     values = sums.tolist()
     bad = int(first_bad)
     if bad >= 0:
         raise Diverged(f"loss became NaN/inf at epoch {epoch + 1}, step {bad + 1}")
-    seen = max(values[4], 1)
+    seen = max(seen, 1)
     bar.update(done_steps - bar.n)
     bar.set_postfix(loss=f"{values[0] / seen:.3f}", acc=f"{100 * values[3] / seen:.1f}",
                     lr=f"{optimizer.param_groups[0]['lr']:.4g}", refresh=False)
@@ -145,7 +152,7 @@ def build_training(cfg: TrainConfig, bundle: DataBundle, device: torch.device) -
     torch.manual_seed(cfg.seed)
     model = adapt_model(cfg, build_model(cfg.model, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
                                          width=cfg.width)).to(device)
-    teacher = load_teacher(cfg, dataset=bundle.name, device=device)
+    teacher = load_teacher(cfg, bundle=bundle, device=device)
     channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -167,12 +174,14 @@ def build_training(cfg: TrainConfig, bundle: DataBundle, device: torch.device) -
 
 def _prepare_out(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> tuple[Path, dict | None]:
     """Decide the run folder and read the checkpoint to resume from; writes nothing."""
-    out = choose_out_dir(cfg)
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pick one")
+    out = choose_out_dir(cfg, existing=resume)
     if resume:
         if not (out / "last.pt").is_file():
-            raise UserError(f"--resume: {out} holds no checkpoint (last.pt); train without --resume to start it")
+            hint = ("it stopped before its first epoch ended; start it again with --overwrite" if holds_run(out)
+                    else "train without --resume to start it")
+            raise UserError(f"--resume: {out} holds no checkpoint (last.pt); {hint}")
         return out, load_checkpoint(out / "last.pt")
     if holds_run(out) and not overwrite:
         raise UserError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
@@ -182,12 +191,29 @@ def _prepare_out(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> tuple[Pa
     return out, None
 
 
+# Options a resumed run may change: where and how fast it runs, not what it computes.
+RESUME_MAY_CHANGE = ("device", "threads", "workers", "log_interval", "loader", "out")
+
+
 def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
-                 stop_after_epoch: int | None = None, progress: bool | None = None) -> dict:
-    """Train one run and return its summary. `stop_after_epoch` ends early (tests simulate a kill)."""
+                 stop_after_epoch: int | None = None, progress: bool | None = None,
+                 explicit: dict | None = None) -> dict:
+    """Train one run and return its summary. `stop_after_epoch` ends early (tests simulate a kill).
+
+    `explicit`: the options the user gave on the command line; a resumed run keeps its saved
+    config and refuses explicit options that would change what it computes.
+    """
     out, ckpt = _prepare_out(cfg, resume=resume, overwrite=overwrite)
     if ckpt is not None:
-        cfg = TrainConfig.from_dict(ckpt["config"])  # a resumed run keeps its own config
+        saved = TrainConfig.from_dict(ckpt["config"])  # a resumed run keeps its own config
+        given = {k: v for k, v in (explicit or {}).items() if v is not None and k in saved.to_dict()}
+        changed = sorted(k for k, v in given.items()
+                         if k not in RESUME_MAY_CHANGE and TrainConfig.from_dict({**saved.to_dict(), k: v}) != saved)
+        if changed:
+            raise UserError(f"--resume continues {out} with its saved config; these options differ from it: "
+                            f"{', '.join('--' + k.replace('_', '-') for k in changed)} (drop them, or start a new run)")
+        cfg = TrainConfig.from_dict({**saved.to_dict(), **{k: given[k] for k in given if k in RESUME_MAY_CHANGE},
+                                     "out": saved.out})
     device = pick_device(cfg.device)
     if cfg.threads and device.type == "cpu":
         torch.set_num_threads(cfg.threads)
@@ -195,6 +221,9 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     bundle = bundle_for(cfg)
     setup = build_training(cfg, bundle, device)
     model, optimizer, method, source, ctx = setup.model, setup.optimizer, setup.method, setup.source, setup.ctx
+    if len(source) == 0:
+        raise UserError(f"an epoch held no full batch: --batch-size {cfg.batch_size} exceeds the {len(bundle.train)} "
+                        f"training samples (--compile keeps full batches only); lower --batch-size")
     select_split = bundle.val if cfg.select_on == "val" else bundle.test
     if select_split is None:
         raise UserError("--val-fraction 0 leaves no validation split; use --select-on test or a fraction in (0, 1)")
@@ -210,8 +239,8 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
         kept = [r for r in read_metrics(out) if r.get("epoch", 0) <= ckpt["epoch"] + 1]
         _write_metrics(out, kept)
     else:
-        if overwrite and holds_run(out):  # only ever delete a folder that holds a cskd run
-            shutil.rmtree(out)
+        if overwrite:
+            clear_run(out)  # only the files cskd wrote; anything else in the folder stays
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", _config_record(cfg, bundle, device, bf16))
         _write_metrics(out, [])
@@ -246,11 +275,13 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
         if improved:
             best = {"acc": val["acc"], "epoch": epoch + 1}
         state = {"model": model.state_dict(), "config": cfg.to_dict(), "epoch": epoch, "best": best}
+        # Order matters for a kill between writes: best.pt, then the epoch's record, then last.pt.
+        # A resume starts after last.pt's epoch, redoes a lost epoch and drops its orphan record.
         if improved:
             save_checkpoint(out / "best.pt", state)
+        _append_metrics(out, record)
         save_checkpoint(out / "last.pt", {**state, "optimizer": optimizer.state_dict(),
                                           "sampler": source.sampler.state_dict(), "rng": rng_state()})
-        _append_metrics(out, record)
         print(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {record['train_loss']:.4f}  train acc "
               f"{100 * record['train_acc']:.2f}  {cfg.select_on} acc {100 * val['acc']:.2f}  lr {record['lr']:.4g}  "
               f"{record['seconds']:.1f}s")

@@ -25,10 +25,16 @@ def method_runs(tmp_path_factory):
     return runs
 
 
-def test_method_table_covers_every_method_name():
+def test_method_table_covers_every_method_name_with_its_data_needs():
+    partner = {}
     for name in METHODS:
         extra = {"teacher": "x"} if name in ("kd", "kd_cskd") else {}
-        assert method_for(resolve({"method": name, **extra})) is not None
+        m = method_for(resolve({"method": name, **extra}))
+        partner[name] = (m.partner, m.clean)
+    assert partner["ce"] == ("none", False) and partner["cskd"] == ("class", False)
+    assert partner["ddgsd"] == ("view", False) and partner["cskd_e"] == ("class", True)
+    assert partner["mixup_cskd"] == partner["kd_cskd"] == ("class", False)
+    assert method_for(resolve({"method": "cskd", "pairing": "in-batch"})).partner == "in-batch"
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -68,3 +74,4 @@ def test_kd_teacher_must_be_on_the_same_data_set(method_runs, tmp_path, capsys):
     code = main(["train", "--method", "kd", "--teacher", str(tmp_path / "teacher"), "--epochs", "1",
                  "--out", str(tmp_path / "student")])
     assert code == 2 and not (tmp_path / "student").exists()
+    assert "was trained on synthetic, this run is on digits" in capsys.readouterr().err

@@ -15,8 +15,9 @@ def cli(*argv):
     return main([str(a) for a in argv])
 
 
-def test_predict_writes_the_documented_arrays_and_skips_when_fresh(digits_runs):
-    run = digits_runs["ce"]
+def test_predict_writes_the_documented_arrays_and_skips_when_fresh(digits_runs, tmp_path):
+    run = tmp_path / "copy"  # a copy: this test changes timestamps
+    shutil.copytree(digits_runs["ce"], run)
     path = predict(run, progress=False)
     z = np.load(path)
     assert z["logits"].dtype == np.float32 and z["logits"].shape == (360, 10)
@@ -31,6 +32,10 @@ def test_predict_writes_the_documented_arrays_and_skips_when_fresh(digits_runs):
     os.utime(run / "best.pt")  # the checkpoint is now newer: predictions are stale
     predict(run, progress=False)
     assert path.stat().st_mtime_ns > mtime
+    # predictions of best.pt are not those of last.pt: asking for last recomputes
+    mtime = path.stat().st_mtime_ns
+    predict(run, checkpoint="last", progress=False)
+    assert path.stat().st_mtime_ns > mtime and str(np.load(path)["checkpoint"]) == "last"
 
 
 def _ece(logits, labels, n_bins):
@@ -78,13 +83,23 @@ def test_analyze_two_runs_agrees_with_independent_computation(digits_runs, tmp_p
 
 
 def test_corrupt_predictions_file_is_named_in_a_one_line_error(digits_runs, tmp_path, capsys):
+    from cskd.errors import UserError
+
     run = tmp_path / "copy"
     shutil.copytree(digits_runs["ce"], run)
     predict(run, progress=False)
     (run / "predictions-test.npz").write_bytes(b"garbage")
-    assert cli("analyze", run, "--out", tmp_path / "out") == 2
+    with pytest.raises(UserError, match=r"predictions-test.npz is not a readable predictions file \(ValueError\); delete it"):
+        load_predictions(run / "predictions-test.npz")
+    # `cskd analyze` treats the file as a cache: a damaged one is recomputed from best.pt ...
+    assert cli("analyze", run, "--out", tmp_path / "out") == 0
+    assert load_predictions(run / "predictions-test.npz")["logits"].shape == (360, 10)
+    # ... and without best.pt to recompute from, the error names what is missing.
+    (run / "predictions-test.npz").write_bytes(b"garbage")
+    (run / "best.pt").unlink()
+    assert cli("analyze", run, "--out", tmp_path / "out2") == 2
     err = capsys.readouterr().err.strip()
-    assert "predictions-test.npz is not a readable predictions file" in err and "\n" not in err
+    assert "best.pt" in err and "\n" not in err
 
 
 def test_predictions_with_mismatched_shapes_are_refused(digits_runs, tmp_path):

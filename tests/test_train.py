@@ -60,6 +60,10 @@ def test_lr_schedule_follows_the_paper():
     assert lr_at(cfg, 0) == 0.1 and lr_at(cfg, 99) == 0.1
     assert lr_at(cfg, 100) == pytest.approx(0.01) and lr_at(cfg, 149) == pytest.approx(0.01)
     assert lr_at(cfg, 150) == pytest.approx(0.001) and lr_at(cfg, 199) == pytest.approx(0.001)
+    # short runs: the first epoch always uses the base lr; drops at ceil(0.5 E) and ceil(0.75 E)
+    assert [lr_at(resolve({"epochs": 1}), e) for e in range(1)] == [0.1]
+    assert [round(lr_at(resolve({"epochs": 4}), e), 6) for e in range(4)] == [0.1, 0.1, 0.01, 0.001]
+    assert [round(lr_at(resolve({"epochs": 30}), e), 6) for e in (14, 15, 22, 23)] == [0.1, 0.01, 0.01, 0.001]
 
 
 def test_generated_run_name_is_readable_and_unique(tmp_path, monkeypatch):
@@ -80,6 +84,9 @@ BAD_INPUTS = [
     (["--lambda-cls", "-0.5"], "--lambda-cls must be >= 0; got -0.5"),
     (["--epochs", "0"], "--epochs must be a positive integer; got 0"),
     (["--batch-size", "-4"], "--batch-size must be a positive integer; got -4"),
+    (["--momentum", "-0.5"], "--momentum must be in [0, 1); got -0.5"),
+    (["--weight-decay", "-1"], "--weight-decay must be >= 0; got -1.0"),
+    (["--compile", "--batch-size", "5000"], "an epoch held no full batch: --batch-size 5000 exceeds"),
     (["--dataset", "cub200", "--data-root", "{tmp}/nodata"], "expected training images in"),
     (["--dataset", "cifar100", "--data-root", "{tmp}/nodata"], "CIFAR-100 not found"),
     (["--resume"], "holds no checkpoint"),
@@ -156,9 +163,78 @@ def test_console_script_exits_nonzero_with_one_line(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "unknown model 'nope'" in r.stderr
 
 
-def test_overwrite_never_deletes_a_folder_that_is_not_a_run(tmp_path):
+def test_overwrite_deletes_only_the_files_cskd_wrote(digits_runs, tmp_path):
+    import shutil
+
     out = tmp_path / "mine"
-    out.mkdir()
+    shutil.copytree(digits_runs["ce"], out)
     (out / "notes.txt").write_text("keep me")
+    (out / "sub").mkdir()
     assert cli("train", "--epochs", 1, "--method", "ce", "--out", out, "--overwrite") == 0
-    assert (out / "notes.txt").read_text() == "keep me" and (out / "best.pt").is_file()
+    assert (out / "notes.txt").read_text() == "keep me" and (out / "sub").is_dir()
+    assert json.loads((out / "config.json").read_text())["config"]["epochs"] == 1
+
+
+def test_resume_without_out_finds_the_generated_run_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve({"method": "ce", "epochs": 2})
+    run_training(cfg, progress=False, stop_after_epoch=0)
+    assert cli("train", "--method", "ce", "--epochs", 2, "--resume") == 0
+    assert json.loads((tmp_path / "checkpoints" / "digits-small-ce-e2-s0" / "summary.json").read_text())["finished"]
+
+
+def test_resume_refuses_options_that_change_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    run_training(resolve({"method": "ce", "epochs": 2, "out": str(out)}), progress=False, stop_after_epoch=0)
+    assert cli("train", "--out", out, "--resume", "--lr", "0.5", "--workers", "0") == 2
+    err = capsys.readouterr().err
+    assert "these options differ from it: --lr" in err and "--workers" not in err
+    assert cli("train", "--out", out, "--resume", "--workers", "0") == 0  # execution-only options are fine
+
+
+def test_run_killed_before_its_first_checkpoint_points_to_overwrite(digits_runs, tmp_path, capsys):
+    out = tmp_path / "early"
+    out.mkdir()
+    (out / "config.json").write_text((digits_runs["ce"] / "config.json").read_text())
+    assert cli("train", "--out", out, "--resume") == 2
+    assert "stopped before its first epoch ended; start it again with --overwrite" in capsys.readouterr().err
+
+
+def test_training_step_never_reads_the_device(monkeypatch):
+    """No .item()/.tolist()/bool()/float()/int() on a tensor from cskd code inside a training step
+    (on CUDA each would wait for the device). The only allowed read is Mixup's draw from its CPU
+    generator."""
+    import sys as _sys
+
+    from cskd.data import bundle_for
+    from cskd.train import build_training, train_step
+
+    reads = []
+
+    def spy(name):
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *a, **k):
+            caller = _sys._getframe(1)
+            reads.append((name, caller.f_code.co_filename, caller.f_lineno, caller.f_code.co_name))
+            return original(self, *a, **k)
+        return wrapper
+
+    for method in ("ce", "cskd", "mixup_cskd", "adacos", "virtual_softmax", "byot", "ddgsd", "cskd_e",
+                   "label_smoothing", "max_entropy"):
+        cfg = resolve({"method": method, "batch_size": 16})
+        bundle = bundle_for(cfg)
+        setup = build_training(cfg, bundle, torch.device("cpu"))
+        from cskd.sampler import epoch_generator
+
+        setup.ctx.generator = epoch_generator(0, 0)
+        batches = iter(setup.source.epoch(0))
+        with monkeypatch.context() as m:
+            for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
+                m.setattr(torch.Tensor, name, spy(name))
+            for _ in range(2):
+                train_step(setup.ctx, setup.method, setup.optimizer, next(batches), device=torch.device("cpu"),
+                           bf16=False)
+    ours = [r for r in reads if "/cskd/" in r[1] or "/analysis/" in r[1]]
+    allowed = [r for r in ours if r[3] == "mixup_batch"]
+    assert ours == allowed, ours
