@@ -15,3 +15,26 @@ out=$(mktemp -d)/gpu-check
 timeout 150 python -m cskd train --dataset synthetic --model preact_resnet18 --method cskd --epochs 3 \
   --batch-size 128 --compile --precision bf16 --channels-last --out "$out" --no-progress
 cat "$out/metrics.jsonl"
+echo "== host syncs inside training steps (torch.cuda sync debug mode; expect 0) =="
+timeout 120 python - <<'PY' || true
+import warnings, torch
+from cskd.config import resolve
+from cskd.data import bundle_for
+from cskd.sampler import epoch_generator
+from cskd.train import build_training, train_step
+for method in ("ce", "cskd", "mixup_cskd"):
+    cfg = resolve({"dataset": "synthetic", "model": "preact_resnet18", "method": method, "batch_size": 128})
+    setup = build_training(cfg, bundle_for(cfg), torch.device("cuda"))
+    setup.ctx.generator = epoch_generator(0, 0)
+    batches = [b for _, b in zip(range(6), setup.source.epoch(0))]
+    train_step(setup.ctx, setup.method, setup.optimizer, batches[0], device=torch.device("cuda"), bf16=True)
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        for b in batches[1:]:
+            train_step(setup.ctx, setup.method, setup.optimizer, b, device=torch.device("cuda"), bf16=True)
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
+    print(f"{method}: {len(syncs)} synchronizing calls in 5 steps", syncs[:3])
+PY
