@@ -37,52 +37,71 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
     return x.sub_(mean[None, :, None, None]).div_(std[None, :, None, None])
 
 
-def random_resized_crop_boxes(n: int, height: int, width: int, *, generator: torch.Generator,
+def random_resized_crop_boxes(n: int, height, width, *, generator: torch.Generator,
                               scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts: int = 10) -> torch.Tensor:
     """Boxes (n, 4) as (x1, y1, x2, y2) in pixels, drawn as torchvision's RandomResizedCrop.get_params:
     area fraction ~ U(scale), log aspect ratio ~ U(log ratio), the first of `attempts` draws that
-    fits, else the central crop of the largest box within `ratio`."""
+    fits, else the central crop of the largest box within `ratio`. `height`/`width` are ints or
+    per-sample tensors (n,) (images of different sizes padded into one batch)."""
     dev = generator.device
-    area = height * width
+    height = torch.as_tensor(height, dtype=torch.float32, device=dev).expand(n)
+    width = torch.as_tensor(width, dtype=torch.float32, device=dev).expand(n)
+    area = (height * width)[:, None]
     frac = torch.empty(n, attempts, device=dev).uniform_(scale[0], scale[1], generator=generator)
     log_r = torch.empty(n, attempts, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
     w = torch.sqrt(area * frac * torch.exp(log_r)).round()
     h = torch.sqrt(area * frac / torch.exp(log_r)).round()
-    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    ok = (w > 0) & (w <= width[:, None]) & (h > 0) & (h <= height[:, None])
     first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1, device=dev))
     pick = first.clamp_min(0)[:, None]
     w, h = w.gather(1, pick)[:, 0], h.gather(1, pick)[:, 0]
-    # fallback: central crop (torchvision's rule)
+    # fallback: central crop of the largest box within `ratio` (torchvision's rule)
     in_ratio = width / height
-    if in_ratio < min(ratio):
-        fw, fh = width, round(width / min(ratio))
-    elif in_ratio > max(ratio):
-        fw, fh = round(height * max(ratio)), height
-    else:
-        fw, fh = width, height
+    fw = torch.where(in_ratio > max(ratio), (height * max(ratio)).round(), width)
+    fh = torch.where(in_ratio < min(ratio), (width / min(ratio)).round(), height)
     fallback = first < 0
-    w = torch.where(fallback, torch.full_like(w, fw), w)
-    h = torch.where(fallback, torch.full_like(h, fh), h)
+    w, h = torch.where(fallback, fw, w), torch.where(fallback, fh, h)
     u = torch.rand(n, 2, device=dev, generator=generator)
-    top = torch.where(fallback, torch.full_like(h, (height - fh) // 2), (u[:, 0] * (height - h + 1)).floor())
-    left = torch.where(fallback, torch.full_like(w, (width - fw) // 2), (u[:, 1] * (width - w + 1)).floor())
+    top = torch.where(fallback, ((height - fh) / 2).floor(), (u[:, 0] * (height - h + 1)).floor())
+    left = torch.where(fallback, ((width - fw) / 2).floor(), (u[:, 1] * (width - w + 1)).floor())
     return torch.stack([left, top, left + w, top + h], 1)
 
 
-def random_resized_crop_flip(x: torch.Tensor, *, size: int, generator: torch.Generator, flip: bool = True):
-    """Batched RandomResizedCrop(size) + horizontal flip (p=0.5) of uint8 images (N, C, H, W) on
-    their device; bilinear resampling by roi_align with 2x2 samples per output pixel. Returns float
-    images in [0, 255] (normalise with `normalize_float`)."""
+def _roi(x: torch.Tensor, boxes: torch.Tensor, size: int, sampling_ratio: int) -> torch.Tensor:
     from torchvision.ops import roi_align
 
+    rois = torch.cat([torch.arange(len(x), device=x.device, dtype=boxes.dtype)[:, None], boxes], 1)
+    return roi_align(x.float(), rois, output_size=size, spatial_scale=1.0, sampling_ratio=sampling_ratio,
+                     aligned=True)
+
+
+def random_resized_crop_flip(x: torch.Tensor, *, size: int, generator: torch.Generator, flip: bool = True,
+                             sizes: torch.Tensor | None = None):
+    """Batched RandomResizedCrop(size) + horizontal flip (p=0.5) of uint8 images (N, C, H, W) on
+    their device; bilinear resampling by roi_align with 2x2 samples per output pixel. `sizes`
+    (N, 2) gives each image's (height, width) when smaller images are zero-padded into the batch:
+    boxes then stay inside each image. Returns float images in [0, 255] (see `normalize_float`)."""
     n, _, h, w = x.shape
-    boxes = random_resized_crop_boxes(n, h, w, generator=generator)
-    rois = torch.cat([torch.arange(n, device=x.device, dtype=boxes.dtype)[:, None], boxes], 1)
-    out = roi_align(x.float(), rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    heights, widths = (h, w) if sizes is None else (sizes[:, 0], sizes[:, 1])
+    boxes = random_resized_crop_boxes(n, heights, widths, generator=generator)
+    out = _roi(x, boxes, size, 2)
     if flip:
         do_flip = torch.rand(n, generator=generator, device=x.device) < 0.5
         out = torch.where(do_flip[:, None, None, None], out.flip(3), out)
     return out
+
+
+def resize_center_crop(x: torch.Tensor, sizes: torch.Tensor, *, resize: int, size: int) -> torch.Tensor:
+    """Resize(resize) + CenterCrop(size) of zero-padded uint8 images with per-image (height, width)
+    `sizes`, as one roi_align: the crop is the centred square of side size * short / resize in the
+    original image. When the short side equals `resize` the box is pixel-aligned and the output
+    equals the plain crop exactly (one sample per output pixel, at the pixel centre)."""
+    hs, ws = sizes[:, 0].float(), sizes[:, 1].float()
+    side = size * torch.minimum(hs, ws) / resize
+    top, left = (hs - side) / 2, (ws - side) / 2
+    # torchvision rounds the crop's corner to whole pixels
+    top, left = torch.where(side == size, top.round(), top), torch.where(side == size, left.round(), left)
+    return _roi(x, torch.stack([left, top, left + side, top + side], 1), size, 1)
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -35,6 +35,15 @@ class Split:
     indices: torch.Tensor  # int64 (N,) position of each sample in its source list (train or test)
     images: torch.Tensor | None = None
     files: list[str] | None = None
+    sizes: torch.Tensor | None = None  # int64 (N, 2) true (height, width) when `images` are zero-padded
+
+    def image_hwc(self, row: int) -> np.ndarray:
+        """Sample `row` of an in-memory split as uint8 HxWxC, without padding."""
+        img = self.images[row]
+        if self.sizes is not None:
+            h, w = self.sizes[row].tolist()
+            img = img[:, :h, :w]
+        return img.permute(1, 2, 0).numpy()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -46,6 +55,7 @@ class Split:
             indices=self.indices[rows_t],
             images=None if self.images is None else self.images[rows_t],
             files=None if self.files is None else [self.files[i] for i in rows],
+            sizes=None if self.sizes is None else self.sizes[rows_t],
         )
 
 
@@ -298,7 +308,39 @@ def bundle_for(cfg) -> DataBundle:
         bundle.decode_cache = Path(cfg.decode_cache_dir or Path(cfg.data_root) / ".cskd-cache")
         if bundle.image_size == 32 and cfg.loader != "host":
             _load_into_memory(bundle)
+        elif cfg.loader == "device" or (cfg.loader == "auto" and _fits_on_gpu(bundle, cfg)):
+            _load_padded_into_memory(bundle)
+    elif cfg.loader == "device" and not bundle.in_memory:
+        raise UserError("--loader device needs the decode cache; drop --decode-cache off")
     return bundle
+
+
+# Share of free GPU memory the padded images of a 224-px set may take for the automatic choice.
+GPU_DATA_FRACTION = 0.4
+
+
+def _fits_on_gpu(bundle: DataBundle, cfg) -> bool:
+    """Automatic device path for 224-px sets: only on CUDA, when the padded images take at most
+    GPU_DATA_FRACTION of the free memory (on CPU, DataLoader workers decode in parallel instead)."""
+    if cfg.device == "cpu" or not torch.cuda.is_available():
+        return False
+    from .decode_cache import DecodeCache
+
+    need = sum(DecodeCache(p.files, bundle.decode_cache).padded_bytes() for p in (bundle.train, bundle.val,
+                                                                                  bundle.test) if p)
+    return need <= GPU_DATA_FRACTION * torch.cuda.mem_get_info()[0]
+
+
+def _load_padded_into_memory(bundle: DataBundle) -> None:
+    """224-px sets on the device path: cached images zero-padded into one uint8 tensor per split,
+    with their sizes, so RandomResizedCrop and the test crop run batched (cskd.augment)."""
+    from .decode_cache import DecodeCache
+
+    for name in ("train", "val", "test"):
+        part = getattr(bundle, name)
+        if part:
+            part.images, part.sizes = DecodeCache(part.files, bundle.decode_cache).padded()
+            part.files = None
 
 
 def _load_into_memory(bundle: DataBundle) -> None:

@@ -81,3 +81,17 @@ class DecodeCache:
         offset, h, w = (int(v) for v in self.index[i])
         arr = np.array(self.pixels[offset:offset + h * w * 3]).reshape(h, w, 3)
         return torch.from_numpy(arr).permute(2, 0, 1)
+
+    def padded_bytes(self) -> int:
+        """Size of `padded()`'s tensor: every image zero-padded to the largest height and width."""
+        return 3 * len(self) * int(self.index[:, 1].max()) * int(self.index[:, 2].max()) if len(self) else 0
+
+    def padded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images as one uint8 tensor (N, 3, Hmax, Wmax), each in the top-left corner, zero padded,
+        and their (height, width) as int64 (N, 2) — the device path's form of a 224-px set."""
+        sizes = torch.as_tensor(self.index[:, 1:], dtype=torch.long)
+        out = torch.zeros(len(self), 3, int(sizes[:, 0].max()), int(sizes[:, 1].max()), dtype=torch.uint8)
+        for i in range(len(self)):
+            h, w = sizes[i].tolist()
+            out[i, :, :h, :w] = self.image(i)
+        return out, sizes

@@ -16,7 +16,8 @@ from typing import Iterator, NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import normalize, normalize_float, random_crop_flip, random_resized_crop_flip, resize
+from .augment import (normalize, normalize_float, random_crop_flip, random_resized_crop_flip, resize,
+                      resize_center_crop)
 from .data import DataBundle, Split
 from .sampler import ClassPairSampler, epoch_generator
 
@@ -47,6 +48,7 @@ class TensorBatches:
         self.bundle = bundle
         self.device = device
         self.images = split.images.to(device)
+        self.sizes = None if split.sizes is None else split.sizes.to(device)
         self.labels = split.labels.to(device)
         self.mean = torch.tensor(bundle.mean, device=device)
         self.std = torch.tensor(bundle.std, device=device)
@@ -57,15 +59,16 @@ class TensorBatches:
         return len(self.sampler)
 
     def _augment(self, rows: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        if self.bundle.augment == "rrc":  # e.g. TinyImageNet: RandomResizedCrop(32) + flip of the 64-px images
+        if self.bundle.augment == "rrc":  # TinyImageNet's 64-px images, or padded 224-px sets
             x = random_resized_crop_flip(self.images[rows], size=self.bundle.image_size, generator=g,
-                                         flip=self.bundle.flip)
+                                         flip=self.bundle.flip, sizes=None if self.sizes is None else self.sizes[rows])
             return normalize_float(x, self.mean, self.std)
         x = random_crop_flip(self.images[rows], pad=self.bundle.crop_pad, flip=self.bundle.flip, generator=g)
         return normalize(x, self.mean, self.std)
 
     def _clean(self, rows: torch.Tensor) -> torch.Tensor:
-        return _plain(self.bundle, self.images[rows], self.mean, self.std)
+        sizes = None if self.sizes is None else self.sizes[rows]
+        return _plain(self.bundle, self.images[rows], self.mean, self.std, sizes)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         g = epoch_generator(self.seed + AUGMENT_SEED_OFFSET, epoch, self.device)
@@ -102,12 +105,17 @@ def tensor_eval_batches(bundle: DataBundle, split: Split, *, batch_size: int, de
     mean = torch.tensor(bundle.mean, device=device)
     std = torch.tensor(bundle.std, device=device)
     for i in range(0, len(split), batch_size):
-        x = _plain(bundle, split.images[i:i + batch_size].to(device), mean, std)
+        sizes = None if split.sizes is None else split.sizes[i:i + batch_size].to(device)
+        x = _plain(bundle, split.images[i:i + batch_size].to(device), mean, std, sizes)
         yield x, split.labels[i:i + batch_size].to(device), split.indices[i:i + batch_size]
 
 
-def _plain(bundle: DataBundle, x: torch.Tensor, mean, std) -> torch.Tensor:
-    """Evaluation view of uint8 images: resized to the training size when stored larger, normalised."""
+def _plain(bundle: DataBundle, x: torch.Tensor, mean, std, sizes=None) -> torch.Tensor:
+    """Evaluation view of uint8 images, normalised: padded 224-px images get the test transform
+    Resize(test_resize) + CenterCrop(size); others are resized to the training size when stored larger."""
+    if sizes is not None:
+        crop = resize_center_crop(x, sizes, resize=bundle.test_resize or bundle.image_size, size=bundle.image_size)
+        return normalize_float(crop, mean, std)
     if x.shape[-1] != bundle.image_size or x.shape[-2] != bundle.image_size:
         return normalize_float(resize(x, bundle.image_size), mean, std)
     return normalize(x, mean, std)

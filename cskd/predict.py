@@ -61,16 +61,19 @@ def _split_of(bundle: DataBundle, split: str) -> Split:
 
 
 def _images_for_display(part: Split) -> np.ndarray | None:
-    if part.images is not None:
+    if part.images is not None and part.sizes is None:
         return part.images.permute(0, 2, 3, 1).numpy()
     if len(part) > THUMBNAIL_LIMIT:
         return None
     from PIL import Image
 
     thumbs = np.zeros((len(part), 64, 64, 3), dtype=np.uint8)
-    for i, f in enumerate(part.files):
-        with Image.open(f) as im:
-            thumbs[i] = np.asarray(im.convert("RGB").resize((64, 64)))
+    for i in range(len(part)):
+        if part.files is not None:
+            with Image.open(part.files[i]) as im:
+                thumbs[i] = np.asarray(im.convert("RGB").resize((64, 64)))
+        else:  # padded in-memory 224-px set
+            thumbs[i] = np.asarray(Image.fromarray(part.image_hwc(i)).resize((64, 64)))
     return thumbs
 
 

@@ -54,3 +54,31 @@ def test_cached_evaluation_matches_decoding_the_files(tmp_path):
 
     z = np.load(predict(tmp_path / "run", progress=False))
     assert z["images"].shape == (4, 64, 64, 3) and z["logits"].shape == (4, 2)  # 64-px thumbnails of file sets
+
+
+def test_device_path_for_224_px_sets_matches_the_host_test_transform(tmp_path):
+    from cskd.data import bundle_for
+    from cskd.loaders import TensorBatches
+
+    root = tmp_path / "set"
+    for split, n in (("train", 4), ("test", 2)):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            _images(root / split / c, [(300 + 37 * i, 280 + 11 * i) for i in range(n)])
+    base = {"dataset": "imagefolder", "data_root": str(root), "model": "small", "val_fraction": 0.5, "workers": 0}
+    host = bundle_for(resolve({**base, "loader": "host"}))
+    dev = bundle_for(resolve({**base, "loader": "device"}))
+    assert not host.in_memory and dev.in_memory and dev.test.sizes is not None
+    h = next(iter(eval_batches(host, host.test, batch_size=8, device=torch.device("cpu"), workers=0)))[0]
+    d = next(iter(eval_batches(dev, dev.test, batch_size=8, device=torch.device("cpu"))))[0]
+    assert d.shape == h.shape == (4, 3, 224, 224)
+    assert torch.allclose(d, h, atol=1e-4)  # short side 256 after caching: the same pixel-exact crop
+    src = TensorBatches(dev, dev.train, batch_size=4, seed=0, device=torch.device("cpu"), partner="class")
+    b = next(iter(src.epoch(0)))
+    assert b.x.shape == b.partner.shape == (4, 3, 224, 224)
+    cfg = resolve({**base, "loader": "device", "epochs": 1, "batch_size": 4, "out": str(tmp_path / "run")})
+    assert run_training(cfg, progress=False)["test_n"] == 4
+    from cskd.predict import predict
+
+    z = np.load(predict(tmp_path / "run", progress=False))
+    assert z["images"].shape == (4, 64, 64, 3)  # thumbnails, not the padded tensors

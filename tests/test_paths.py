@@ -140,3 +140,24 @@ def test_tinyimagenet_is_moved_onto_the_device_path(tmp_path):
     assert b.x.shape == b.partner.shape == (4, 3, 32, 32)
     host = bundle_for(resolve({**cfg.to_dict(), "loader": "host"}))
     assert not host.in_memory
+
+
+def test_random_resized_crop_boxes_stay_inside_each_padded_image():
+    from cskd.augment import random_resized_crop_boxes
+
+    g = torch.Generator().manual_seed(1)
+    heights = torch.tensor([256, 300, 256, 40] * 500)
+    widths = torch.tensor([256, 256, 600, 30] * 500)
+    b = random_resized_crop_boxes(len(heights), heights, widths, generator=g)
+    assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all()
+    assert (b[:, 2] <= widths).all() and (b[:, 3] <= heights).all()
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / (heights * widths)
+    assert 0.07 < area.min() and area.max() <= 1.0
+    # per image shape, the mean box area matches torchvision's RandomResizedCrop.get_params
+    from torchvision.transforms import RandomResizedCrop
+
+    torch.manual_seed(0)
+    for k, (h, w) in enumerate([(256, 256), (300, 256), (256, 600), (40, 30)]):
+        ref = [RandomResizedCrop.get_params(torch.zeros(1, h, w), [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(2000)]
+        ref_area = sum(p[2] * p[3] for p in ref) / len(ref) / (h * w)
+        assert abs(area[k::4].mean() - ref_area) < 0.03, (h, w)
