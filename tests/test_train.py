@@ -130,6 +130,7 @@ def test_resume_from_a_damaged_checkpoint_is_a_clear_error(digits_runs, tmp_path
     assert "last.pt is not a readable cskd checkpoint" in err and "\n" not in err
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoint_that_needs_code_to_load_is_refused(tmp_path, capsys):
     import pickle
 
