@@ -39,6 +39,18 @@ def write_json(path: Path, obj) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
 
 
+def write_metrics(folder: Path, records: list[dict]) -> None:
+    """Rewrite folder/metrics.jsonl atomically with `records`, one JSON object per line."""
+    atomic_write(Path(folder) / "metrics.jsonl",
+                 lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
+
+
+def append_metrics(folder: Path, record: dict) -> None:
+    """Append one epoch's record (a torn last line from a kill is skipped by cskd.runs.read_metrics)."""
+    with open(Path(folder) / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write `state` (tensors, dicts, lists, numbers, strings) atomically to `path`."""
     state = {"format": CHECKPOINT_FORMAT, **state}

@@ -307,9 +307,9 @@ def bundle_for(cfg) -> DataBundle:
     if not bundle.in_memory and cfg.decode_cache != "off":
         bundle.decode_cache = Path(cfg.decode_cache_dir or Path(cfg.data_root) / ".cskd-cache")
         if bundle.image_size == 32 and cfg.loader != "host":
-            _load_into_memory(bundle)
+            _load_into_memory(bundle, padded=False)
         elif cfg.loader == "device" or (cfg.loader == "auto" and _fits_on_gpu(bundle, cfg)):
-            _load_padded_into_memory(bundle)
+            _load_into_memory(bundle, padded=True)
     elif cfg.loader == "device" and not bundle.in_memory:
         raise UserError("--loader device needs the decode cache; drop --decode-cache off")
     return bundle
@@ -331,28 +331,22 @@ def _fits_on_gpu(bundle: DataBundle, cfg) -> bool:
     return need <= GPU_DATA_FRACTION * torch.cuda.mem_get_info()[0]
 
 
-def _load_padded_into_memory(bundle: DataBundle) -> None:
-    """224-px sets on the device path: cached images zero-padded into one uint8 tensor per split,
-    with their sizes, so RandomResizedCrop and the test crop run batched (cskd.augment)."""
+def _load_into_memory(bundle: DataBundle, *, padded: bool) -> None:
+    """Move an image-file set into memory through the decode cache, for the device path.
+
+    Images that all share one size (TinyImageNet: 64x64) become a plain uint8 tensor per split;
+    with `padded` (224-px sets) images of any size are zero-padded into one tensor with their
+    sizes kept in `Split.sizes`. Without `padded`, mixed sizes leave the set on the DataLoader path.
+    """
     from .decode_cache import DecodeCache
 
-    for name in ("train", "val", "test"):
-        part = getattr(bundle, name)
-        if part:
-            part.images, part.sizes = DecodeCache(part.files, bundle.decode_cache).padded()
-            part.files = None
-
-
-def _load_into_memory(bundle: DataBundle) -> None:
-    """Small-image file sets (TinyImageNet: 64x64) whose images share one size become in-memory
-    uint8 tensors (through the decode cache), so the device path augments them batched."""
-    from .decode_cache import DecodeCache
-
-    caches = {name: DecodeCache(part.files, bundle.decode_cache)
-              for name, part in (("train", bundle.train), ("val", bundle.val), ("test", bundle.test)) if part}
-    if len({tuple(int(v) for v in row[1:]) for c in caches.values() for row in c.index}) != 1:
-        return  # mixed sizes: stay on the DataLoader path
+    caches = {name: DecodeCache(getattr(bundle, name).files, bundle.decode_cache)
+              for name in ("train", "val", "test") if getattr(bundle, name)}
+    one_size = len({tuple(int(v) for v in row[1:]) for c in caches.values() for row in c.index}) == 1
+    if not (one_size or padded):
+        return
     for name, cache in caches.items():
         part = getattr(bundle, name)
-        part.images = torch.stack([cache.image(i) for i in range(len(cache))])
+        part.images, sizes = cache.padded()
+        part.sizes = sizes if padded else None  # sizes select the 224-px test crop in cskd.loaders
         part.files = None

@@ -92,12 +92,9 @@ def _sampler(labels, batch_size: int, seed: int, allow_self_pair: bool, partner:
 
             raise UserError(f"--pairing in-batch needs an even --batch-size >= 2; got {batch_size}")
         batch_size //= 2
-    sampler = ClassPairSampler(labels, batch_size=batch_size, seed=seed, allow_self_pair=allow_self_pair,
-                               drop_last=drop_last)
-    if partner == "in-batch":
-        # One epoch = N images: N/2 anchors plus their N/2 partners.
-        sampler.anchors_per_epoch = len(labels) // 2
-    return sampler
+    # In-batch pairing: one epoch = N images, N/2 anchors plus their N/2 partners.
+    return ClassPairSampler(labels, batch_size=batch_size, seed=seed, allow_self_pair=allow_self_pair,
+                            drop_last=drop_last, anchors_per_epoch=len(labels) // 2 if partner == "in-batch" else None)
 
 
 def tensor_eval_batches(bundle: DataBundle, split: Split, *, batch_size: int, device: torch.device):

@@ -26,7 +26,7 @@ class ClassPairSampler:
     """
 
     def __init__(self, labels: torch.Tensor, *, batch_size: int, seed: int, allow_self_pair: bool = False,
-                 drop_last: bool = False):
+                 drop_last: bool = False, anchors_per_epoch: int | None = None):
         labels = torch.as_tensor(labels, dtype=torch.long)
         self.labels = labels
         self.batch_size = batch_size
@@ -34,7 +34,8 @@ class ClassPairSampler:
         self.allow_self_pair = allow_self_pair
         self.drop_last = drop_last
         self.epoch = 0
-        self.anchors_per_epoch = len(labels)  # in-batch pairing uses half (each step also holds partners)
+        # anchors drawn per epoch: all samples, or half with in-batch pairing (each step also holds partners)
+        self.anchors_per_epoch = len(labels) if anchors_per_epoch is None else anchors_per_epoch
         # Members of every class laid out contiguously: members[start[c] : start[c] + count[c]].
         order = torch.argsort(labels, stable=True)
         num_classes = int(labels.max()) + 1 if len(labels) else 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import math
 import sys
 import time
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import __version__
-from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state, write_json
+from .checkpoint import append_metrics, load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state, write_json, write_metrics
 from .config import TrainConfig
 from .data import DataBundle, bundle_for
 from .errors import UserError
@@ -237,13 +236,13 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
         start_epoch, best = ckpt["epoch"] + 1, dict(ckpt["best"])
         # Drop records of epochs after the checkpoint (written before the kill) so none repeat.
         kept = [r for r in read_metrics(out) if r.get("epoch", 0) <= ckpt["epoch"] + 1]
-        _write_metrics(out, kept)
+        write_metrics(out, kept)
     else:
         if overwrite:
             clear_run(out)  # only the files cskd wrote; anything else in the folder stays
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", _config_record(cfg, bundle, device, bf16))
-        _write_metrics(out, [])
+        write_metrics(out, [])
 
     print(f"run {out}: {cfg.method} on {cfg.dataset} ({len(bundle.train)} train / "
         f"{len(bundle.val) if bundle.val is not None else 0} val / {len(bundle.test)} test), {cfg.model}, "
@@ -279,7 +278,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
         # A resume starts after last.pt's epoch, redoes a lost epoch and drops its orphan record.
         if improved:
             save_checkpoint(out / "best.pt", state)
-        _append_metrics(out, record)
+        append_metrics(out, record)
         save_checkpoint(out / "last.pt", {**state, "optimizer": optimizer.state_dict(),
                                           "sampler": source.sampler.state_dict(), "rng": rng_state()})
         print(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {record['train_loss']:.4f}  train acc "
@@ -315,14 +314,3 @@ def _config_record(cfg: TrainConfig, bundle: DataBundle, device, bf16: bool) -> 
                  "num_train": len(bundle.train), "num_val": len(bundle.val) if bundle.val is not None else 0,
                  "num_test": len(bundle.test)},
     }
-
-
-def _write_metrics(out: Path, records: list[dict]) -> None:
-    from .checkpoint import atomic_write
-
-    atomic_write(out / "metrics.jsonl", lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
-
-
-def _append_metrics(out: Path, record: dict) -> None:
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
