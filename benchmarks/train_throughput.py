@@ -81,13 +81,14 @@ def reference_loop(bundle, model_name, width, batch_size, method, device, steps,
     pairs = method == "cskd"
     loader = DataLoader(PILImages(images, labels, bundle.mean, bundle.std),
                         batch_sampler=AuthorsPairSampler(labels, batch_size, pairs), num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+                        pin_memory=device.type == "cuda")
     torch.manual_seed(0)
     model = build_model(model_name, num_classes=bundle.num_classes, in_channels=3, width=width).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     done, t0 = 0, None
     while True:
-        for x, y in loader:
+        batches = iter(loader)
+        for x, y in batches:
             if done == warmup:
                 sync(device)
                 t0 = time.perf_counter()
@@ -111,26 +112,42 @@ def reference_loop(bundle, model_name, width, batch_size, method, device, steps,
             done += 1
             if done == warmup + steps:
                 sync(device)
-                return (time.perf_counter() - t0) / steps
+                elapsed = time.perf_counter() - t0
+                if workers:  # stop the workers now: their prefetching would steal CPU from the next timing
+                    batches._shutdown_workers()
+                return elapsed / steps
 
 
-def cskd_loop(bundle, cfg_overrides, device, steps, warmup):
-    cfg = resolve(cfg_overrides)
-    setup = build_training(cfg, bundle, device)
-    bf16 = use_bf16(cfg, device)
-    setup.ctx.model.train()
-    done, t0, epoch = 0, None, 0
-    while True:
-        for batch in setup.source.epoch(epoch):
+class CskdLoop:
+    """One configuration of cskd's trainer, built once: each call times `steps` steps after `warmup`
+    steps, continuing the same model and batch stream. Building once keeps torch.compile to one
+    compilation per configuration (a fresh model per round would recompile, and past dynamo's
+    cache limit silently fall back to eager)."""
+
+    def __init__(self, bundle, cfg_overrides, device):
+        cfg = resolve(cfg_overrides)
+        self.setup = build_training(cfg, bundle, device)
+        self.bf16 = use_bf16(cfg, device)
+        self.device = device
+        self.batches = self._stream()
+
+    def _stream(self):
+        epoch = 0
+        while True:
+            yield from self.setup.source.epoch(epoch)
+            epoch += 1
+
+    def __call__(self, steps, warmup):
+        s = self.setup
+        s.ctx.model.train()
+        t0 = None
+        for done in range(warmup + steps):
             if done == warmup:
-                sync(device)
+                sync(self.device)
                 t0 = time.perf_counter()
-            train_step(setup.ctx, setup.method, setup.optimizer, batch, device=device, bf16=bf16)
-            done += 1
-            if done == warmup + steps:
-                sync(device)
-                return (time.perf_counter() - t0) / steps
-        epoch += 1
+            train_step(s.ctx, s.method, s.optimizer, next(self.batches), device=self.device, bf16=self.bf16)
+        sync(self.device)
+        return (time.perf_counter() - t0) / steps
 
 
 def main():
@@ -140,7 +157,9 @@ def main():
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--warmup", type=int, default=None)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers of the reference loop (default: 4 on CUDA, as the authors' loaders; "
+                        "2 on CPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile on CUDA")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; rows are medians (3)")
@@ -152,24 +171,26 @@ def main():
     batch = args.batch_size or (128 if full else 64)
     steps = args.steps or (50 if cuda else 8)
     warmup = args.warmup or (15 if cuda else 3)
-    if cuda:
+    workers = args.workers if args.workers is not None else (4 if cuda else 2)
+    if cuda:  # for every path, the reference included (cskd's trainer turns it on for CUDA anyway)
         torch.backends.cudnn.benchmark = True
-    bundle = load_synthetic_bundle(num_train=max(5000, 4 * batch * (steps + warmup) // 10))
+    # All of it trains (no validation split here), a multiple of the batch: every step is a full batch.
+    bundle = load_synthetic_bundle(num_train=batch * max(40, steps + warmup))
     print(f"device={device.type} ({torch.cuda.get_device_name() if cuda else f'{torch.get_num_threads()} threads'}) "
           f"model=preact_resnet18 width={width} batch={batch} steps={steps} warmup={warmup}")
     base = dict(dataset="synthetic", model="preact_resnet18", width=width, batch_size=batch, device=device.type,
-                workers=args.workers)
+                workers=workers)
     fastest = dict(base, channels_last=True, compile=cuda and not args.no_compile,
                    precision="bf16" if cuda else "fp32")
     runs = {}
     for method in ("ce", "cskd"):
         runs[("reference", method)] = lambda m=method: reference_loop(bundle, "preact_resnet18", width, batch, m,
-                                                                      device, steps, warmup, args.workers)
-        runs[("default", method)] = lambda m=method: cskd_loop(bundle, dict(base, method=m), device, steps, warmup)
-        runs[("fastest", method)] = lambda m=method: cskd_loop(bundle, dict(fastest, method=m), device, steps,
-                                                               warmup)
-    runs[("in-batch", "cskd")] = lambda: cskd_loop(bundle, dict(fastest, method="cskd", pairing="in-batch"), device,
-                                                   steps, warmup)
+                                                                      device, steps, warmup, workers)
+        default_loop, fastest_loop = (CskdLoop(bundle, dict(cfg, method=method), device) for cfg in (base, fastest))
+        runs[("default", method)] = lambda loop=default_loop: loop(steps, warmup)
+        runs[("fastest", method)] = lambda loop=fastest_loop: loop(steps, warmup)
+    in_batch_loop = CskdLoop(bundle, dict(fastest, method="cskd", pairing="in-batch"), device)
+    runs[("in-batch", "cskd")] = lambda: in_batch_loop(steps, warmup)
     # Rounds interleave every configuration so a burst of load from elsewhere hits them alike;
     # each row reports its median over the rounds.
     times = {k: [] for k in runs}

@@ -152,6 +152,9 @@ def build_training(cfg: TrainConfig, bundle: DataBundle, device: torch.device) -
     model = adapt_model(cfg, build_model(cfg.model, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
                                          width=cfg.width)).to(device)
     teacher = load_teacher(cfg, bundle=bundle, device=device)
+    if device.type == "cuda":
+        # Batch shapes repeat every step: let cuDNN time its convolution algorithms once per shape.
+        torch.backends.cudnn.benchmark = True
     channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -282,7 +285,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
         save_checkpoint(out / "last.pt", {**state, "optimizer": optimizer.state_dict(),
                                           "sampler": source.sampler.state_dict(), "rng": rng_state()})
         print(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {record['train_loss']:.4f}  train acc "
-              f"{100 * record['train_acc']:.2f}  {cfg.select_on} acc {100 * val['acc']:.2f}  lr {record['lr']:.4g}  "
+              f"{100 * record['train_acc']:.2f}%  {cfg.select_on} acc {100 * val['acc']:.2f}%  lr {record['lr']:.4g}  "
               f"{record['seconds']:.1f}s")
     finished = (stop_after_epoch is None) or stop_after_epoch >= cfg.epochs - 1
     summary = {"run": str(out), "finished": finished, "best_epoch": best["epoch"],
@@ -290,8 +293,8 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     if finished:
         summary.update(_test_best(out, cfg, bundle, model, device, bf16))
         write_json(out / "summary.json", summary)
-        print(f"done: best epoch {best['epoch']} ({cfg.select_on} acc {100 * best['acc']:.2f}), "
-              f"test acc {100 * summary['test_acc']:.2f}  -> {out}")
+        print(f"done: best epoch {best['epoch']} ({cfg.select_on} acc {100 * best['acc']:.2f}%), "
+              f"test acc {100 * summary['test_acc']:.2f}%  -> {out}")
     return summary
 
 

@@ -1,0 +1,48 @@
+"""The GPU check script and the throughput benchmark run end to end (on the CPU, at toy sizes),
+so a session that is lent a GPU for a few minutes does not spend them on a broken script."""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RATIOS = re.compile(r"^ratios: cskd_over_ce_paired=(\S+) cskd_over_ce_inbatch=(\S+) fastest_over_reference=(\S+) "
+                    r"device=cpu$")
+ROW = re.compile(r"^\| (reference|default|fastest|in-batch) \| ([\d.]+) \| \d+ \| ([\d.]+) \| \d+ \| ([\d.]+) \| "
+                 r"([\d.]+) \|$")
+
+
+def test_gpu_check_script_runs_every_step_in_smoke_mode():
+    env = dict(os.environ, CSKD_GPU_CHECK_SMOKE="1", OMP_NUM_THREADS="1",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+
+    # Throughput: four table rows whose ratios agree with their step times, and the summary line
+    # recomputes the same quotients.
+    rows = {m[1]: tuple(map(float, m.groups()[1:])) for m in map(ROW.match, lines) if m}
+    assert set(rows) == {"reference", "default", "fastest", "in-batch"}
+    for ce_ms, cskd_ms, ratio, speedup in rows.values():
+        assert ce_ms > 0 and cskd_ms > 0
+        assert abs(ratio - cskd_ms / ce_ms) <= 0.01 + 1e-9
+        assert abs(speedup - rows["reference"][1] / cskd_ms) <= 0.01 + 1e-9
+    ratios = [RATIOS.match(line) for line in lines]
+    paired, in_batch, fastest = map(float, next(m for m in ratios if m).groups())
+    assert abs(paired - rows["fastest"][1] / rows["fastest"][0]) <= 0.01 + 1e-9
+    assert abs(in_batch - rows["in-batch"][1] / rows["fastest"][0]) <= 0.01 + 1e-9
+    assert abs(fastest - rows["reference"][1] / rows["fastest"][1]) <= 0.01 + 1e-9
+
+    # The short CS-KD run: one metrics record per epoch, finite losses, a non-zero regulariser.
+    records = [json.loads(line) for line in lines if line.startswith('{"epoch"')]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(math.isfinite(r["train_loss"]) and r["train_reg"] > 0 for r in records)
+
+    # The host-sync check ran every method (counting needs CUDA).
+    for method in ("ce", "cskd", "mixup_cskd"):
+        assert f"{method}: 1 step ran on cpu; syncs are counted on CUDA only" in lines
