@@ -3,11 +3,14 @@
 Paths (same model, batch size and synthetic CIFAR-shaped data):
   (a) reference  written the way the authors' code works: PIL + torchvision transforms in DataLoader
                  workers, anchors and partners as one 2B loader batch, `.item()` every step
-  (b) default    what `cskd train` does by default (device-resident data, batched augmentation)
-  (c) fastest    (b) + channels_last, and on CUDA bf16 autocast and torch.compile
+  (b) default    what `cskd train` does by default: device-resident data, batched augmentation;
+                 on CUDA also bf16 autocast, channels_last and fused SGD
+  (c) fastest    (b) + channels_last on the CPU too, and torch.compile on CUDA (--no-compile: not)
   (d) in-batch   (c) with --pairing in-batch (CS-KD only; CE is (c)'s)
 Step time = wall time of `--steps` steps after `--warmup` steps, divided by steps (device synced
-at both ends), median over `--repeats` interleaved rounds. The last line is machine-readable.
+at both ends), median over `--repeats` interleaved rounds; every step is a full batch. Each of
+(b)-(d) is built once and continues its training from round to round. The last line is
+machine-readable.
 
     python benchmarks/train_throughput.py            # CPU: width 16, batch 64
     python benchmarks/train_throughput.py --full     # PreAct ResNet-18, width 64, batch 128 (CUDA)

@@ -37,6 +37,14 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
     return x.sub_(mean[None, :, None, None]).div_(std[None, :, None, None])
 
 
+def _per_sample(value, n: int, dev) -> torch.Tensor:
+    """An int or a tensor (n,) as float32 (n,) on `dev`. torch.full, not torch.as_tensor of a
+    Python number: the latter copies from the host and waits for the device on CUDA."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dev, torch.float32).expand(n)
+    return torch.full((n,), float(value), device=dev)
+
+
 def random_resized_crop_boxes(n: int, height, width, *, generator: torch.Generator,
                               scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts: int = 10) -> torch.Tensor:
     """Boxes (n, 4) as (x1, y1, x2, y2) in pixels, drawn as torchvision's RandomResizedCrop.get_params:
@@ -44,8 +52,7 @@ def random_resized_crop_boxes(n: int, height, width, *, generator: torch.Generat
     fits, else the central crop of the largest box within `ratio`. `height`/`width` are ints or
     per-sample tensors (n,) (images of different sizes padded into one batch)."""
     dev = generator.device
-    height = torch.as_tensor(height, dtype=torch.float32, device=dev).expand(n)
-    width = torch.as_tensor(width, dtype=torch.float32, device=dev).expand(n)
+    height, width = (_per_sample(v, n, dev) for v in (height, width))
     area = (height * width)[:, None]
     frac = torch.empty(n, attempts, device=dev).uniform_(scale[0], scale[1], generator=generator)
     log_r = torch.empty(n, attempts, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)

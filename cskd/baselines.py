@@ -173,11 +173,13 @@ class AdaCosHead(nn.Module):
                 # a copy, so a later in-place update of the buffer cannot break this graph's backward
                 return cos * self.scale.clone()
             with torch.no_grad():
-                target = F.one_hot(labels, cos.shape[1]).bool()
+                # scatter rather than F.one_hot, which checks the label range with .item() off CUDA
+                target = torch.zeros_like(cos, dtype=torch.bool).scatter_(1, labels[:, None], True)
                 # ln B_avg via logsumexp over the non-target entries: exp(s·cos) cannot overflow
                 log_b = torch.logsumexp((self.scale * cos).masked_fill(target, float("-inf")).flatten(), 0)
                 log_b = log_b - math.log(cos.shape[0])
-                theta_y = torch.acos(cos[target].clamp(-1.0 + 1e-7, 1.0 - 1e-7))
+                # gather, not cos[target]: a boolean mask makes the host wait for the device
+                theta_y = torch.acos(cos.gather(1, labels[:, None])[:, 0].clamp(-1.0 + 1e-7, 1.0 - 1e-7))
                 scale = log_b / torch.cos(torch.clamp(theta_y.median(), max=math.pi / 4))
                 self.scale.copy_(scale)
             return cos * scale

@@ -137,13 +137,51 @@ def _check_and_show(sums, seen: int, first_bad, epoch, bar, optimizer, done_step
                     lr=f"{optimizer.param_groups[0]['lr']:.4g}", refresh=False)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """optimizer.load_state_dict, then every per-parameter buffer laid out like its parameter. A run
+    resumed on another device may switch memory format (channels_last is on for CUDA only), and
+    CUDA's fused SGD requires parameter, gradient and momentum buffer to share strides."""
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            buffers = optimizer.state.get(p, {})
+            for key, buf in buffers.items():
+                if isinstance(buf, torch.Tensor) and buf.shape == p.shape and buf.stride() != p.stride():
+                    buffers[key] = torch.empty_like(p, dtype=buf.dtype).copy_(buf)
+
+
+class CompiledModel:
+    """What the methods call when --compile is on. Calling it runs the compiled forward; the parts
+    that some methods call directly (AdaCos and Virtual-softmax: forward_features and head; DDGSD
+    likewise; BYOT: forward_stages, head and its branches) are compiled too, each on first use —
+    `torch.compile(model)` alone would hand them out uncompiled. Everything else (train/eval,
+    parameters, ...) is the model's own."""
+
+    PARTS = ("forward_features", "forward_stages", "head", "byot")
+
+    def __init__(self, model: torch.nn.Module):
+        self.module = model
+        self._forward = torch.compile(model)
+        self._parts: dict = {}
+
+    def __call__(self, *args, **kwargs):
+        return self._forward(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        if name not in CompiledModel.PARTS:
+            return getattr(self.module, name)
+        if name not in self._parts:
+            self._parts[name] = torch.compile(getattr(self.module, name))
+        return self._parts[name]
+
+
 @dataclass
 class Setup:
     model: torch.nn.Module  # the module whose state_dict is checkpointed
     optimizer: torch.optim.Optimizer
     method: Method
     source: object  # a training source (cskd.loaders): .epoch(e) -> Batches, .sampler, len()
-    ctx: Context  # ctx.model is `model`, or its torch.compile wrapper
+    ctx: Context  # ctx.model is `model`, or its CompiledModel view
 
 
 def build_training(cfg: TrainConfig, bundle: DataBundle, device: torch.device) -> Setup:
@@ -166,8 +204,8 @@ def build_training(cfg: TrainConfig, bundle: DataBundle, device: torch.device) -
     source = train_batches(bundle, loader=cfg.loader, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
                            partner=method.partner, clean=method.clean, allow_self_pair=cfg.allow_self_pair,
                            workers=cfg.workers, drop_last=cfg.compile)
-    # The compiled module shares parameters with `model`; checkpoints save `model`'s state dict.
-    net = torch.compile(model) if cfg.compile else model
+    # The compiled view shares parameters with `model`; checkpoints save `model`'s state dict.
+    net = CompiledModel(model) if cfg.compile else model
     if teacher is not None and channels_last:
         teacher = teacher.to(memory_format=torch.channels_last)
     ctx = Context(cfg, net, teacher=teacher, channels_last=channels_last, num_classes=bundle.num_classes)
@@ -233,7 +271,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     start_epoch, best = 0, {"acc": -1.0, "epoch": -1}
     if ckpt is not None:
         load_model_state(model, ckpt["model"], out / "last.pt")
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(optimizer, ckpt["optimizer"])
         source.sampler.load_state_dict(ckpt["sampler"])
         set_rng_state(ckpt["rng"])
         start_epoch, best = ckpt["epoch"] + 1, dict(ckpt["best"])
