@@ -23,6 +23,7 @@ from .checkpoint import append_metrics, load_checkpoint, load_model_state, rng_s
 from .config import TrainConfig
 from .data import DataBundle, bundle_for
 from .errors import UserError
+from .host_memory import keep_freed_host_memory
 from .loaders import Batch, eval_batches, train_batches
 from .methods import Context, Method, Step, adapt_model, load_teacher, method_for
 from .sampler import epoch_generator
@@ -193,6 +194,8 @@ def build_training(cfg: TrainConfig, bundle: DataBundle, device: torch.device) -
     if device.type == "cuda":
         # Batch shapes repeat every step: let cuDNN time its convolution algorithms once per shape.
         torch.backends.cudnn.benchmark = True
+    else:
+        keep_freed_host_memory()  # activations live in host memory: stop re-faulting them every step
     channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
