@@ -76,13 +76,15 @@ def group_by_seed(records, *, ignore=IGNORED_KEYS) -> list[RunGroup]:
 
 def row_labels(groups) -> list[str]:
     """One label per group from the config keys whose values differ between groups (preferred
-    keys first); the first run's name when only one group exists or nothing differs."""
+    keys first). When nothing differs (one group): its method, e.g. "method=cskd", for several
+    runs — a run's name would carry one seed — and the run's name for a single run."""
     keys = sorted({k for g in groups for k in g.config}, key=lambda k: (
         LABEL_KEYS.index(k) if k in LABEL_KEYS else len(LABEL_KEYS), k))
     varying = [k for k in keys
                if len({json.dumps(g.config.get(k), default=str) for g in groups}) > 1]
     if not varying:
-        return [g.runs[0] for g in groups]
+        return [f"method={g.config['method']}" if len(g.runs) > 1 and "method" in g.config else g.runs[0]
+                for g in groups]
     return [", ".join(f"{k}={g.config.get(k)}" for k in varying) for g in groups]
 
 

@@ -93,3 +93,13 @@ def test_input_checks():
     with pytest.raises(ValueError, match=r"^record 0 must be a dict with keys 'run', 'config' "
                                          r"and 'metrics'$"):
         group_by_seed([{"run": "x"}])
+
+
+def test_a_lone_group_of_seeds_is_labelled_by_its_method_not_by_one_seeds_run_name():
+    from analysis.tables import RunGroup, row_labels
+
+    def group(runs):
+        return RunGroup({"method": "cskd", "dataset": "digits"}, tuple(runs), tuple(range(len(runs))), {}, {}, {})
+
+    assert row_labels([group(["digits-cskd-s0", "digits-cskd-s1", "digits-cskd-s2"])]) == ["method=cskd"]
+    assert row_labels([group(["digits-cskd-s0"])]) == ["digits-cskd-s0"]
