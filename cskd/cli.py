@@ -86,7 +86,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--byot-temperature", type=float, help=f"byot: temperature ({d.byot_temperature:g})")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help=f"({d.epochs}); lr /10 at 50 %% and 75 %% of them")
+    g.add_argument("--epochs", type=int, help=f"({d.epochs}); lr /10 at each of --lr-milestones")
+    g.add_argument("--lr-milestones", type=float, nargs="+", metavar="F",
+                   help="fractions of --epochs after which the lr is divided by 10 (0.5 0.75: the paper's epochs "
+                        "100 and 150 of 200; the imagenet presets use 1/3 and 2/3)")
     g.add_argument("--batch-size", type=int, help=f"anchors per step ({d.batch_size}); CS-KD adds as many partners")
     g.add_argument("--lr", type=float, help=f"initial learning rate ({d.lr:g})")
     g.add_argument("--momentum", type=float, help=f"SGD momentum ({d.momentum:g})")

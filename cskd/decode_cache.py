@@ -4,7 +4,8 @@ short side is 256 px (never enlarged), and stored as uint8 HWC rows of one memor
 Later epochs (and evaluation) read pixels from the cache instead of decoding JPEGs, and apply the
 same torchvision transforms to the uint8 tensor: RandomResizedCrop(224) + flip for training,
 Resize(256) + CenterCrop(224) for testing. The paper's RandomResizedCrop samples its box from the
-whole image, so images are cached whole (aspect ratio kept), not pre-cropped.
+whole image, so images are cached whole (aspect ratio kept), not pre-cropped. Its crops then come
+from the 256-px copy rather than the original picture (--decode-cache off crops the originals).
 
 Layout of a cache folder (one per list of files; the name is a hash of the paths, sizes and times):
   pixels.u8   all images' bytes back to back

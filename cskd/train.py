@@ -54,7 +54,8 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
     """lr for 0-based `epoch`: cfg.lr, divided by 10 at each milestone (fractions of cfg.epochs).
 
     With 200 epochs and milestones (0.5, 0.75): 0.1 for epochs 1-100, 0.01 for 101-150, 0.001 after
-    (1-based), i.e. "divided by 10 after epochs 100 and 150" as in the paper.
+    (1-based), i.e. "divided by 10 after epochs 100 and 150" as in the paper. The authors' code
+    adjusts the lr after each epoch, so its drops land one epoch later (0.1 for epochs 1-101).
     """
     drops = sum(epoch >= milestone(m, cfg.epochs) for m in cfg.lr_milestones)
     return cfg.lr * 0.1**drops

@@ -35,3 +35,16 @@ def test_preact_resnet18_has_the_paper_stem_and_final_bn():
     assert isinstance(m.bn, torch.nn.BatchNorm2d)
     n_params = sum(p.numel() for p in m.parameters())
     assert 11.0e6 < n_params < 11.3e6  # PreAct ResNet-18 for CIFAR-100: about 11.2M parameters
+
+
+def test_cifar_densenet_stem_is_a_bare_3x3_convolution():
+    """Paper §3.1: the 32x32 stem is modified as in PreAct ResNet-18 (3x3 conv, stride 1), so the first
+    dense block sees the convolution's output directly: no BN, ReLU or pooling in between."""
+    model = build_model("densenet121_cifar", num_classes=10, in_channels=3, width=8)
+    stem = [name for name, m in model.features.named_children() if not isinstance(m, torch.nn.Identity)]
+    assert stem[:2] == ["conv0", "denseblock1"]
+    conv = model.features.conv0
+    assert (conv.kernel_size, conv.stride, conv.padding) == ((3, 3), (1, 1), (1, 1))
+    x = torch.randn(2, 3, 32, 32)
+    assert model.features.denseblock1.denselayer1.norm1.num_features == conv.out_channels
+    assert model(x).shape == (2, 10)

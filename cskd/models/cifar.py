@@ -89,9 +89,14 @@ class TorchvisionDenseNet(nn.Module):
 
 
 def densenet121_cifar(*, num_classes: int, in_channels: int = 3, width: int = 0) -> TorchvisionDenseNet:
-    """DenseNet-BC-121 (blocks 6/12/24/16, growth 32) with the paper's 32x32 stem: 3x3 conv, stride 1, no max-pool."""
+    """DenseNet-BC-121 (blocks 6/12/24/16, growth 32) with the paper's 32x32 stem, "modified in the
+    same way as in PreAct ResNet-18": a bare 3x3 conv, stride 1, straight into the first dense block
+    (whose layers start with BN-ReLU), as in the CIFAR DenseNet the paper points to — torchvision's
+    BN-ReLU-max-pool after the stem is removed."""
     growth = width or 32
     net = torchvision.models.DenseNet(growth, (6, 12, 24, 16), 2 * growth, num_classes=num_classes)
     net.features.conv0 = nn.Conv2d(in_channels, 2 * growth, 3, 1, 1, bias=False)
+    net.features.norm0 = nn.Identity()
+    net.features.relu0 = nn.Identity()
     net.features.pool0 = nn.Identity()
     return TorchvisionDenseNet(net)
