@@ -57,21 +57,44 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    """Read a checkpoint written by save_checkpoint, or fail with a one-line UserError."""
+# What a checkpoint holds, by kind: every entry with its type. best.pt is a model to evaluate;
+# last.pt also carries what resuming needs.
+BEST_FIELDS = {"model": dict, "config": dict, "epoch": int, "best": dict}
+LAST_FIELDS = {**BEST_FIELDS, "optimizer": dict, "sampler": dict, "rng": dict}
+
+
+def load_checkpoint(path: Path, map_location="cpu", *, fields: dict = BEST_FIELDS) -> dict:
+    """Read a checkpoint written by save_checkpoint that holds `fields` (name -> type), or fail
+    with a one-line UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except PermissionError:
+        raise UserError(f"{path} cannot be read (permission denied); fix its permissions") from None
     except Exception as e:  # truncated file, not a torch file, or a pickle that needs code
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path} is not a readable cskd checkpoint ({reason}); "
+        raise UserError(f"{path} is not a readable cskd checkpoint ({_reason(e)}); "
                         f"delete it, or start the run again with --overwrite") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
-        raise UserError(f"{path} is not a cskd checkpoint (missing format/model fields); "
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a cskd checkpoint (no format field); start the run again with --overwrite")
+    bad = [name for name, kind in fields.items() if not isinstance(state.get(name), kind)
+           or (kind is int and isinstance(state.get(name), bool))]
+    if bad:
+        raise UserError(f"{path} is incomplete or damaged (missing or malformed: {', '.join(bad)}); "
                         f"start the run again with --overwrite")
     return state
+
+
+def _reason(e: Exception) -> str:
+    """A short, whole-word reason from an exception's message."""
+    words = " ".join(str(e).split()).split(" ")
+    text = ""
+    for word in words:
+        if len(text) + len(word) > 100:
+            return text + " ..."
+        text = f"{text} {word}".strip()
+    return text or type(e).__name__
 
 
 def rng_state() -> dict:

@@ -159,8 +159,17 @@ def cmd_dashboard(args) -> int:
     return launch(args.runs, port=args.port, host=args.host)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error form: one line, `cskd: error: ...`, exit status 2 (the
+    usage block argparse prints by default buries the message)."""
+
+    def error(self, message: str):
+        help_cmd = self.prog if self.prog.startswith("cskd") else "cskd"
+        self.exit(2, f"cskd: error: {message} (see `{help_cmd} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cskd", description="Class-wise self-knowledge distillation (CS-KD) toolkit")
+    p = Parser(prog="cskd", description="Class-wise self-knowledge distillation (CS-KD) toolkit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     presets = "\n".join(f"  {name:<26} " + ", ".join(f"{k}={v}" for k, v in fields.items())
@@ -222,13 +231,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except UserError as e:
-        print(f"cskd: error: {e}", file=sys.stderr)
+        text = str(e)
+        if "Original Traceback" in text:  # raised in a DataLoader worker: torch prepends the worker's traceback
+            text = text.rstrip().splitlines()[-1].split("UserError: ", 1)[-1]
+        print(f"cskd: error: {_one_line(text)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the user gave: not writable, not a folder, too long, a full disk, ...
+        where = f": {e.filename}" if e.filename else ""
+        print(f"cskd: error: {_one_line(e.strerror or str(e))}{where}; check the path and its permissions",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cskd: interrupted; the run folder keeps its last complete checkpoint (use --resume)", file=sys.stderr)

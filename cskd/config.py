@@ -137,6 +137,16 @@ def resolve(overrides: dict, preset: str | None = None) -> TrainConfig:
 
 def validate(cfg: TrainConfig) -> None:
     """Raise UserError naming the first bad field (data set/model names are checked where built)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"--{f.name.replace('_', '-')} must be a finite number; got {value}")
+    for name in ("seed", "split_seed"):
+        if not 0 <= getattr(cfg, name) < 2**32:  # what numpy's and scikit-learn's seeds accept
+            raise UserError(f"--{name.replace('_', '-')} must be in [0, 2^32 - 1]; got {getattr(cfg, name)}")
+    for name, most in (("width", 1024), ("threads", 1024), ("workers", 256)):
+        if getattr(cfg, name) > most:
+            raise UserError(f"--{name} must be at most {most}; got {getattr(cfg, name)}")
     choose("method", cfg.method, {m: None for m in METHODS})
     choose("--select-on value", cfg.select_on, {s: None for s in SELECT_ON})
     choose("--precision value", cfg.precision, {p: None for p in PRECISIONS})
@@ -157,9 +167,10 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"--lr must be > 0; got {cfg.lr}")
     if not (0 <= cfg.momentum < 1):
         raise UserError(f"--momentum must be in [0, 1); got {cfg.momentum}")
-    if not cfg.lr_milestones or not all(0 < f <= 1 for f in cfg.lr_milestones):
-        raise UserError(f"--lr-milestones must be fractions of --epochs in (0, 1], e.g. 0.5 0.75; "
-                        f"got {' '.join(map(str, cfg.lr_milestones)) or 'nothing'}")
+    m = cfg.lr_milestones
+    if not m or not all(0 < f <= 1 for f in m) or any(a >= b for a, b in zip(m, m[1:])):
+        raise UserError(f"--lr-milestones must be increasing fractions of --epochs in (0, 1], e.g. 0.5 0.75; "
+                        f"got {' '.join(map(str, m)) or 'nothing'}")
     if not (cfg.weight_decay >= 0):
         raise UserError(f"--weight-decay must be >= 0; got {cfg.weight_decay}")
     if not (0 < cfg.val_fraction < 1) and not (cfg.val_fraction == 0 and cfg.select_on == "test"):
@@ -178,5 +189,11 @@ def validate(cfg: TrainConfig) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be > 0; got {getattr(cfg, name)}")
     if cfg.method in ("kd", "kd_cskd") and not cfg.teacher:
         raise UserError(f"--method {cfg.method} needs --teacher RUN (a finished run of the teacher model)")
+    if cfg.teacher and cfg.method not in ("kd", "kd_cskd"):
+        raise UserError(f"--teacher applies to --method kd and kd_cskd only; got --method {cfg.method}")
+    if cfg.mixed_roots and cfg.dataset != "mixed":
+        raise UserError(f"--mixed-roots applies to --dataset mixed only; got --dataset {cfg.dataset}")
+    if cfg.mixed_per_class <= 0:
+        raise UserError(f"--mixed-per-class must be a positive integer; got {cfg.mixed_per_class}")
     if cfg.width < 0 or cfg.workers < 0 or cfg.threads < 0:
         raise UserError("--width, --workers and --threads must be >= 0")

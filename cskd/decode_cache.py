@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import atomic_write
+from .errors import UserError
 
 SHORT_SIDE = 256
 
@@ -35,16 +36,27 @@ def _key(files: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
+def open_rgb(path: str):
+    """The image at `path` as an RGB PIL image, or a one-line UserError naming the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # not an image, truncated, too large
+        raise UserError(f"cannot read image {path} ({' '.join(str(e).split())[:100]}); "
+                        f"remove or replace it in the data folder") from None
+
+
 def _decode(path: str, short_side: int) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        scale = short_side / min(w, h)
-        if scale < 1:  # only shrink: small images (e.g. TinyImageNet's 64 px) are kept as they are
-            im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+    im = open_rgb(path)
+    w, h = im.size
+    scale = short_side / min(w, h)
+    if scale < 1:  # only shrink: small images (e.g. TinyImageNet's 64 px) are kept as they are
+        im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
 
 
 class DecodeCache:
@@ -71,7 +83,12 @@ class DecodeCache:
                 offset += arr.size
 
         # pixels first, index last: an index file only exists next to complete pixels
-        atomic_write(self.folder / "pixels.u8", write)
+        try:
+            atomic_write(self.folder / "pixels.u8", write)
+        except BaseException:
+            if not any(self.folder.iterdir()):  # leave no empty cache folder behind
+                self.folder.rmdir()
+            raise
         atomic_write(self.folder / "index.npy", lambda f: np.save(f, index))
 
     def __len__(self) -> int:

@@ -1,7 +1,7 @@
 """The README's main job: cross-entropy vs CS-KD on the embedded digits data set, then their analysis.
 
 Finished runs are reused (a second `cskd demo` only re-analyses); an interrupted run is resumed
-from its last checkpoint.
+from its last checkpoint; a run made with other settings (e.g. another --epochs) is trained again.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .config import resolve
 from .errors import UserError
-from .train import run_training
+from .train import changed_settings, run_training
 
 
 def demo_run_dir(runs_root: str, method: str, seed: int) -> Path:
@@ -30,7 +30,11 @@ def run_demo(*, runs_root: str = "checkpoints", seeds: int = 1, epochs: int | No
         for method in ("ce", "cskd"):
             out = demo_run_dir(runs_root, method, seed)
             cfg = resolve({"method": method, "seed": seed, "epochs": epochs, "out": str(out)}, "digits-small")
-            if (out / "summary.json").is_file():
+            changed = changed_settings(out, cfg)
+            if changed:  # e.g. another --epochs: the demo's own folder is trained again with the new settings
+                print(f"run {out}: settings changed ({'; '.join(changed)}), training it again")
+                run_training(cfg, overwrite=True)
+            elif (out / "summary.json").is_file():
                 print(f"run {out}: finished earlier, reused")
             else:  # resume an interrupted run; restart one killed before its first checkpoint
                 resume = (out / "last.pt").is_file()

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from .augment import (normalize, normalize_float, random_crop_flip, random_resized_crop_flip, resize,
                       resize_center_crop)
 from .data import DataBundle, Split
+from .decode_cache import open_rgb
 from .sampler import ClassPairSampler, epoch_generator
 
 # Offset so the augmentation stream differs from the sampler's stream for the same (seed, epoch).
@@ -162,10 +163,7 @@ class SplitImages(Dataset):
             return self.split.images[i]
         if self.cache is not None:
             return self.cache.image(i)
-        from PIL import Image
-
-        with Image.open(self.split.files[i]) as im:
-            return im.convert("RGB")
+        return open_rgb(self.split.files[i])
 
     def __getitem__(self, i: int):
         img = self._load(i)

@@ -264,6 +264,15 @@ def load_teacher(cfg: TrainConfig, *, bundle, device: torch.device) -> torch.nn.
     tcfg = read_config(cfg.teacher)
     if tcfg.dataset != bundle.name:
         raise UserError(f"--teacher {cfg.teacher} was trained on {tcfg.dataset}, this run is on {bundle.name}")
+    from pathlib import Path
+
+    if not (Path(cfg.teacher) / "summary.json").is_file():
+        raise UserError(f"--teacher {cfg.teacher} has not finished training (no summary.json); "
+                        f"finish it with `cskd train --out {cfg.teacher} --resume`")
+    if (tcfg.split_seed, tcfg.val_fraction) != (cfg.split_seed, cfg.val_fraction) and cfg.select_on == "val":
+        # a teacher that trained on this run's validation images would leak them into model selection
+        raise UserError(f"--teacher {cfg.teacher} used another validation split (--split-seed "
+                        f"{tcfg.split_seed}, --val-fraction {tcfg.val_fraction}); train it with this run's")
     _, _, teacher, _ = load_run_model(cfg.teacher, device=device, bundle=bundle)
     for p in teacher.parameters():
         p.requires_grad_(False)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from .checkpoint import atomic_write
 from .config import TrainConfig
 from .data import DataBundle, Split
+from .decode_cache import open_rgb
 from .errors import UserError, choose
 from .loaders import eval_batches
 from .methods import load_run_model
@@ -42,14 +43,17 @@ def predictions_path(run: Path, split: str) -> Path:
 
 
 def is_fresh(run: Path, split: str, checkpoint: str = "best") -> bool:
-    """True when the predictions file exists, was made from `checkpoint`, and is newer than it."""
+    """True when the predictions file exists, is newer than `checkpoint`, and was made from that
+    checkpoint of this run: its recorded config equals the run's config.json (a file copied from
+    another run, or written before the run was trained again, differs in seed, method, folder...)."""
     path, ckpt = predictions_path(run, split), Path(run) / f"{checkpoint}.pt"
     if not (path.is_file() and ckpt.is_file() and path.stat().st_mtime >= ckpt.stat().st_mtime):
         return False
     try:
-        with np.load(path, allow_pickle=False) as z:  # reads only the small `checkpoint` entry
-            return str(z["checkpoint"]) == checkpoint
-    except Exception:  # unreadable or from another version: recompute
+        with np.load(path, allow_pickle=False) as z:  # reads only the small string entries
+            made_from, config = str(z["checkpoint"]), json.loads(str(z["run_config"]))
+        return made_from == checkpoint and config == read_config(run).to_dict()
+    except Exception:  # unreadable, from another version, or a damaged run: recompute
         return False
 
 
@@ -70,8 +74,7 @@ def _images_for_display(part: Split) -> np.ndarray | None:
     thumbs = np.zeros((len(part), 64, 64, 3), dtype=np.uint8)
     for i in range(len(part)):
         if part.files is not None:
-            with Image.open(part.files[i]) as im:
-                thumbs[i] = np.asarray(im.convert("RGB").resize((64, 64)))
+            thumbs[i] = np.asarray(open_rgb(part.files[i]).resize((64, 64)))
         else:  # padded in-memory 224-px set
             thumbs[i] = np.asarray(Image.fromarray(part.image_hwc(i)).resize((64, 64)))
     return thumbs

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import TrainConfig
+from .config import TrainConfig, validate
 from .errors import UserError
 
 RUN_MARKERS = ("config.json", "last.pt", "best.pt", "metrics.jsonl")
@@ -70,22 +70,30 @@ def read_config(run: Path) -> TrainConfig:
     if not path.is_file():
         raise UserError(f"{run} is not a cskd run: {path} is missing")
     try:
-        return TrainConfig.from_dict(json.loads(path.read_text())["config"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        cfg = TrainConfig.from_dict(json.loads(path.read_text())["config"])
+    except (ValueError, KeyError, TypeError) as e:  # ValueError covers bad JSON and bytes that are not UTF-8
         raise UserError(f"{path} is not a valid cskd config ({type(e).__name__}); the run folder is damaged") from None
+    try:
+        validate(cfg)
+    except UserError as e:
+        raise UserError(f"{path} holds an invalid config ({e}); the run folder is damaged") from None
+    return cfg
 
 
 def read_metrics(run: Path) -> list[dict]:
-    """The per-epoch records of metrics.jsonl (a torn last line from a kill is skipped)."""
+    """The per-epoch records of metrics.jsonl: JSON objects with an integer "epoch". Other lines (a
+    torn last line from a kill, damage) are skipped."""
     path = Path(run) / "metrics.jsonl"
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict) and isinstance(record.get("epoch"), int):
+            records.append(record)
     return records
 
 
@@ -117,6 +125,17 @@ def load_predictions(path: Path) -> dict:
                         f"disagree; run `cskd predict {path.parent} --force`")
     if logits.shape[1] != len(data["class_names"]):
         raise UserError(f"{path}: {logits.shape[1]} logit columns but {len(data['class_names'])} class names")
+    labels, features = data["labels"], data["features"]
+    problem = ("it holds no samples" if n == 0
+               else "its labels are not integers" if labels.ndim != 1 or labels.dtype.kind not in "iu"
+               else f"its labels fall outside 0..{logits.shape[1] - 1}" if labels.min() < 0 or labels.max() >= logits.shape[1]
+               else "its indices are not integers" if data["indices"].dtype.kind not in "iu"
+               else f"its features have shape {features.shape}" if features.ndim != 2 or features.shape[1] == 0
+               else "its logits are not all finite (did the model diverge?)" if not np.isfinite(logits).all()
+               else f"it has {len(data['images'])} thumbnails for {n} samples" if "images" in data and len(data["images"]) != n
+               else None)
+    if problem:
+        raise UserError(f"{path} is damaged: {problem}; run `cskd predict {path.parent} --force`")
     for key in ("dataset", "split", "checkpoint", "run_config"):
         if key in data:
             data[key] = str(data[key])

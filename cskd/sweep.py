@@ -17,9 +17,10 @@ from pathlib import Path
 
 from .config import resolve
 from .errors import UserError
-from .train import run_training
+from .train import changed_settings, run_training
 
 CLASS_WISE = ("cskd", "mixup_cskd", "kd_cskd", "cskd_e")
+KD = ("kd", "kd_cskd")
 
 
 def plan(presets, methods, seeds, temperatures, lambdas, overrides: dict, runs_root: str) -> list:
@@ -32,11 +33,22 @@ def plan(presets, methods, seeds, temperatures, lambdas, overrides: dict, runs_r
         for t, lam in grid:
             name = f"{preset}-{method}" + (f"-T{t:g}-L{lam:g}" if t is not None else "") + f"-s{seed}"
             out = Path(runs_root) / name
-            # --pairing is a CS-KD option: the other methods keep the paper's data path
-            per_method = {k: v for k, v in overrides.items() if k != "pairing" or method == "cskd"}
+            # --pairing is a CS-KD option (the other methods keep the paper's data path), --teacher a KD one
+            per_method = {k: v for k, v in overrides.items()
+                          if (k != "pairing" or method == "cskd") and (k != "teacher" or method in KD)}
             cfg = resolve({**per_method, "method": method, "seed": seed, "temperature": t, "lambda_cls": lam,
                            "out": str(out)}, preset)
             items.append((out, cfg))
+    names = [out.name for out, _ in items]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"the grid names {', '.join(repeated)} more than once; drop the repeated seeds, methods, "
+                        f"temperatures or lambdas")
+    for out, cfg in items:  # a folder from an earlier sweep with other settings would be reused silently
+        changed = changed_settings(out, cfg)
+        if changed:
+            raise UserError(f"{out} holds a run with other settings ({'; '.join(changed[:3])}); "
+                            f"use another --runs folder, or delete that run")
     return items
 
 

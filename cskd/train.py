@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import __version__
-from .checkpoint import append_metrics, load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state, write_json, write_metrics
-from .config import TrainConfig
+from .checkpoint import LAST_FIELDS, append_metrics, load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state, write_json, write_metrics
+from .config import TrainConfig, validate
 from .data import DataBundle, bundle_for
 from .errors import UserError
 from .host_memory import keep_freed_host_memory
@@ -28,7 +28,7 @@ from .loaders import Batch, eval_batches, train_batches
 from .methods import Context, Method, Step, adapt_model, load_teacher, method_for
 from .sampler import epoch_generator
 from .models import build_model
-from .runs import choose_out_dir, clear_run, git_commit, holds_run, read_metrics
+from .runs import choose_out_dir, clear_run, git_commit, holds_run, read_config, read_metrics
 
 
 METHOD_SEED_OFFSET = 99_991
@@ -226,7 +226,7 @@ def _prepare_out(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> tuple[Pa
             hint = ("it stopped before its first epoch ended; start it again with --overwrite" if holds_run(out)
                     else "train without --resume to start it")
             raise UserError(f"--resume: {out} holds no checkpoint (last.pt); {hint}")
-        return out, load_checkpoint(out / "last.pt")
+        return out, load_checkpoint(out / "last.pt", fields=LAST_FIELDS)
     if holds_run(out) and not overwrite:
         raise UserError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                         f"or choose another --out")
@@ -235,8 +235,42 @@ def _prepare_out(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> tuple[Pa
     return out, None
 
 
+def _saved_config(record: dict, path: Path) -> TrainConfig:
+    try:
+        cfg = TrainConfig.from_dict(record)
+        validate(cfg)
+    except (UserError, TypeError, ValueError) as e:
+        raise UserError(f"{path} holds an invalid config ({' '.join(str(e).split())[:100]}); "
+                        f"start the run again with --overwrite") from None
+    return cfg
+
+
 # Options a resumed run may change: where and how fast it runs, not what it computes.
 RESUME_MAY_CHANGE = ("device", "threads", "workers", "log_interval", "loader", "out")
+
+
+@contextlib.contextmanager
+def _unfinished_run_removed_on_error(out: Path):
+    """A user-facing error (bad image, divergence, ...) before the first checkpoint leaves nothing
+    to resume: remove what the run wrote, so the same command can simply be run again."""
+    try:
+        yield
+    except UserError:
+        if not (out / "last.pt").is_file():
+            clear_run(out)
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty
+        raise
+
+
+def changed_settings(out: Path, cfg: TrainConfig) -> list[str]:
+    """The options (as --flags) whose value in the run already in `out` differs from `cfg`, leaving
+    out those a resumed run may change; [] when `out` holds no config.json."""
+    if not (Path(out) / "config.json").is_file():
+        return []
+    saved, new = read_config(out).to_dict(), cfg.to_dict()
+    return [f"--{k.replace('_', '-')} {saved.get(k)} -> {new[k]}" for k in new
+            if k not in RESUME_MAY_CHANGE and saved.get(k) != new[k]]
 
 
 def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
@@ -249,7 +283,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     """
     out, ckpt = _prepare_out(cfg, resume=resume, overwrite=overwrite)
     if ckpt is not None:
-        saved = TrainConfig.from_dict(ckpt["config"])  # a resumed run keeps its own config
+        saved = _saved_config(ckpt["config"], out / "last.pt")  # a resumed run keeps its own config
         given = {k: v for k, v in (explicit or {}).items() if v is not None and k in saved.to_dict()}
         changed = sorted(k for k, v in given.items()
                          if k not in RESUME_MAY_CHANGE and TrainConfig.from_dict({**saved.to_dict(), k: v}) != saved)
@@ -275,9 +309,13 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     start_epoch, best = 0, {"acc": -1.0, "epoch": -1}
     if ckpt is not None:
         load_model_state(model, ckpt["model"], out / "last.pt")
-        load_optimizer_state(optimizer, ckpt["optimizer"])
-        source.sampler.load_state_dict(ckpt["sampler"])
-        set_rng_state(ckpt["rng"])
+        try:
+            load_optimizer_state(optimizer, ckpt["optimizer"])
+            source.sampler.load_state_dict(ckpt["sampler"])
+            set_rng_state(ckpt["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise UserError(f"{out / 'last.pt'} holds a damaged training state ({type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:80]}); start the run again with --overwrite") from None
         start_epoch, best = ckpt["epoch"] + 1, dict(ckpt["best"])
         # Drop records of epochs after the checkpoint (written before the kill) so none repeat.
         kept = [r for r in read_metrics(out) if r.get("epoch", 0) <= ckpt["epoch"] + 1]
@@ -293,42 +331,43 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
         f"{len(bundle.val) if bundle.val is not None else 0} val / {len(bundle.test)} test), {cfg.model}, "
         f"{device.type}{' bf16' if bf16 else ''}, epochs {start_epoch + 1}-{cfg.epochs}")
     t_run = time.time()
-    for epoch in range(start_epoch, cfg.epochs):
-        if stop_after_epoch is not None and epoch > stop_after_epoch:
-            break
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(cfg, epoch)
-        # Method randomness (e.g. Mixup's λ) comes from (seed, epoch) too, so resuming is exact.
-        ctx.generator = epoch_generator(cfg.seed + METHOD_SEED_OFFSET, epoch)  # CPU: Mixup draws λ on the host
-        t0 = time.time()
-        with tqdm(total=len(source), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                  # progress None: tqdm shows the per-step bar only on a terminal
-                  disable=(not progress) if progress is not None else None, file=sys.stderr) as bar:
-            try:
-                record = train_epoch(ctx, method, optimizer, source, epoch, device=device, bf16=bf16, bar=bar)
-            except Diverged as e:
-                kept = f"the last good checkpoint (epoch {epoch}) is kept in {out / 'last.pt'}" if epoch > 0 \
-                    else "no checkpoint was written"
-                raise Diverged(f"{e}; {kept}; lower --lr or check the data") from None
-        val = evaluate(model, eval_batches(bundle, select_split, batch_size=256, device=device, workers=cfg.workers),
-                       device=device, bf16=bf16)
-        record = {"epoch": epoch + 1, "lr": lr_at(cfg, epoch), **record,
-                  f"{cfg.select_on}_acc": val["acc"], f"{cfg.select_on}_loss": val["loss"],
-                  "seconds": round(time.time() - t0, 3)}
-        improved = val["acc"] > best["acc"]
-        if improved:
-            best = {"acc": val["acc"], "epoch": epoch + 1}
-        state = {"model": model.state_dict(), "config": cfg.to_dict(), "epoch": epoch, "best": best}
-        # Order matters for a kill between writes: best.pt, then the epoch's record, then last.pt.
-        # A resume starts after last.pt's epoch, redoes a lost epoch and drops its orphan record.
-        if improved:
-            save_checkpoint(out / "best.pt", state)
-        append_metrics(out, record)
-        save_checkpoint(out / "last.pt", {**state, "optimizer": optimizer.state_dict(),
-                                          "sampler": source.sampler.state_dict(), "rng": rng_state()})
-        print(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {record['train_loss']:.4f}  train acc "
-              f"{100 * record['train_acc']:.2f}%  {cfg.select_on} acc {100 * val['acc']:.2f}%  lr {record['lr']:.4g}  "
-              f"{record['seconds']:.1f}s")
+    with _unfinished_run_removed_on_error(out):
+        for epoch in range(start_epoch, cfg.epochs):
+            if stop_after_epoch is not None and epoch > stop_after_epoch:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(cfg, epoch)
+            # Method randomness (e.g. Mixup's λ) comes from (seed, epoch) too, so resuming is exact.
+            ctx.generator = epoch_generator(cfg.seed + METHOD_SEED_OFFSET, epoch)  # CPU: Mixup draws λ on the host
+            t0 = time.time()
+            with tqdm(total=len(source), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                      # progress None: tqdm shows the per-step bar only on a terminal
+                      disable=(not progress) if progress is not None else None, file=sys.stderr) as bar:
+                try:
+                    record = train_epoch(ctx, method, optimizer, source, epoch, device=device, bf16=bf16, bar=bar)
+                except Diverged as e:
+                    kept = f"the last good checkpoint (epoch {epoch}) is kept in {out / 'last.pt'}" if epoch > 0 \
+                        else "nothing was kept"
+                    raise Diverged(f"{e}; {kept}; lower --lr or check the data") from None
+            val = evaluate(model, eval_batches(bundle, select_split, batch_size=256, device=device, workers=cfg.workers),
+                           device=device, bf16=bf16)
+            record = {"epoch": epoch + 1, "lr": lr_at(cfg, epoch), **record,
+                      f"{cfg.select_on}_acc": val["acc"], f"{cfg.select_on}_loss": val["loss"],
+                      "seconds": round(time.time() - t0, 3)}
+            improved = val["acc"] > best["acc"]
+            if improved:
+                best = {"acc": val["acc"], "epoch": epoch + 1}
+            state = {"model": model.state_dict(), "config": cfg.to_dict(), "epoch": epoch, "best": best}
+            # Order matters for a kill between writes: best.pt, then the epoch's record, then last.pt.
+            # A resume starts after last.pt's epoch, redoes a lost epoch and drops its orphan record.
+            if improved:
+                save_checkpoint(out / "best.pt", state)
+            append_metrics(out, record)
+            save_checkpoint(out / "last.pt", {**state, "optimizer": optimizer.state_dict(),
+                                              "sampler": source.sampler.state_dict(), "rng": rng_state()})
+            print(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {record['train_loss']:.4f}  train acc "
+                  f"{100 * record['train_acc']:.2f}%  {cfg.select_on} acc {100 * val['acc']:.2f}%  lr {record['lr']:.4g}  "
+                  f"{record['seconds']:.1f}s")
     finished = (stop_after_epoch is None) or stop_after_epoch >= cfg.epochs - 1
     summary = {"run": str(out), "finished": finished, "best_epoch": best["epoch"],
                f"best_{cfg.select_on}_acc": best["acc"], "train_seconds": round(time.time() - t_run, 2)}
