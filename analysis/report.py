@@ -185,8 +185,8 @@ def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int 
     """
     check_runs(runs)
     out_dir = os.fspath(out_dir)
-    fig_dir = os.path.join(out_dir, "figures")
-    os.makedirs(fig_dir, exist_ok=True)
+    fig_dir = os.path.join(out_dir, "figures")  # made by the first figure saved
+    os.makedirs(out_dir, exist_ok=True)
     first = next(iter(runs.values()))
     images = next((r["images"] for r in runs.values() if r.get("images") is not None), None)
     mapped = next((r for r in runs.values() if r.get("fine_to_coarse") is not None), None)

@@ -79,8 +79,8 @@ def analyze(runs: list[str], out: str, *, split: str = "test", n_bins: int = 20,
     """Analyse runs into `out` (metrics.json, table.md/.csv/.tex, figures/). Returns the metrics."""
     from analysis.report import analyze_runs
 
-    if n_bins <= 0:
-        raise UserError(f"--bins must be a positive integer; got {n_bins}")
+    if not 0 < n_bins <= 10_000:  # more bins than that hold almost no samples each (and cost memory)
+        raise UserError(f"--bins must be an integer in [1, 10000]; got {n_bins}")
     if Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"--out {out} exists and is not a folder; choose a folder for the report")
     paths = [Path(r) for r in runs]
