@@ -61,6 +61,9 @@ def run_sweep(*, presets, methods, seeds, temperatures=(4.0,), lambdas=(1.0,), o
     from .analyze import analyze
 
     items = plan(presets, methods, seeds, temperatures, lambdas, dict(overrides or {}), runs_root)
+    report_root = Path(report) if report else Path(runs_root) / "report"
+    if report_root.exists() and not report_root.is_dir():  # found out now, not after hours of training
+        raise UserError(f"--out {report_root} exists and is not a folder; choose a folder for the report")
     done = {"trained": [], "resumed": [], "skipped": [], "reports": {}}
     t0 = time.time()
     for i, (out, cfg) in enumerate(items, 1):
@@ -74,7 +77,6 @@ def run_sweep(*, presets, methods, seeds, temperatures=(4.0,), lambdas=(1.0,), o
     by_dataset: dict[str, list[str]] = {}
     for out, cfg in items:
         by_dataset.setdefault(cfg.dataset, []).append(str(out))
-    report_root = Path(report) if report else Path(runs_root) / "report"
     for dataset, runs in by_dataset.items():
         folder = report_root if len(by_dataset) == 1 else report_root / dataset
         analyze(runs, str(folder), progress=progress)

@@ -292,6 +292,13 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
                             f"{', '.join('--' + k.replace('_', '-') for k in changed)} (drop them, or start a new run)")
         cfg = TrainConfig.from_dict({**saved.to_dict(), **{k: given[k] for k in given if k in RESUME_MAY_CHANGE},
                                      "out": saved.out})
+        try:
+            foreign = changed_settings(out, saved)
+        except UserError:  # config.json damaged or unreadable: rewritten from last.pt below
+            foreign = []
+        if foreign:
+            raise UserError(f"{out / 'last.pt'} belongs to another run than {out / 'config.json'} "
+                            f"({'; '.join(foreign[:3])}); start the run again with --overwrite")
     device = pick_device(cfg.device)
     if cfg.threads and device.type == "cpu":
         torch.set_num_threads(cfg.threads)
@@ -317,6 +324,10 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
             raise UserError(f"{out / 'last.pt'} holds a damaged training state ({type(e).__name__}: "
                             f"{' '.join(str(e).split())[:80]}); start the run again with --overwrite") from None
         start_epoch, best = ckpt["epoch"] + 1, dict(ckpt["best"])
+        try:
+            read_config(out)
+        except UserError:  # missing or damaged: last.pt holds the run's config, so write it again
+            write_json(out / "config.json", _config_record(cfg, bundle, device, bf16))
         # Drop records of epochs after the checkpoint (written before the kill) so none repeat.
         kept = [r for r in read_metrics(out) if r.get("epoch", 0) <= ckpt["epoch"] + 1]
         write_metrics(out, kept)

@@ -129,3 +129,18 @@ def test_unfinished_teacher_is_refused(digits_runs, tmp_path, capsys):
     assert cli("train", "--preset", "digits-small", "--method", "kd", "--teacher", teacher, "--epochs", 1,
                "--out", tmp_path / "student") == 2
     assert "has not finished training (no summary.json)" in one_error_line(capsys)
+
+
+def test_resume_refuses_another_runs_checkpoint_and_repairs_a_lost_config(digits_runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(digits_runs["cskd"], run)
+    other = torch.load(digits_runs["ce"] / "last.pt", weights_only=True)
+    torch.save({**other, "epoch": 0}, run / "last.pt")
+    assert cli("train", "--out", run, "--resume") == 2
+    line = one_error_line(capsys)
+    assert "belongs to another run" in line and "--method cskd -> ce" in line
+    own = torch.load(digits_runs["cskd"] / "last.pt", weights_only=True)
+    torch.save({**own, "epoch": 0}, run / "last.pt")
+    (run / "config.json").write_bytes(b"\xff\xfe garbage")
+    assert cli("train", "--out", run, "--resume") == 0
+    assert json.loads((run / "config.json").read_text())["config"]["method"] == "cskd"
