@@ -132,6 +132,12 @@ def resolve(overrides: dict, preset: str | None = None) -> TrainConfig:
     values.update({k: v for k, v in overrides.items() if v is not None})
     cfg = TrainConfig.from_dict(values)
     validate(cfg)
+    # Options given for nothing: refused for a new run, but not in validate(), because run folders
+    # written before this check (sweeps passed --teacher to every method) must stay readable.
+    if cfg.teacher and cfg.method not in ("kd", "kd_cskd"):
+        raise UserError(f"--teacher applies to --method kd and kd_cskd only; got --method {cfg.method}")
+    if cfg.mixed_roots and cfg.dataset != "mixed":
+        raise UserError(f"--mixed-roots applies to --dataset mixed only; got --dataset {cfg.dataset}")
     return cfg
 
 
@@ -189,10 +195,6 @@ def validate(cfg: TrainConfig) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be > 0; got {getattr(cfg, name)}")
     if cfg.method in ("kd", "kd_cskd") and not cfg.teacher:
         raise UserError(f"--method {cfg.method} needs --teacher RUN (a finished run of the teacher model)")
-    if cfg.teacher and cfg.method not in ("kd", "kd_cskd"):
-        raise UserError(f"--teacher applies to --method kd and kd_cskd only; got --method {cfg.method}")
-    if cfg.mixed_roots and cfg.dataset != "mixed":
-        raise UserError(f"--mixed-roots applies to --dataset mixed only; got --dataset {cfg.dataset}")
     if cfg.mixed_per_class <= 0:
         raise UserError(f"--mixed-per-class must be a positive integer; got {cfg.mixed_per_class}")
     if cfg.width < 0 or cfg.workers < 0 or cfg.threads < 0:
