@@ -177,8 +177,8 @@ def main():
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--workers", type=int, default=None,
-                   help="DataLoader workers of the reference loop (default: 4 on CUDA, as the authors' loaders; "
-                        "2 on CPU)")
+                   help="DataLoader workers of the reference loop (default: 4 on CUDA, as the authors' "
+                        "datasets.py; 2 on CPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile on CUDA")
     p.add_argument("--repeats", type=int, default=None,
