@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from cskd.config import resolve
 from cskd.data import load_synthetic_bundle
+from cskd.loaders import eval_batches
 from cskd.losses import cskd_loss
 from cskd.models import build_model
-from cskd.loaders import eval_batches
 from cskd.train import build_training, evaluate, pick_device, train_step, use_bf16
 
 
