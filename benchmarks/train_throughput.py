@@ -5,7 +5,8 @@ Paths (same model, batch size and synthetic CIFAR-shaped data):
                  workers, anchors and partners as one 2B loader batch, `.item()` every step
   (b) default    what `cskd train` does by default: device-resident data, batched augmentation;
                  on CUDA also bf16 autocast, channels_last and fused SGD
-  (c) fastest    (b) + channels_last on the CPU too, and torch.compile on CUDA (--no-compile: not)
+  (c) fastest    (b) + channels_last on the CPU too, bf16 autocast on a CPU that computes bf16 in
+                 hardware (AMX or AVX512-BF16), and torch.compile on CUDA (--no-compile: not)
   (d) in-batch   (c) with --pairing in-batch (CS-KD only; CE is (c)'s)
 Step time = wall time of `--steps` steps after `--warmup` steps, divided by steps (device synced
 at both ends), median over `--repeats` interleaved rounds; every step is a full batch. Each of
@@ -33,7 +34,7 @@ from cskd.data import load_synthetic_bundle
 from cskd.loaders import eval_batches
 from cskd.losses import cskd_loss
 from cskd.models import build_model
-from cskd.train import build_training, evaluate, pick_device, train_step, use_bf16
+from cskd.train import bf16_is_native, build_training, evaluate, pick_device, train_step, use_bf16
 
 
 def sync(device):
@@ -182,7 +183,7 @@ def main():
     p.add_argument("--device", default="auto")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile on CUDA")
     p.add_argument("--repeats", type=int, default=None,
-                   help="interleaved rounds; rows are medians (default 5 on CPU, 3 on CUDA)")
+                   help="interleaved rounds; rows are medians (default 7 on CPU, 3 on CUDA)")
     args = p.parse_args()
     device = pick_device(args.device)
     cuda = device.type == "cuda"
@@ -190,19 +191,20 @@ def main():
     width = args.width or (64 if full else 16)
     batch = args.batch_size or (128 if full else 64)
     steps = args.steps or (50 if cuda else 10)
-    repeats = args.repeats or (3 if cuda else 5)
+    repeats = args.repeats or (3 if cuda else 7)
     warmup = args.warmup or (15 if cuda else 3)
     workers = args.workers if args.workers is not None else (4 if cuda else 2)
     if cuda:  # for every path, the reference included (cskd's trainer turns it on for CUDA anyway)
         torch.backends.cudnn.benchmark = True
     # All of it trains (no validation split here), a multiple of the batch: every step is a full batch.
     bundle = load_synthetic_bundle(num_train=batch * max(40, steps + warmup))
-    print(f"device={device.type} ({torch.cuda.get_device_name() if cuda else f'{torch.get_num_threads()} threads'}) "
-          f"model=preact_resnet18 width={width} batch={batch} steps={steps} warmup={warmup}")
     base = dict(dataset="synthetic", model="preact_resnet18", width=width, batch_size=batch, device=device.type,
                 workers=workers)
     fastest = dict(base, channels_last=True, compile=cuda and not args.no_compile,
-                   precision="bf16" if cuda else "fp32")
+                   precision="bf16" if bf16_is_native(device) else "fp32")
+    print(f"device={device.type} ({torch.cuda.get_device_name() if cuda else f'{torch.get_num_threads()} threads'}) "
+          f"model=preact_resnet18 width={width} batch={batch} steps={steps} warmup={warmup} "
+          f"fastest={fastest['precision']}{' compile' if fastest['compile'] else ''} channels_last")
     loops = {(path, method): CskdLoop(bundle, dict(cfg, method=method), device)
              for path, cfg in (("default", base), ("fastest", fastest)) for method in ("ce", "cskd")}
     loops[("in-batch", "cskd")] = CskdLoop(bundle, dict(fastest, method="cskd", pairing="in-batch"), device)

@@ -50,6 +50,19 @@ def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
 
 
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether `device` computes bf16 convolutions and matmuls in hardware: a CUDA GPU that supports
+    bf16, or a CPU with AMX-BF16 or AVX512-BF16 (elsewhere the CPU emulates bf16, slower than fp32).
+    `--precision auto` stays fp32 on every CPU, so CPU results do not depend on the CPU model."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    capabilities = getattr(torch.cpu, "get_capabilities", None)  # absent from older torch
+    if device.type != "cpu" or capabilities is None:
+        return False
+    caps = capabilities()
+    return bool(caps.get("amx_bf16", False) or caps.get("avx512_bf16", False))
+
+
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
     """lr for 0-based `epoch`: cfg.lr, divided by 10 at each milestone (fractions of cfg.epochs).
 

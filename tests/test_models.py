@@ -48,3 +48,24 @@ def test_cifar_densenet_stem_is_a_bare_3x3_convolution():
     x = torch.randn(2, 3, 32, 32)
     assert model.features.denseblock1.denselayer1.norm1.num_features == conv.out_channels
     assert model(x).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["preact_resnet18", "densenet121_cifar"])
+def test_in_place_relu_gives_the_gradients_of_out_of_place_relu(name, monkeypatch):
+    import torch.nn.functional as F
+
+    from cskd.models import cifar
+
+    def grads():
+        torch.manual_seed(0)
+        model = build_model(name, num_classes=5, in_channels=3, width=4).train()
+        x = torch.randn(4, 3, 32, 32)
+        model(x).square().sum().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    in_place = grads()
+    monkeypatch.setattr(cifar.F, "relu", lambda x, inplace=False: F.threshold(x, 0.0, 0.0))
+    out_of_place = grads()
+    assert len(in_place) == len(out_of_place)
+    for a, b in zip(in_place, out_of_place):
+        torch.testing.assert_close(a, b)

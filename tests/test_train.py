@@ -356,3 +356,15 @@ def test_compiled_step_matches_the_eager_step_and_compiles_the_parts_it_calls(me
     assert isinstance(view, CompiledModel) and compiled[0] is setup.model
     assert set(view._parts) == parts and len(compiled) == 1 + len(parts)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1 + len(parts)
+
+
+@pytest.mark.parametrize("caps, native", [({"amx_bf16": True, "avx512_bf16": False}, True),
+                                          ({"amx_bf16": False, "avx512_bf16": True}, True),
+                                          ({"avx2": True}, False)])
+def test_bf16_counts_as_native_only_on_cpus_with_bf16_instructions(caps, native, monkeypatch):
+    from cskd.train import bf16_is_native
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps, raising=False)
+    assert bf16_is_native(torch.device("cpu")) is native
+    monkeypatch.delattr(torch.cpu, "get_capabilities")
+    assert bf16_is_native(torch.device("cpu")) is False

@@ -21,11 +21,13 @@ class PreActBlock(nn.Module):
             self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False)
 
     def forward(self, x):
-        out = F.relu(self.bn1(x))
+        # In-place ReLU on BatchNorm's fresh output: BN's backward needs its input, ReLU's its output,
+        # so nothing autograd saved is overwritten, and each step allocates less.
+        out = F.relu(self.bn1(x), inplace=True)
         # The projection shortcut takes the pre-activated input, as in the pre-activation paper.
         shortcut = self.shortcut(out) if self.shortcut is not None else x
         out = self.conv1(out)
-        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv2(F.relu(self.bn2(out), inplace=True))
         return out + shortcut
 
 
@@ -57,7 +59,7 @@ class PreActResNet(nn.Module):
         for stage in self.stages:
             x = stage(x)
             maps.append(x)
-        out = F.relu(self.bn(x))
+        out = F.relu(self.bn(x), inplace=True)
         return maps[:-1], F.adaptive_avg_pool2d(out, 1).flatten(1)
 
     def forward_features(self, x):
@@ -81,7 +83,7 @@ class TorchvisionDenseNet(nn.Module):
         self.head = net.classifier
 
     def forward_features(self, x):
-        out = F.relu(self.features(x))
+        out = F.relu(self.features(x), inplace=True)  # features ends in BN: a fresh tensor
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
     def forward(self, x):
