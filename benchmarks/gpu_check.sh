@@ -26,7 +26,7 @@ step() {  # step NAME COMMAND...: run it, remember a failure, go on
   "$@" || { local rc=$?; echo "STEP FAILED: $name (exit $rc)"; failed+=("$name"); }
 }
 if [[ "${CSKD_GPU_CHECK_SMOKE:-0}" == 1 ]]; then
-  bench=(--device cpu --width 4 --batch-size 8 --steps 1 --warmup 1 --repeats 1 --workers 0)
+  bench=(--device cpu --width 4 --batch-size 8 --steps 1 --warmup 1 --repeats 1 --workers 0 --no-compile)
   train=(--device cpu --width 4 --batch-size 64 --epochs 2 --precision fp32)
   sync=(--device cpu --width 4 --batch-size 8 --steps 1)
 else

@@ -18,8 +18,9 @@ import torch
 
 from cskd.config import resolve
 from cskd.data import load_synthetic_bundle
+from cskd.device import pick_device, use_bf16
 from cskd.sampler import epoch_generator
-from cskd.train import build_training, pick_device, train_step, use_bf16
+from cskd.train import build_training, train_step
 
 
 def count_syncs(method: str, *, device: torch.device, bundle, width: int, batch_size: int, steps: int) -> list[str]:

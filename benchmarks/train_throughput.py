@@ -6,7 +6,8 @@ Paths (same model, batch size and synthetic CIFAR-shaped data):
   (b) default    what `cskd train` does by default: device-resident data, batched augmentation;
                  on CUDA also bf16 autocast, channels_last and fused SGD
   (c) fastest    (b) + channels_last on the CPU too, bf16 autocast on a CPU that computes bf16 in
-                 hardware (AMX or AVX512-BF16), and torch.compile on CUDA (--no-compile: not)
+                 hardware (AMX or AVX512-BF16), and torch.compile where it can build code (CUDA,
+                 or a CPU with a C++ compiler; --no-compile: not)
   (d) in-batch   (c) with --pairing in-batch (CS-KD only; CE is (c)'s)
 Step time = wall time of `--steps` steps after `--warmup` steps, divided by steps (device synced
 at both ends), median over `--repeats` interleaved rounds; every step is a full batch. Each of
@@ -31,10 +32,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from cskd.config import resolve
 from cskd.data import load_synthetic_bundle
+from cskd.device import bf16_is_native, compile_available, pick_device, use_bf16
 from cskd.loaders import eval_batches
 from cskd.losses import cskd_loss
 from cskd.models import build_model
-from cskd.train import bf16_is_native, build_training, evaluate, pick_device, train_step, use_bf16
+from cskd.train import build_training, evaluate, train_step
 
 
 def sync(device):
@@ -181,7 +183,7 @@ def main():
                    help="DataLoader workers of the reference loop (default: 4 on CUDA, as the authors' "
                         "datasets.py; 2 on CPU)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--no-compile", action="store_true", help="skip torch.compile on CUDA")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile in the fastest path")
     p.add_argument("--repeats", type=int, default=None,
                    help="interleaved rounds; rows are medians (default 7 on CPU, 3 on CUDA)")
     args = p.parse_args()
@@ -200,7 +202,7 @@ def main():
     bundle = load_synthetic_bundle(num_train=batch * max(40, steps + warmup))
     base = dict(dataset="synthetic", model="preact_resnet18", width=width, batch_size=batch, device=device.type,
                 workers=workers)
-    fastest = dict(base, channels_last=True, compile=cuda and not args.no_compile,
+    fastest = dict(base, channels_last=True, compile=compile_available(device) and not args.no_compile,
                    precision="bf16" if bf16_is_native(device) else "fp32")
     print(f"device={device.type} ({torch.cuda.get_device_name() if cuda else f'{torch.get_num_threads()} threads'}) "
           f"model=preact_resnet18 width={width} batch={batch} steps={steps} warmup={warmup} "

@@ -222,6 +222,9 @@ def load_folder_bundle(name: str, folder: Path) -> DataBundle:
     classes, files, labels = _class_folders(train_dir)
     if not files:
         raise UserError(f"data set {name!r}: no images found under {train_dir}/<class>/")
+    if len(set(labels)) < 2:
+        raise UserError(f"data set {name!r}: only class folder {classes[labels[0]]!r} under {train_dir}/ holds images; "
+                        f"classification needs images in at least 2 class folders")
     if name == "tinyimagenet" and (folder / "val" / "val_annotations.txt").is_file() and not (folder / "test").is_dir():
         test_files, test_labels = _tinyimagenet_val(folder / "val", classes)
     else:

@@ -27,11 +27,11 @@ from .checkpoint import atomic_write
 from .config import TrainConfig
 from .data import DataBundle, Split
 from .decode_cache import open_rgb
+from .device import autocast, pick_device, use_bf16
 from .errors import UserError, choose
 from .loaders import eval_batches
 from .methods import load_run_model
 from .runs import read_config
-from .train import autocast, pick_device, use_bf16
 
 SPLITS = ("test", "val")
 CHECKPOINTS = ("best", "last")

@@ -22,6 +22,7 @@ from . import __version__
 from .checkpoint import LAST_FIELDS, append_metrics, load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state, write_json, write_metrics
 from .config import TrainConfig, validate
 from .data import DataBundle, bundle_for
+from .device import autocast, compile_available, pick_device, use_bf16
 from .errors import UserError
 from .host_memory import keep_freed_host_memory
 from .loaders import Batch, eval_batches, train_batches
@@ -38,31 +39,6 @@ class Diverged(UserError):
     """The loss became NaN or infinite."""
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA device is available; use --device auto or cpu")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-
-
-def bf16_is_native(device: torch.device) -> bool:
-    """Whether `device` computes bf16 convolutions and matmuls in hardware: a CUDA GPU that supports
-    bf16, or a CPU with AMX-BF16 or AVX512-BF16 (elsewhere the CPU emulates bf16, slower than fp32).
-    `--precision auto` stays fp32 on every CPU, so CPU results do not depend on the CPU model."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    capabilities = getattr(torch.cpu, "get_capabilities", None)  # absent from older torch
-    if device.type != "cpu" or capabilities is None:
-        return False
-    caps = capabilities()
-    return bool(caps.get("amx_bf16", False) or caps.get("avx512_bf16", False))
-
-
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
     """lr for 0-based `epoch`: cfg.lr, divided by 10 at each milestone (fractions of cfg.epochs).
 
@@ -77,12 +53,6 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
 def milestone(fraction: float, epochs: int) -> int:
     """First 0-based epoch after a drop: ceil(fraction * epochs), at least 1 so epoch 0 keeps the base lr."""
     return max(1, math.ceil(fraction * epochs))
-
-
-def autocast(device: torch.device, bf16: bool):
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 @torch.no_grad()
@@ -201,6 +171,9 @@ class Setup:
 
 def build_training(cfg: TrainConfig, bundle: DataBundle, device: torch.device) -> Setup:
     """Model (seeded init), optimizer, method and data source of a run — everything but the folder."""
+    if cfg.compile and not compile_available(device):
+        raise UserError("--compile on the CPU needs a C++ compiler on PATH (g++ or clang++, or one named by $CXX); "
+                        "install one or leave out --compile")
     torch.manual_seed(cfg.seed)
     model = adapt_model(cfg, build_model(cfg.model, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
                                          width=cfg.width)).to(device)

@@ -113,6 +113,9 @@ def test_mislaid_folder_set_names_the_expected_folder(tmp_path):
     (tmp_path / "cub200" / "train").mkdir(parents=True)
     with pytest.raises(UserError, match="no images found under"):
         load_bundle("cub200", data_root=str(tmp_path))
+    _write_images(tmp_path / "mit67" / "train", ["only"], 2)
+    with pytest.raises(UserError, match="only class folder 'only' under .* holds images; classification needs"):
+        load_bundle("mit67", data_root=str(tmp_path))
     _write_images(tmp_path / "dogs" / "train", ["x", "y"], 2)
     with pytest.raises(UserError, match=r"expected test images in .*dogs/test"):
         load_bundle("dogs", data_root=str(tmp_path), val_fraction=0.5)

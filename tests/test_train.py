@@ -362,9 +362,21 @@ def test_compiled_step_matches_the_eager_step_and_compiles_the_parts_it_calls(me
                                           ({"amx_bf16": False, "avx512_bf16": True}, True),
                                           ({"avx2": True}, False)])
 def test_bf16_counts_as_native_only_on_cpus_with_bf16_instructions(caps, native, monkeypatch):
-    from cskd.train import bf16_is_native
+    from cskd.device import bf16_is_native
 
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps, raising=False)
     assert bf16_is_native(torch.device("cpu")) is native
     monkeypatch.delattr(torch.cpu, "get_capabilities")
     assert bf16_is_native(torch.device("cpu")) is False
+
+
+def test_compile_without_a_cpu_compiler_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--compile", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["cskd: error: --compile on the CPU needs a C++ compiler on PATH (g++ or clang++, or one named by "
+                   "$CXX); install one or leave out --compile"]
+    assert not (tmp_path / "run").exists()

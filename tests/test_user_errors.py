@@ -36,6 +36,10 @@ def one_error_line(capsys) -> str:
     (["train", "--lr-milestones", "0.5", "0.5"], "--lr-milestones must be increasing fractions"),
     (["train", "--method", "ce", "--teacher", "somewhere"], "--teacher applies to --method kd and kd_cskd only"),
     (["train", "--mixed-roots", "a", "b"], "--mixed-roots applies to --dataset mixed only"),
+    (["train", "--data-root", ""], "argument --data-root: is empty; give a folder path"),
+    (["analyze", "some-run", "--out", ""], "argument --out: is empty; give a folder path"),
+    (["predict", " "], "argument RUN: is empty; give a folder path"),
+    (["sweep", "--runs", ""], "argument --runs: is empty; give a folder path"),
 ])
 def test_bad_options_give_one_line(args, expected, tmp_path, capsys):
     assert cli(*args, "--out", tmp_path / "run") == 2 if args[0] == "train" else cli(*args) == 2
