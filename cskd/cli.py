@@ -156,8 +156,8 @@ def cmd_analyze(args) -> int:
 def cmd_sweep(args) -> int:
     from .sweep import run_sweep
 
-    overrides = {k: getattr(args, k) for k in ("epochs", "teacher", "device", "threads", "pairing") if
-                 getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("epochs", "teacher", "device", "threads", "pairing", "data_root",
+                                               "download") if getattr(args, k) is not None}
     run_sweep(presets=args.presets, methods=args.methods, seeds=args.seeds, temperatures=args.temperatures,
               lambdas=args.lambdas, overrides=overrides, runs_root=args.runs, report=args.out, progress=args.progress)
     return 0
@@ -220,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--epochs", type=int, help="override the presets' epochs")
     sw.add_argument("--teacher", type=folder, help="teacher run for kd and kd_cskd")
     sw.add_argument("--pairing", choices=PAIRINGS, help="pairing of the cskd runs (the other methods keep the paper's)")
+    sw.add_argument("--data-root", type=folder, help="folder holding the data sets (as for cskd train)")
+    sw.add_argument("--download", action="store_const", const=True, help="fetch CIFAR-100 if it is missing")
     sw.add_argument("--device", choices=("auto", "cpu", "cuda"))
     sw.add_argument("--threads", type=int)
     sw.add_argument("--runs", default="checkpoints/sweep", type=folder,

@@ -52,6 +52,22 @@ def plan(presets, methods, seeds, temperatures, lambdas, overrides: dict, runs_r
     return items
 
 
+def check_data(configs) -> None:
+    """Load every distinct data set the configs name (files listed, not decoded), so that a missing or
+    mislaid one stops the sweep before its first run rather than hours into it."""
+    from .data import load_bundle
+
+    seen = set()
+    for cfg in configs:
+        key = (cfg.dataset, cfg.data_root, cfg.download, cfg.val_fraction, cfg.split_seed, tuple(cfg.mixed_roots),
+               cfg.mixed_per_class)
+        if key not in seen:
+            seen.add(key)
+            load_bundle(cfg.dataset, data_root=cfg.data_root, download=cfg.download, val_fraction=cfg.val_fraction,
+                        split_seed=cfg.split_seed, mixed_roots=tuple(cfg.mixed_roots),
+                        mixed_per_class=cfg.mixed_per_class)
+
+
 def run_sweep(*, presets, methods, seeds, temperatures=(4.0,), lambdas=(1.0,), overrides=None,
               runs_root: str = "checkpoints/sweep", report: str | None = None, progress: bool | None = None) -> dict:
     """Train (or skip, or resume) every run of the grid, then analyse each data set's runs.
@@ -64,6 +80,7 @@ def run_sweep(*, presets, methods, seeds, temperatures=(4.0,), lambdas=(1.0,), o
     report_root = Path(report) if report else Path(runs_root) / "report"
     if report_root.exists() and not report_root.is_dir():  # found out now, not after hours of training
         raise UserError(f"--out {report_root} exists and is not a folder; choose a folder for the report")
+    check_data([cfg for out, cfg in items if not (out / "summary.json").is_file()])
     done = {"trained": [], "resumed": [], "skipped": [], "reports": {}}
     t0 = time.time()
     for i, (out, cfg) in enumerate(items, 1):

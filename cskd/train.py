@@ -231,8 +231,10 @@ def _saved_config(record: dict, path: Path) -> TrainConfig:
     return cfg
 
 
-# Options a resumed run may change: where and how fast it runs, not what it computes.
-RESUME_MAY_CHANGE = ("device", "threads", "workers", "log_interval", "loader", "out")
+# Options a resumed run (or a re-run sweep) may change: where and how fast it runs and where its
+# files are, not what it computes.
+RESUME_MAY_CHANGE = ("device", "threads", "workers", "log_interval", "loader", "out", "data_root", "download",
+                     "decode_cache_dir")
 
 
 @contextlib.contextmanager

@@ -31,7 +31,9 @@ def test_sweep_skips_finished_and_resumes_interrupted_runs(tmp_path):
     run_training(killed, progress=False, stop_after_epoch=0)
     mtime = (runs / "digits-small-ce-s0" / "last.pt").stat().st_mtime_ns
 
-    done = run_sweep(presets=["digits-small"], methods=["ce", "cskd"], seeds=[0, 1], overrides={"epochs": 2},
+    # Where the data lives is not a setting of the runs: the sweep may point elsewhere and still resume.
+    done = run_sweep(presets=["digits-small"], methods=["ce", "cskd"], seeds=[0, 1],
+                     overrides={"epochs": 2, "data_root": str(tmp_path / "moved"), "download": True},
                      runs_root=str(runs), progress=False)
     assert done["skipped"] == ["digits-small-ce-s0"]
     assert done["resumed"] == ["digits-small-cskd-T4-L1-s1"]
@@ -50,3 +52,12 @@ def test_sweep_cli_rejects_unknown_method(tmp_path, capsys):
     assert main(["sweep", "--methods", "ce", "nope", "--runs", str(tmp_path / "r")]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_sweep_finds_a_missing_data_set_before_training_anything(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(["sweep", "--presets", "digits-small", "cifar100-preact18", "--methods", "ce", "--seeds", "0",
+                 "--epochs", "1", "--data-root", str(tmp_path / "empty"), "--runs", str(runs)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "CIFAR-100 not found: expected " + str(tmp_path / "empty" / "cifar100") in err[0]
+    assert not runs.exists()  # the digits run, first in the grid, was not trained
