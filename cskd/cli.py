@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:  # a path the user gave: not writable, not a folder, too long, a full disk, ...
         where = f": {e.filename}" if e.filename else ""
-        print(f"cskd: error: {_one_line(e.strerror or str(e))}{where}; check the path and its permissions",
+        print(f"cskd: error: {_one_line((e.strerror or str(e)) + where)}; check the path and its permissions",
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:

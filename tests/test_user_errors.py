@@ -52,6 +52,9 @@ def test_an_output_path_that_cannot_be_a_folder_gives_one_line(tmp_path, capsys)
     blocker.write_text("x")
     assert cli("train", "--preset", "digits-small", "--epochs", 1, "--out", blocker / "run") == 2
     assert f"Not a directory: {blocker / 'run'}" in one_error_line(capsys)
+    # a newline in the path must not break the message over two lines
+    assert cli("train", "--preset", "digits-small", "--epochs", 1, "--out", blocker / "new\nline") == 2
+    assert f"Not a directory: {blocker / 'new'} line" in one_error_line(capsys)
 
 
 def test_damaged_training_state_and_metrics_log(digits_runs, tmp_path, capsys):
