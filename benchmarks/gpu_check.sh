@@ -10,7 +10,7 @@
 # picks the interpreter (default python3). A failing step is reported and the next one still runs;
 # the exit status is non-zero when any step failed.
 #
-# CSKD_GPU_CHECK_SMOKE=1 runs the same steps on the CPU at toy sizes (fp32, no compile, nothing
+# CSKD_GPU_CHECK_SMOKE=1 runs the same steps on the CPU at toy sizes (no torch.compile, nothing
 # counted): the test suite does this so that the script cannot break unnoticed without a GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -12,7 +12,7 @@ from .config import LOADERS, METHODS, PAIRINGS, PARTNER_BN, PRECISIONS, PRESETS,
 from .errors import UserError
 
 
-def folder(text: str) -> str:
+def nonempty_path(text: str) -> str:
     """argparse type of a path option: an empty path would silently mean the current folder."""
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty; give a folder path")
@@ -27,7 +27,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = p.add_argument_group("run")
     g.add_argument("--preset", help=f"the paper's settings for a data set/model; one of: {', '.join(PRESETS)}")
-    g.add_argument("--out", type=folder,
+    g.add_argument("--out", type=nonempty_path,
                    help="run folder (default: checkpoints/<dataset>-<model>-<method>-...-s<seed>)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
@@ -45,10 +45,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help=f"one of: {', '.join(DATASETS)} (default {d.dataset})")
-    g.add_argument("--data-root", type=folder,
+    g.add_argument("--data-root", type=nonempty_path,
                    help=f"folder holding the data sets ({d.data_root}); for imagefolder the set itself")
     g.add_argument("--download", action="store_const", const=True, help="download CIFAR-100 if missing")
-    g.add_argument("--mixed-roots", nargs="+", metavar="DIR", type=folder,
+    g.add_argument("--mixed-roots", nargs="+", metavar="DIR", type=nonempty_path,
                    help="dataset mixed: ImageFolder roots (each with train/ and test/), one coarse group each")
     g.add_argument("--mixed-per-class", type=int, help="dataset mixed: training images per fine class (30)")
     g.add_argument("--val-fraction", type=float, help=f"stratified validation hold-out of the training data ({d.val_fraction})")
@@ -84,7 +84,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ls-epsilon", type=float, help=f"label_smoothing: ε ({d.ls_epsilon:g})")
     g.add_argument("--me-beta", type=float, help=f"max_entropy: weight β of the entropy bonus ({d.me_beta:g})")
     g.add_argument("--mixup-alpha", type=float, help=f"mixup, mixup_cskd: Beta(α, α) ({d.mixup_alpha:g})")
-    g.add_argument("--teacher", type=folder,
+    g.add_argument("--teacher", type=nonempty_path,
                    help="kd, kd_cskd: run folder of the teacher (its config rebuilds the model)")
     g.add_argument("--kd-alpha", type=float, help=f"kd, kd_cskd: weight of the distillation term ({d.kd_alpha:g})")
     g.add_argument("--lambda-e", type=float, help=f"cskd_e: weight λ_E of the consistency term ({d.lambda_e:g})")
@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="write RUN/predictions-<split>.npz (logits, features, labels, indices)")
-    pr.add_argument("runs", nargs="+", metavar="RUN", type=folder, help="run folder(s)")
+    pr.add_argument("runs", nargs="+", metavar="RUN", type=nonempty_path, help="run folder(s)")
     pr.add_argument("--split", choices=("test", "val"), default="test")
     pr.add_argument("--checkpoint", choices=("best", "last"), default="best")
     pr.add_argument("--force", action="store_true", help="recompute even when the file is newer than the checkpoint")
@@ -200,9 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_predict)
 
     an = sub.add_parser("analyze", help="metrics, seed-grouped tables and figures of one or more runs")
-    an.add_argument("runs", nargs="+", metavar="RUN", type=folder,
+    an.add_argument("runs", nargs="+", metavar="RUN", type=nonempty_path,
                     help="run folders (same data set); predicted where needed")
-    an.add_argument("--out", required=True, type=folder, help="output folder")
+    an.add_argument("--out", required=True, type=nonempty_path, help="output folder")
     an.add_argument("--split", choices=("test", "val"), default="test")
     an.add_argument("--bins", type=int, default=20, help="equal-width confidence bins for ECE/MCE (20, as the paper)")
     an.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
@@ -218,27 +218,27 @@ def build_parser() -> argparse.ArgumentParser:
                     help="T grid for cskd, mixup_cskd, kd_cskd, cskd_e (4)")
     sw.add_argument("--lambdas", nargs="+", type=float, default=[1.0], help="λ_cls grid for the same methods (1)")
     sw.add_argument("--epochs", type=int, help="override the presets' epochs")
-    sw.add_argument("--teacher", type=folder, help="teacher run for kd and kd_cskd")
+    sw.add_argument("--teacher", type=nonempty_path, help="teacher run for kd and kd_cskd")
     sw.add_argument("--pairing", choices=PAIRINGS, help="pairing of the cskd runs (the other methods keep the paper's)")
-    sw.add_argument("--data-root", type=folder, help="folder holding the data sets (as for cskd train)")
+    sw.add_argument("--data-root", type=nonempty_path, help="folder holding the data sets (as for cskd train)")
     sw.add_argument("--download", action="store_const", const=True, help="fetch CIFAR-100 if it is missing")
     sw.add_argument("--device", choices=("auto", "cpu", "cuda"))
     sw.add_argument("--threads", type=int)
-    sw.add_argument("--runs", default="checkpoints/sweep", type=folder,
+    sw.add_argument("--runs", default="checkpoints/sweep", type=nonempty_path,
                     help="folder of the sweep's runs (checkpoints/sweep)")
-    sw.add_argument("--out", type=folder, help="report folder (default RUNS/report)")
+    sw.add_argument("--out", type=nonempty_path, help="report folder (default RUNS/report)")
     sw.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     sw.set_defaults(func=cmd_sweep)
 
     db = sub.add_parser("dashboard", help="browse runs in the Streamlit dashboard (reads only; never trains)")
-    db.add_argument("--runs", default="checkpoints", type=folder,
+    db.add_argument("--runs", default="checkpoints", type=nonempty_path,
                     help="runs folder (default checkpoints); nothing outside it is read")
     db.add_argument("--port", type=int, default=8501)
     db.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     db.set_defaults(func=cmd_dashboard)
 
     d = sub.add_parser("demo", help="the main job: CE and CS-KD on the embedded digits data set, then the comparison")
-    d.add_argument("--runs", default="checkpoints", type=folder, help="runs folder (default checkpoints)")
+    d.add_argument("--runs", default="checkpoints", type=nonempty_path, help="runs folder (default checkpoints)")
     d.add_argument("--seeds", type=int, default=1, help="seeds per method (default 1)")
     d.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the digits-small preset's)")
     d.add_argument("--dashboard", action="store_true", help="start the dashboard on the demo runs at the end")

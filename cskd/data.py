@@ -222,9 +222,6 @@ def load_folder_bundle(name: str, folder: Path) -> DataBundle:
     classes, files, labels = _class_folders(train_dir)
     if not files:
         raise UserError(f"data set {name!r}: no images found under {train_dir}/<class>/")
-    if len(set(labels)) < 2:
-        raise UserError(f"data set {name!r}: only class folder {classes[labels[0]]!r} under {train_dir}/ holds images; "
-                        f"classification needs images in at least 2 class folders")
     if name == "tinyimagenet" and (folder / "val" / "val_annotations.txt").is_file() and not (folder / "test").is_dir():
         test_files, test_labels = _tinyimagenet_val(folder / "val", classes)
     else:
@@ -299,6 +296,10 @@ def load_bundle(name: str, *, data_root: str, download: bool = False, val_fracti
         bundle = load_mixed_bundle(list(mixed_roots), mixed_per_class, split_seed)
     else:
         bundle = load_folder_bundle(name, root / name)
+    present = torch.unique(bundle.train.labels)
+    if len(present) < 2:  # checked on the whole set: a mixed set may take one class from each folder
+        raise UserError(f"data set {name!r}: only class {bundle.class_names[int(present[0])]!r} has training images; "
+                        f"classification needs images of at least 2 classes")
     return _with_val(bundle, val_fraction, split_seed)
 
 

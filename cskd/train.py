@@ -172,8 +172,8 @@ class Setup:
 def build_training(cfg: TrainConfig, bundle: DataBundle, device: torch.device) -> Setup:
     """Model (seeded init), optimizer, method and data source of a run — everything but the folder."""
     if cfg.compile and not compile_available(device):
-        raise UserError("--compile on the CPU needs a C++ compiler on PATH (g++ or clang++, or one named by $CXX); "
-                        "install one or leave out --compile")
+        needs = "the triton package" if device.type == "cuda" else "a C++ compiler on PATH ($CXX, else g++)"
+        raise UserError(f"--compile on {device.type} needs {needs}; install it or leave out --compile")
     torch.manual_seed(cfg.seed)
     model = adapt_model(cfg, build_model(cfg.model, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
                                          width=cfg.width)).to(device)

@@ -114,7 +114,8 @@ def test_mislaid_folder_set_names_the_expected_folder(tmp_path):
     with pytest.raises(UserError, match="no images found under"):
         load_bundle("cub200", data_root=str(tmp_path))
     _write_images(tmp_path / "mit67" / "train", ["only"], 2)
-    with pytest.raises(UserError, match="only class folder 'only' under .* holds images; classification needs"):
+    _write_images(tmp_path / "mit67" / "test", ["only"], 1)
+    with pytest.raises(UserError, match="only class 'only' has training images; classification needs"):
         load_bundle("mit67", data_root=str(tmp_path))
     _write_images(tmp_path / "dogs" / "train", ["x", "y"], 2)
     with pytest.raises(UserError, match=r"expected test images in .*dogs/test"):
@@ -133,6 +134,13 @@ def test_mixed_data_set_draws_per_class_samples_and_keeps_test_sets(tmp_path):
     assert torch.bincount(bundle.test.labels).tolist() == [2] * 5  # the original test sets, whole
     with pytest.raises(UserError, match="at least two --mixed-roots"):
         load_bundle("mixed", data_root="unused", mixed_roots=roots[:1])
+    # one class in each folder still makes a set of two classes
+    for name in ("cats", "cars"):
+        _write_images(tmp_path / name / "train", [name[:2]], 5)
+        _write_images(tmp_path / name / "test", [name[:2]], 2)
+    single = load_bundle("mixed", data_root="unused", mixed_roots=(str(tmp_path / "cats"), str(tmp_path / "cars")),
+                         mixed_per_class=3, val_fraction=0.4)
+    assert single.class_names == ["cats/ca", "cars/ca"]
 
 
 def test_mixed_run_reports_hierarchical_accuracy(tmp_path):

@@ -379,6 +379,22 @@ def test_compile_without_a_cpu_compiler_is_one_line_before_any_work(tmp_path, ca
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert main(["train", "--dataset", "digits", "--epochs", "1", "--compile", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["cskd: error: --compile on the CPU needs a C++ compiler on PATH (g++ or clang++, or one named by "
-                   "$CXX); install one or leave out --compile"]
+    assert err == ["cskd: error: --compile on cpu needs a C++ compiler on PATH ($CXX, else g++); install it or "
+                   "leave out --compile"]
     assert not (tmp_path / "run").exists()
+
+
+def test_compile_looks_for_the_compiler_inductor_would_use(monkeypatch):
+    import shutil
+
+    from cskd.device import compile_available
+
+    found = {"/usr/bin/g++-13"}
+    monkeypatch.setattr(shutil, "which", lambda name: name if name in found else None)
+    monkeypatch.setenv("CXX", "/usr/bin/g++-13 -fno-lto")  # $CXX may carry flags after the command
+    assert compile_available(torch.device("cpu"))
+    monkeypatch.setenv("CXX", "clang++")  # inductor takes $CXX as it is and tries nothing else
+    assert not compile_available(torch.device("cpu"))
+    monkeypatch.delenv("CXX")
+    found.add("g++")
+    assert compile_available(torch.device("cpu"))
