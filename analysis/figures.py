@@ -56,18 +56,26 @@ def plot_reliability(ax, bins: ReliabilityBins, *, label=None, color=None, count
     return count_ax
 
 
-def plot_logprob_hist(ax, logprobs_by_run: dict, *, bins: int = 30, xlabel="log-probability"):
-    """Overlaid histograms (shared bin edges) of natural-log probabilities, one per run."""
+def logprob_hist_counts(logprobs_by_run: dict, *, bins: int = 30) -> tuple[np.ndarray, dict]:
+    """(edges (bins + 1,), {run: counts (bins,)}) of natural-log probabilities: edges shared by the
+    runs, from the lowest finite value (at most -1e-3) to 0; log(0) = -inf is counted in the lowest
+    bin and NaN is left out."""
     if not logprobs_by_run:
         raise ValueError("logprobs_by_run is empty; pass at least one run")
     values = {k: np.asarray(v, dtype=np.float64) for k, v in logprobs_by_run.items()}
     finite = np.concatenate([v[np.isfinite(v)] for v in values.values()])
     low = float(finite.min()) if finite.size else -1.0
     edges = np.linspace(min(low, -1e-3), 0.0, bins + 1)
-    for (name, v), c in zip(values.items(), _colors(len(values))):
-        v = np.clip(v[~np.isnan(v)], edges[0], 0.0)  # -inf (p == 0) goes to the lowest bin
-        ax.hist(v, bins=edges, color=c, alpha=0.45, label=f"{name} (n={v.size})")
-        ax.hist(v, bins=edges, color=c, histtype="step", linewidth=1.2)
+    counts = {k: np.histogram(np.clip(v[~np.isnan(v)], edges[0], 0.0), bins=edges)[0] for k, v in values.items()}
+    return edges, counts
+
+
+def plot_logprob_hist(ax, logprobs_by_run: dict, *, bins: int = 30, xlabel="log-probability"):
+    """Overlaid histograms (logprob_hist_counts' shared bin edges) of natural-log probabilities, one per run."""
+    edges, counts = logprob_hist_counts(logprobs_by_run, bins=bins)
+    for (name, count), c in zip(counts.items(), _colors(len(counts))):
+        ax.hist(edges[:-1], bins=edges, weights=count, color=c, alpha=0.45, label=f"{name} (n={count.sum()})")
+        ax.hist(edges[:-1], bins=edges, weights=count, color=c, histtype="step", linewidth=1.2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("samples")
     ax.legend(fontsize="small")

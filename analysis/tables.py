@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Config keys that do not change what is being measured: runs differing only in these are
-# repeats of one experiment.
-# Config keys that do not change the experiment: where and how fast a run ran, and its name.
+# Config keys that do not change the experiment (where and how fast a run ran, its name, its seed):
+# runs differing only in these are repeats of one experiment. Close to cskd.train.RESUME_MAY_CHANGE,
+# kept apart because analysis/ does not import cskd.
 IGNORED_KEYS = ("seed", "out", "preset", "device", "threads", "workers", "log_interval", "loader", "data_root",
                 "download", "decode_cache", "decode_cache_dir", "compile", "channels_last")
 # Metrics that are not fractions: printed as they are, never multiplied by 100.

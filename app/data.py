@@ -29,8 +29,9 @@ from analysis.metrics import softmax
 from analysis.misclassified import (log_probs_on, misclassified_by_all,
                                     misclassified_by_first_not_second, predictive_distribution)
 from analysis.report import run_metrics
+from cskd import runs
 from cskd.errors import UserError
-from cskd.runs import load_predictions, read_config, read_metrics
+from cskd.runs import load_predictions, read_config, read_metrics, read_tsne_cache
 
 DPI = 150  # of the downloaded PNG figures
 
@@ -62,6 +63,13 @@ def summary(key) -> dict:
 def curves(run: str, key) -> list[dict]:
     """The per-epoch records of the run's metrics.jsonl ([] when absent); `key` as in config()."""
     return [] if key is None else read_metrics(Path(run))
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def made_by_run(run: str, key, config_key) -> bool:
+    """cskd.runs.made_by_run: whether the predictions file of file key `key` was made from best.pt
+    of the run in `run`. `config_key` (config.json's file key) only makes a rewritten config a new entry."""
+    return runs.made_by_run(Path(key[0]), Path(run))
 
 
 @st.cache_resource(show_spinner=False, max_entries=12)
@@ -155,13 +163,19 @@ def misclassified(keys: tuple, first_not_second: bool = False) -> np.ndarray:
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def logprob_figure(named_keys: tuple, first_not_second: bool = False, fmt: str = "png") -> bytes:
-    """Paper Fig. 2: histograms of the log-probability of the predicted and of the true class on
-    the misclassified samples, one colour per run."""
+def _logprobs(named_keys: tuple, first_not_second: bool) -> dict:
+    """{run: analysis.misclassified.log_probs_on(...)} on the rows misclassified() picks."""
     keys = tuple(k for _, k in named_keys)
     idx = misclassified(keys, first_not_second)
     labels = predictions(keys[0])["labels"]
-    lp = {name: log_probs_on(predictions(k)["logits"], labels, idx) for name, k in named_keys}
+    return {name: log_probs_on(predictions(k)["logits"], labels, idx) for name, k in named_keys}
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def logprob_figure(named_keys: tuple, first_not_second: bool = False, fmt: str = "png") -> bytes:
+    """Paper Fig. 2: histograms of the log-probability of the predicted and of the true class on
+    the misclassified samples, one colour per run."""
+    lp = _logprobs(named_keys, first_not_second)
     fig = Figure(figsize=(10, 3.6))
     ax_pred, ax_true = fig.subplots(1, 2)
     figures.plot_logprob_hist(ax_pred, {n: v["predicted"] for n, v in lp.items()},
@@ -174,20 +188,12 @@ def logprob_figure(named_keys: tuple, first_not_second: bool = False, fmt: str =
 @st.cache_data(show_spinner=False, max_entries=128)
 def logprob_hist(named_keys: tuple, first_not_second: bool = False, bins: int = 30) -> pd.DataFrame:
     """Histogram rows (run, order, of, lower, upper, zero, count) of the log-probabilities of
-    Fig. 2, with the binning of analysis.figures.plot_logprob_hist: per panel, edges shared by
-    the runs from the lowest finite value to 0, and log(0) = -inf counted in the lowest bin."""
-    keys = tuple(k for _, k in named_keys)
-    idx = misclassified(keys, first_not_second)
-    labels = predictions(keys[0])["labels"]
-    lp = {name: log_probs_on(predictions(k)["logits"], labels, idx) for name, k in named_keys}
+    Fig. 2, binned by analysis.figures.logprob_hist_counts (as the downloaded figure)."""
+    lp = _logprobs(named_keys, first_not_second)
     frames = []
     for kind, of in (("predicted", "predicted class"), ("true", "ground-truth class")):
-        values = {n: v[kind][~np.isnan(v[kind])] for n, v in lp.items()}
-        finite = np.concatenate([v[np.isfinite(v)] for v in values.values()])
-        low = float(finite.min()) if finite.size else -1.0
-        edges = np.linspace(min(low, -1e-3), 0.0, bins + 1)
-        for j, (name, v) in enumerate(values.items()):
-            count, _ = np.histogram(np.clip(v, edges[0], 0.0), bins=edges)
+        edges, counts = figures.logprob_hist_counts({n: v[kind] for n, v in lp.items()}, bins=bins)
+        for j, (name, count) in enumerate(counts.items()):
             frames.append(pd.DataFrame({"run": name, "order": j, "of": of, "lower": edges[:-1],
                                         "upper": edges[1:], "zero": 0, "count": count}))
     return pd.concat(frames, ignore_index=True)
@@ -231,16 +237,7 @@ def tsne_points(tsne, test):
     None (the cache must be recomputed). A damaged cache is a UserError naming the file."""
     if tsne is None or test is None or tsne[1] < test[1]:
         return None
-    try:
-        with np.load(tsne[0], allow_pickle=False) as z:
-            coords, rows = np.asarray(z["coords"], dtype=np.float32), np.asarray(z["rows"], dtype=np.int64)
-    except Exception as e:  # truncated zip, wrong keys, object arrays
-        raise UserError(f"{tsne[0]} is not a readable t-SNE cache ({type(e).__name__}); recompute it") from None
-    n = len(predictions(test)["labels"])
-    if coords.ndim != 2 or coords.shape[1] != 2 or len(rows) != len(coords) or \
-            (rows.size and (rows.min() < 0 or rows.max() >= n)):
-        raise UserError(f"{tsne[0]} does not match {test[0]}; recompute the t-SNE cache")
-    return coords, rows
+    return read_tsne_cache(Path(tsne[0]), Path(test[0]), len(predictions(test)["labels"]))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -3,7 +3,7 @@ button, figure downloads and widget state that survives page switches."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import streamlit as st
@@ -54,10 +54,13 @@ def error_card(name: str, err: Exception) -> None:
 def files_of(ctx: Context, name: str) -> paths.RunFiles | None:
     """The run's file keys, or None after showing an error card (e.g. a symlink leaving the folder)."""
     try:
-        return paths.run_files(ctx.root, name, ctx.runs)
+        files = paths.run_files(ctx.root, name, ctx.runs)
     except Exception as e:  # noqa: BLE001 -- one bad run must not take the page down
         error_card(name, e)
         return None
+    if files.val and not data.made_by_run(str(files.path), files.val, files.config):
+        files = replace(files, val=None)  # another run's validation predictions: never fit a temperature on them
+    return files
 
 
 def compute_predictions(ctx: Context, name: str, *, where: str, verb: str = "Compute") -> None:
@@ -67,20 +70,12 @@ def compute_predictions(ctx: Context, name: str, *, where: str, verb: str = "Com
                      help="cskd predict (test and validation splits) and the t-SNE cache; "
                           "reads best.pt and the data set"):
         return
-    from cskd.analyze import cached_tsne
-    from cskd.predict import predict
-    from cskd.runs import load_predictions, read_config
+    from cskd.analyze import prepare_run
 
     run = paths.run_dir(ctx.root, name, ctx.runs)
     bar = st.progress(0.0, text=f"{name}: predicting the test split")
     try:
-        test = predict(run, split="test", progress=False)
-        if read_config(run).val_fraction > 0:
-            bar.progress(0.4, text=f"{name}: predicting the validation split")
-            predict(run, split="val", progress=False)
-        bar.progress(0.7, text=f"{name}: t-SNE of the test features")
-        cached_tsne(run, "test", load_predictions(test))
-        bar.progress(1.0, text=f"{name}: done")
+        prepare_run(run, progress=False, on_step=lambda fraction, text: bar.progress(fraction, text=f"{name}: {text}"))
     except Exception as e:  # noqa: BLE001 -- shown on the card; the rest of the page stays
         bar.empty()
         error_card(name, e)
@@ -107,6 +102,10 @@ def with_predictions(ctx: Context, names, *, where: str) -> list[paths.RunFiles]
             continue
         if files.stale:
             st.caption(f"{name}: best.pt is newer than its predictions; they show an earlier model.")
+            compute_predictions(ctx, name, where=where, verb="Recompute")
+        elif not data.made_by_run(str(files.path), files.test, files.config):
+            st.caption(f"{name}: its predictions were not made from this run's best.pt (copied from another run, "
+                       f"or from before it was trained again); they may show another model.")
             compute_predictions(ctx, name, where=where, verb="Recompute")
         ready.append(files)
     return ready

@@ -210,11 +210,13 @@ def main():
     loops = {(path, method): CskdLoop(bundle, dict(cfg, method=method), device)
              for path, cfg in (("default", base), ("fastest", fastest)) for method in ("ce", "cskd")}
     loops[("in-batch", "cskd")] = CskdLoop(bundle, dict(fastest, method="cskd", pairing="in-batch"), device)
-    runs = {("reference", method): (lambda m=method: reference_loop(bundle, "preact_resnet18", width, batch, m,
-                                                                    device, steps, warmup, workers))
-            for method in ("ce", "cskd")}
-    runs.update({key: (lambda loop=loop: loop(steps, warmup)) for key, loop in loops.items()})
-    runs = {key: runs[key] for key in sorted(runs, key=lambda k: ORDER.index(k))}
+    def timing(path, method):
+        if path == "reference":
+            return lambda: reference_loop(bundle, "preact_resnet18", width, batch, method, device, steps, warmup,
+                                          workers)
+        return lambda: loops[(path, method)](steps, warmup)
+
+    runs = {key: timing(*key) for key in ORDER}
     # Rounds interleave every configuration so a burst of load from elsewhere hits them alike;
     # each row reports its median over the rounds.
     times = {k: [] for k in runs}

@@ -14,7 +14,7 @@ import numpy as np
 from .checkpoint import atomic_write
 from .errors import UserError
 from .predict import is_fresh, predict, predictions_path
-from .runs import load_predictions, read_config
+from .runs import load_predictions, read_config, read_tsne_cache
 
 TSNE_MAX_POINTS = 10_000
 
@@ -31,11 +31,11 @@ def cached_tsne(run: Path, split: str, preds: dict, *, max_points: int = TSNE_MA
     source = predictions_path(run, split)
     if path.is_file() and path.stat().st_mtime >= source.stat().st_mtime:
         try:
-            with np.load(path, allow_pickle=False) as z:
-                if int(z["max_points"]) == max_points:
-                    return z["coords"], z["rows"]
-        except Exception:  # a damaged cache is simply recomputed
-            pass
+            cached = read_tsne_cache(path, source, len(preds["labels"]), max_points=max_points)
+        except UserError:  # a damaged cache is simply recomputed
+            cached = None
+        if cached is not None:
+            return cached
     coords, rows = tsne_2d(preds["features"].astype(np.float32), preds["labels"], max_points=max_points, seed=0)
     atomic_write(path, lambda f: np.savez(f, coords=coords, rows=rows, max_points=np.array(max_points)))
     return coords, rows
@@ -50,27 +50,43 @@ def image_lookup(preds: dict):
     return lambda index: images[row_of[int(index)]]
 
 
-def run_arrays(run: Path, *, split: str = "test", progress: bool | None = None,
-               tsne_max_points: int = TSNE_MAX_POINTS) -> dict:
-    """Everything `analysis.report.analyze_runs` takes for one run, predicting first where needed."""
+def prepare_run(run: Path, *, split: str = "test", progress: bool | None = None,
+                tsne_max_points: int = TSNE_MAX_POINTS, on_step=None) -> tuple[dict, dict | None, tuple]:
+    """Predict `split` where its predictions are missing or stale, and for the test split also the
+    validation split (temperature scaling is fitted there, never on the test split) when the run
+    has one; then cache the t-SNE. Returns (predictions of `split`, validation predictions or None,
+    (t-SNE coords, rows)). `on_step(fraction, text)` is told before each step (a progress bar)."""
     run = Path(run)
-    cfg = read_config(run)
+    step = on_step or (lambda fraction, text: None)
+    step(0.0, f"predicting the {split} split")
     if not is_fresh(run, split):
         predict(run, split=split, progress=progress)
     preds = load_predictions(predictions_path(run, split))
+    val = None
+    if split == "test" and read_config(run).val_fraction > 0:
+        step(0.4, "predicting the validation split")
+        if not is_fresh(run, "val"):
+            predict(run, split="val", progress=progress)
+        val = load_predictions(predictions_path(run, "val"))
+    step(0.7, f"t-SNE of the {split} features")
+    tsne = cached_tsne(run, split, preds, max_points=tsne_max_points)
+    step(1.0, "done")
+    return preds, val, tsne
+
+
+def run_arrays(run: Path, *, split: str = "test", progress: bool | None = None,
+               tsne_max_points: int = TSNE_MAX_POINTS) -> dict:
+    """Everything `analysis.report.analyze_runs` takes for one run, predicting first where needed."""
+    preds, val, tsne = prepare_run(run, split=split, progress=progress, tsne_max_points=tsne_max_points)
     arrays = {k: preds[k] for k in ("logits", "features", "labels", "indices", "class_names", "dataset", "split")}
-    arrays["config"] = cfg.to_dict()
+    arrays["config"] = read_config(Path(run)).to_dict()
     arrays["images"] = image_lookup(preds)
     for key in ("fine_to_coarse", "coarse_names"):
         if key in preds:
             arrays[key] = preds[key]
-    if split == "test" and cfg.val_fraction > 0:
-        # Temperature scaling is fitted on the validation split, never on the test split.
-        if not is_fresh(run, "val"):
-            predict(run, split="val", progress=progress)
-        val = load_predictions(predictions_path(run, "val"))
+    if val is not None:
         arrays["val_logits"], arrays["val_labels"] = val["logits"], val["labels"]
-    arrays["tsne"] = cached_tsne(run, split, preds, max_points=tsne_max_points)
+    arrays["tsne"] = tsne
     return arrays
 
 

@@ -32,8 +32,9 @@ def random_crop_flip(x: torch.Tensor, *, pad: int, flip: bool, generator: torch.
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 in [0, 255] -> float32 (x/255 - mean) / std per channel (mean, std of shape (C,))."""
-    x = x.float().div_(255.0)
+    """uint8, or float, in [0, 255] -> float32 (x/255 - mean) / std per channel (mean, std of
+    shape (C,)). The input is never changed."""
+    x = x.div(255.0) if x.is_floating_point() else x.float().div_(255.0)
     return x.sub_(mean[None, :, None, None]).div_(std[None, :, None, None])
 
 
@@ -87,7 +88,7 @@ def random_resized_crop_flip(x: torch.Tensor, *, size: int, generator: torch.Gen
     """Batched RandomResizedCrop(size) + horizontal flip (p=0.5) of uint8 images (N, C, H, W) on
     their device; bilinear resampling by roi_align with 2x2 samples per output pixel. `sizes`
     (N, 2) gives each image's (height, width) when smaller images are zero-padded into the batch:
-    boxes then stay inside each image. Returns float images in [0, 255] (see `normalize_float`)."""
+    boxes then stay inside each image. Returns float images in [0, 255] (see `normalize`)."""
     n, _, h, w = x.shape
     heights, widths = (h, w) if sizes is None else (sizes[:, 0], sizes[:, 1])
     boxes = random_resized_crop_boxes(n, heights, widths, generator=generator)
@@ -114,8 +115,3 @@ def resize_center_crop(x: torch.Tensor, sizes: torch.Tensor, *, resize: int, siz
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float in [0, 255] at size x size (bilinear, antialiased), as the test Resize."""
     return F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-
-
-def normalize_float(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """float in [0, 255] -> (x/255 - mean) / std per channel."""
-    return x.div(255.0).sub_(mean[None, :, None, None]).div_(std[None, :, None, None])

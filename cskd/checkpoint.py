@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, short_reason
 
 CHECKPOINT_FORMAT = 1
 
@@ -74,7 +74,7 @@ def load_checkpoint(path: Path, map_location="cpu", *, fields: dict = BEST_FIELD
     except PermissionError:
         raise UserError(f"{path} cannot be read (permission denied); fix its permissions") from None
     except Exception as e:  # truncated file, not a torch file, or a pickle that needs code
-        raise UserError(f"{path} is not a readable cskd checkpoint ({_reason(e)}); "
+        raise UserError(f"{path} is not a readable cskd checkpoint ({short_reason(e)}); "
                         f"delete it, or start the run again with --overwrite") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a cskd checkpoint (no format field); start the run again with --overwrite")
@@ -84,17 +84,6 @@ def load_checkpoint(path: Path, map_location="cpu", *, fields: dict = BEST_FIELD
         raise UserError(f"{path} is incomplete or damaged (missing or malformed: {', '.join(bad)}); "
                         f"start the run again with --overwrite")
     return state
-
-
-def _reason(e: Exception) -> str:
-    """A short, whole-word reason from an exception's message."""
-    words = " ".join(str(e).split()).split(" ")
-    text = ""
-    for word in words:
-        if len(text) + len(word) > 100:
-            return text + " ..."
-        text = f"{text} {word}".strip()
-    return text or type(e).__name__
 
 
 def rng_state() -> dict:

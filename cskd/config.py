@@ -17,6 +17,7 @@ METHODS = ("ce", "cskd", "adacos", "virtual_softmax", "max_entropy", "label_smoo
 SELECT_ON = ("val", "test")
 PRECISIONS = ("auto", "bf16", "fp32")
 PARTNER_BN = ("train", "eval")
+KD_METHODS = ("kd", "kd_cskd")  # the methods that distil from a --teacher run
 PAIRINGS = ("paper", "in-batch")
 LOADERS = ("auto", "device", "host")
 DEVICES = ("auto", "cpu", "cuda")
@@ -134,7 +135,7 @@ def resolve(overrides: dict, preset: str | None = None) -> TrainConfig:
     validate(cfg)
     # Options given for nothing: refused for a new run, but not in validate(), because run folders
     # written before this check (sweeps passed --teacher to every method) must stay readable.
-    if cfg.teacher and cfg.method not in ("kd", "kd_cskd"):
+    if cfg.teacher and cfg.method not in KD_METHODS:
         raise UserError(f"--teacher applies to --method kd and kd_cskd only; got --method {cfg.method}")
     if cfg.mixed_roots and cfg.dataset != "mixed":
         raise UserError(f"--mixed-roots applies to --dataset mixed only; got --dataset {cfg.dataset}")
@@ -193,7 +194,7 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("ddgsd_temperature", "byot_temperature"):
         if not getattr(cfg, name) > 0:
             raise UserError(f"--{name.replace('_', '-')} must be > 0; got {getattr(cfg, name)}")
-    if cfg.method in ("kd", "kd_cskd") and not cfg.teacher:
+    if cfg.method in KD_METHODS and not cfg.teacher:
         raise UserError(f"--method {cfg.method} needs --teacher RUN (a finished run of the teacher model)")
     if cfg.mixed_per_class <= 0:
         raise UserError(f"--mixed-per-class must be a positive integer; got {cfg.mixed_per_class}")

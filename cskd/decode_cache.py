@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import atomic_write
-from .errors import UserError
+from .errors import UserError, short_reason
 
 SHORT_SIDE = 256
 
@@ -44,7 +44,7 @@ def open_rgb(path: str):
         with Image.open(path) as im:
             return im.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # not an image, truncated, too large
-        raise UserError(f"cannot read image {path} ({' '.join(str(e).split())[:100]}); "
+        raise UserError(f"cannot read image {path} ({short_reason(e)}); "
                         f"remove or replace it in the data folder") from None
 
 

@@ -16,7 +16,7 @@ from typing import Iterator, NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import (normalize, normalize_float, random_crop_flip, random_resized_crop_flip, resize,
+from .augment import (normalize, random_crop_flip, random_resized_crop_flip, resize,
                       resize_center_crop)
 from .data import DataBundle, Split
 from .decode_cache import open_rgb
@@ -63,7 +63,7 @@ class TensorBatches:
         if self.bundle.augment == "rrc":  # TinyImageNet's 64-px images, or padded 224-px sets
             x = random_resized_crop_flip(self.images[rows], size=self.bundle.image_size, generator=g,
                                          flip=self.bundle.flip, sizes=None if self.sizes is None else self.sizes[rows])
-            return normalize_float(x, self.mean, self.std)
+            return normalize(x, self.mean, self.std)
         x = random_crop_flip(self.images[rows], pad=self.bundle.crop_pad, flip=self.bundle.flip, generator=g)
         return normalize(x, self.mean, self.std)
 
@@ -113,9 +113,9 @@ def _plain(bundle: DataBundle, x: torch.Tensor, mean, std, sizes=None) -> torch.
     Resize(test_resize) + CenterCrop(size); others are resized to the training size when stored larger."""
     if sizes is not None:
         crop = resize_center_crop(x, sizes, resize=bundle.test_resize or bundle.image_size, size=bundle.image_size)
-        return normalize_float(crop, mean, std)
+        return normalize(crop, mean, std)
     if x.shape[-1] != bundle.image_size or x.shape[-2] != bundle.image_size:
-        return normalize_float(resize(x, bundle.image_size), mean, std)
+        return normalize(resize(x, bundle.image_size), mean, std)
     return normalize(x, mean, std)
 
 

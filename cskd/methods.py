@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import baselines as B
-from .config import TrainConfig
+from .config import KD_METHODS, TrainConfig
 from .errors import UserError
 from .loaders import Batch
 from .losses import class_wise_kl, cskd_loss
@@ -257,7 +257,7 @@ def load_run_model(run, *, checkpoint: str = "best", device: torch.device, bundl
 
 def load_teacher(cfg: TrainConfig, *, bundle, device: torch.device) -> torch.nn.Module | None:
     """The frozen teacher of kd / kd_cskd: the teacher run's config rebuilds its model, best.pt its weights."""
-    if cfg.method not in ("kd", "kd_cskd"):
+    if cfg.method not in KD_METHODS:
         return None
     from .runs import read_config
 

@@ -31,7 +31,7 @@ from .device import autocast, pick_device, use_bf16
 from .errors import UserError, choose
 from .loaders import eval_batches
 from .methods import load_run_model
-from .runs import read_config
+from .runs import made_by_run, read_config
 
 SPLITS = ("test", "val")
 CHECKPOINTS = ("best", "last")
@@ -49,12 +49,7 @@ def is_fresh(run: Path, split: str, checkpoint: str = "best") -> bool:
     path, ckpt = predictions_path(run, split), Path(run) / f"{checkpoint}.pt"
     if not (path.is_file() and ckpt.is_file() and path.stat().st_mtime >= ckpt.stat().st_mtime):
         return False
-    try:
-        with np.load(path, allow_pickle=False) as z:  # reads only the small string entries
-            made_from, config = str(z["checkpoint"]), json.loads(str(z["run_config"]))
-        return made_from == checkpoint and config == read_config(run).to_dict()
-    except Exception:  # unreadable, from another version, or a damaged run: recompute
-        return False
+    return made_by_run(path, run, checkpoint)
 
 
 def _split_of(bundle: DataBundle, split: str) -> Split:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainConfig, validate
-from .errors import UserError
+from .errors import UserError, short_reason
 
 RUN_MARKERS = ("config.json", "last.pt", "best.pt", "metrics.jsonl")
 # Everything cskd writes into a run folder; --overwrite deletes these and nothing else.
@@ -70,13 +70,20 @@ def read_config(run: Path) -> TrainConfig:
     if not path.is_file():
         raise UserError(f"{run} is not a cskd run: {path} is missing")
     try:
-        cfg = TrainConfig.from_dict(json.loads(path.read_text())["config"])
+        record = json.loads(path.read_text())["config"]
     except (ValueError, KeyError, TypeError) as e:  # ValueError covers bad JSON and bytes that are not UTF-8
         raise UserError(f"{path} is not a valid cskd config ({type(e).__name__}); the run folder is damaged") from None
+    return config_from_record(record, path, fix="the run folder is damaged")
+
+
+def config_from_record(record, path: Path, *, fix: str) -> TrainConfig:
+    """The validated TrainConfig of a saved config dict (config.json's, or a checkpoint's); anything
+    else is a UserError naming `path`, with `fix` saying what to do."""
     try:
+        cfg = TrainConfig.from_dict(record)
         validate(cfg)
-    except UserError as e:
-        raise UserError(f"{path} holds an invalid config ({e}); the run folder is damaged") from None
+    except (UserError, TypeError, ValueError, KeyError, AttributeError) as e:
+        raise UserError(f"{path} holds an invalid config ({short_reason(e)}); {fix}") from None
     return cfg
 
 
@@ -143,3 +150,32 @@ def load_predictions(path: Path) -> dict:
     if "coarse_names" in data:
         data["coarse_names"] = [str(c) for c in data["coarse_names"]]
     return data
+
+
+def read_tsne_cache(path: Path, source: Path, n: int, *, max_points: int | None = None):
+    """(coords float32 (M, 2), rows int64 (M,)) of the t-SNE cache `path` of the predictions file
+    `source` (n samples); None when it was made with another `max_points` (None: any). A cache that
+    cannot be read or does not fit the predictions (shape, rows outside [0, n)) is a UserError."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if max_points is not None and int(z["max_points"]) != max_points:
+                return None
+            coords, rows = np.asarray(z["coords"], dtype=np.float32), np.asarray(z["rows"], dtype=np.int64)
+    except Exception as e:  # truncated zip, wrong keys, object arrays
+        raise UserError(f"{path} is not a readable t-SNE cache ({type(e).__name__}); recompute it") from None
+    if coords.ndim != 2 or coords.shape[1] != 2 or len(rows) != len(coords) or \
+            (rows.size and (rows.min() < 0 or rows.max() >= n)):
+        raise UserError(f"{path} does not match {source}; recompute the t-SNE cache")
+    return coords, rows
+
+
+def made_by_run(path: Path, run: Path, checkpoint: str = "best") -> bool:
+    """True when the predictions file `path` records that it was made from `checkpoint` of the run
+    whose config.json is in `run` (a file copied from another run, or written before the run was
+    trained again, records another config: seed, method, folder...). Any unreadable part: False."""
+    try:
+        with np.load(path, allow_pickle=False) as z:  # reads only the small string entries
+            made_from, config = str(z["checkpoint"]), json.loads(str(z["run_config"]))
+        return made_from == checkpoint and config == read_config(run).to_dict()
+    except Exception:  # unreadable, from another version, or a damaged run
+        return False

@@ -15,12 +15,11 @@ import itertools
 import time
 from pathlib import Path
 
-from .config import resolve
+from .config import KD_METHODS, resolve
 from .errors import UserError
 from .train import changed_settings, run_training
 
 CLASS_WISE = ("cskd", "mixup_cskd", "kd_cskd", "cskd_e")
-KD = ("kd", "kd_cskd")
 
 
 def plan(presets, methods, seeds, temperatures, lambdas, overrides: dict, runs_root: str) -> list:
@@ -35,7 +34,7 @@ def plan(presets, methods, seeds, temperatures, lambdas, overrides: dict, runs_r
             out = Path(runs_root) / name
             # --pairing is a CS-KD option (the other methods keep the paper's data path), --teacher a KD one
             per_method = {k: v for k, v in overrides.items()
-                          if (k != "pairing" or method == "cskd") and (k != "teacher" or method in KD)}
+                          if (k != "pairing" or method == "cskd") and (k != "teacher" or method in KD_METHODS)}
             cfg = resolve({**per_method, "method": method, "seed": seed, "temperature": t, "lambda_cls": lam,
                            "out": str(out)}, preset)
             items.append((out, cfg))

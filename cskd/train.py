@@ -20,16 +20,16 @@ from tqdm import tqdm
 
 from . import __version__
 from .checkpoint import LAST_FIELDS, append_metrics, load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state, write_json, write_metrics
-from .config import TrainConfig, validate
+from .config import TrainConfig
 from .data import DataBundle, bundle_for
 from .device import autocast, compile_available, pick_device, use_bf16
-from .errors import UserError
+from .errors import UserError, short_reason
 from .host_memory import keep_freed_host_memory
 from .loaders import Batch, eval_batches, train_batches
 from .methods import Context, Method, Step, adapt_model, load_teacher, method_for
 from .sampler import epoch_generator
 from .models import build_model
-from .runs import choose_out_dir, clear_run, git_commit, holds_run, read_config, read_metrics
+from .runs import choose_out_dir, clear_run, config_from_record, git_commit, holds_run, read_config, read_metrics
 
 
 METHOD_SEED_OFFSET = 99_991
@@ -221,16 +221,6 @@ def _prepare_out(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> tuple[Pa
     return out, None
 
 
-def _saved_config(record: dict, path: Path) -> TrainConfig:
-    try:
-        cfg = TrainConfig.from_dict(record)
-        validate(cfg)
-    except (UserError, TypeError, ValueError) as e:
-        raise UserError(f"{path} holds an invalid config ({' '.join(str(e).split())[:100]}); "
-                        f"start the run again with --overwrite") from None
-    return cfg
-
-
 # Options a resumed run (or a re-run sweep) may change: where and how fast it runs and where its
 # files are, not what it computes.
 RESUME_MAY_CHANGE = ("device", "threads", "workers", "log_interval", "loader", "out", "data_root", "download",
@@ -271,7 +261,8 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     """
     out, ckpt = _prepare_out(cfg, resume=resume, overwrite=overwrite)
     if ckpt is not None:
-        saved = _saved_config(ckpt["config"], out / "last.pt")  # a resumed run keeps its own config
+        # a resumed run keeps its own config
+        saved = config_from_record(ckpt["config"], out / "last.pt", fix="start the run again with --overwrite")
         given = {k: v for k, v in (explicit or {}).items() if v is not None and k in saved.to_dict()}
         changed = sorted(k for k, v in given.items()
                          if k not in RESUME_MAY_CHANGE and TrainConfig.from_dict({**saved.to_dict(), k: v}) != saved)
@@ -280,10 +271,11 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
                             f"{', '.join('--' + k.replace('_', '-') for k in changed)} (drop them, or start a new run)")
         cfg = TrainConfig.from_dict({**saved.to_dict(), **{k: given[k] for k in given if k in RESUME_MAY_CHANGE},
                                      "out": saved.out})
+        config_ok = (out / "config.json").is_file()
         try:
             foreign = changed_settings(out, saved)
         except UserError:  # config.json damaged or unreadable: rewritten from last.pt below
-            foreign = []
+            foreign, config_ok = [], False
         if foreign:
             raise UserError(f"{out / 'last.pt'} belongs to another run than {out / 'config.json'} "
                             f"({'; '.join(foreign[:3])}); start the run again with --overwrite")
@@ -310,11 +302,9 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
             set_rng_state(ckpt["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             raise UserError(f"{out / 'last.pt'} holds a damaged training state ({type(e).__name__}: "
-                            f"{' '.join(str(e).split())[:80]}); start the run again with --overwrite") from None
+                            f"{short_reason(e, 80)}); start the run again with --overwrite") from None
         start_epoch, best = ckpt["epoch"] + 1, dict(ckpt["best"])
-        try:
-            read_config(out)
-        except UserError:  # missing or damaged: last.pt holds the run's config, so write it again
+        if not config_ok:  # missing or damaged: last.pt holds the run's config, so write it again
             write_json(out / "config.json", _config_record(cfg, bundle, device, bf16))
         # Drop records of epochs after the checkpoint (written before the kill) so none repeat.
         kept = [r for r in read_metrics(out) if r.get("epoch", 0) <= ckpt["epoch"] + 1]

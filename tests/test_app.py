@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from test_browser import write_synthetic_run
@@ -238,6 +239,22 @@ def test_compute_predictions_button(monkeypatch, tmp_path, digits_runs):
     at.run()
     assert "best.pt is newer than its predictions" in texts(at.caption)
     assert at.button(key="predict:calibration:digits-ce").label == "Recompute predictions of digits-ce"
+
+
+def test_predictions_copied_from_another_run_are_flagged_and_not_used_for_temperature(monkeypatch, tmp_path):
+    root = tmp_path / "runs"
+    for name, seed in (("a", 0), ("b", 1)):
+        write_synthetic_run(root / name, seed=seed, n=60, n_val=30)
+    for split in ("test", "val"):
+        shutil.copy(root / "a" / f"predictions-{split}.npz", root / "b" / f"predictions-{split}.npz")
+    at = open_page(app(monkeypatch, root, ["a", "b"]), "calibration")
+    assert not at.exception, [e.value for e in at.exception]
+    captions = texts(at.caption)
+    assert "b: its predictions were not made from this run's best.pt" in captions
+    assert "a: its predictions" not in captions
+    assert at.button(key="predict:calibration:b").label == "Recompute predictions of b"
+    table = at.dataframe[0].value.set_index("run")
+    assert not pd.isna(table.loc["a", "T (fit on val)"]) and pd.isna(table.loc["b", "T (fit on val)"])
 
 
 # ------------------------------------------------------------------------- paths and folders

@@ -51,3 +51,16 @@ def test_gpu_check_script_runs_every_step_in_smoke_mode():
     for method in ("ce", "cskd", "mixup_cskd"):
         assert f"{method}: 1 step ran on cpu; syncs are counted on CUDA only" in lines
     assert lines[-1] == "all steps passed"
+
+
+def test_step_phases_time_every_phase_and_only_cskd_has_a_partner_forward():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_phases.py"), "--device", "cpu", "--width",
+                           "4", "--batch-size", "8", "--steps", "2", "--warmup", "1", "--no-compile"],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {m[1]: (float(m[2]), float(m[3])) for m in
+            map(re.compile(r"^\| (\w+) \| ([\d.]+) \| ([\d.]+) \|$").match, proc.stdout.splitlines()) if m}
+    assert list(rows) == ["data", "forward", "partner", "loss", "backward", "sgd", "sum"]
+    assert rows["partner"][0] == 0 and rows["partner"][1] > 0
+    for i in (0, 1):  # the sum row adds the phases (each printed to 0.01 ms, the sum to 0.1 ms)
+        assert abs(sum(v[i] for k, v in rows.items() if k != "sum") - rows["sum"][i]) <= 0.1

@@ -55,6 +55,9 @@ def test_normalize_uses_per_channel_statistics():
     x = torch.full((2, 3, 2, 2), 255, dtype=torch.uint8)
     out = normalize(x, torch.tensor([0.5, 0.0, 1.0]), torch.tensor([0.5, 2.0, 1.0]))
     assert torch.allclose(out[0, :, 0, 0], torch.tensor([1.0, 0.5, 0.0]))
+    as_float = x.float()  # the float input of the 224-px paths (crops, resizes) gives the same, left unchanged
+    assert torch.equal(normalize(as_float, torch.tensor([0.5, 0.0, 1.0]), torch.tensor([0.5, 2.0, 1.0])), out)
+    assert torch.equal(as_float, x.float())
 
 
 def test_tensor_batches_give_pairs_of_the_same_class_in_range():

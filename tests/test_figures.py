@@ -52,6 +52,15 @@ def test_plot_logprob_hist(tmp_path):
         figures.plot_logprob_hist(ax, {})
 
 
+def test_logprob_hist_counts_share_edges_and_count_log_zero_in_the_lowest_bin():
+    edges, counts = figures.logprob_hist_counts({"a": [-np.inf, -1.0, -0.5, np.nan], "b": [-0.25]}, bins=2)
+    np.testing.assert_allclose(edges, [-1.0, -0.5, 0.0])
+    assert counts["a"].tolist() == [2, 1] and counts["b"].tolist() == [0, 1]
+    edges, counts = figures.logprob_hist_counts({"a": [0.0, -np.inf]}, bins=1)  # no value below 0
+    np.testing.assert_allclose(edges, [-1e-3, 0.0])
+    assert counts["a"].tolist() == [2]
+
+
 def test_plot_predictive_distribution(tmp_path):
     fig = Figure()
     ax_img, ax_bar = fig.subplots(1, 2)

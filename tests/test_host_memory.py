@@ -4,6 +4,7 @@ freed, so the next training step reuses them instead of mapping and faulting the
 import platform
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -48,9 +49,24 @@ def test_activation_sized_blocks_come_from_the_heap_and_stay_there():
     assert heap >= 20 * mib  # ... which keeps it after the free, ready for the next step
 
 
-def test_it_is_applied_once_and_reports_whether_it_took():
-    from cskd.host_memory import keep_freed_host_memory
+def test_it_is_applied_once_and_reports_whether_it_took(monkeypatch):
+    from cskd import host_memory
 
-    first = keep_freed_host_memory()
-    assert keep_freed_host_memory() is first
+    first = host_memory.keep_freed_host_memory()
     assert first == GLIBC
+    # A fresh process: the three settings go to mallopt on the first call only.
+    calls = []
+
+    def mallopt(param, value):
+        calls.append((param, value))
+        return 1
+
+    # a plain function takes the argtypes/restype attributes a ctypes function gets
+    monkeypatch.setattr(host_memory, "_done", None)
+    monkeypatch.setattr(host_memory.ctypes.util, "find_library", lambda name: "libc.so.6")
+    monkeypatch.setattr(host_memory.ctypes, "CDLL", lambda name: types.SimpleNamespace(mallopt=mallopt))
+    assert host_memory.keep_freed_host_memory() is True
+    assert host_memory.keep_freed_host_memory() is True
+    assert sorted(calls) == sorted([(host_memory.M_MMAP_THRESHOLD, host_memory.MMAP_THRESHOLD),
+                                    (host_memory.M_TRIM_THRESHOLD, host_memory.TRIM_THRESHOLD),
+                                    (host_memory.M_TOP_PAD, host_memory.TOP_PAD)])

@@ -10,7 +10,7 @@ from app import charts, data, ui
 PER_ROW = 2  # charts side by side
 
 
-def tsne_button(ctx, f, label: str) -> None:
+def tsne_button(f, label: str) -> None:
     if st.button(label, key=f"tsne:{f.name}", help="openTSNE on the test features; about 10 s for 10,000 samples"):
         from cskd.analyze import cached_tsne
 
@@ -23,17 +23,17 @@ def tsne_button(ctx, f, label: str) -> None:
         st.rerun()
 
 
-def one_run(ctx, f) -> None:
+def one_run(f) -> None:
     st.markdown(f"**{f.name}**")
     try:
         df = data.tsne_frame(f.tsne, f.test)
     except Exception as e:  # noqa: BLE001 -- a damaged cache names its file, and can be redone
         ui.error_card(f.name, e)
-        tsne_button(ctx, f, f"Recompute the t-SNE of {f.name}")
+        tsne_button(f, f"Recompute the t-SNE of {f.name}")
         return
     if df is None:
         st.caption("No t-SNE cache (`tsne-test.npz`) newer than the predictions.")
-        tsne_button(ctx, f, f"Compute the t-SNE of {f.name}")
+        tsne_button(f, f"Compute the t-SNE of {f.name}")
         return
     try:
         r1 = data.test_metrics(f.test, f.val)["recall_at_1"]
@@ -55,7 +55,7 @@ def page() -> None:
         cols = st.columns(PER_ROW)
         for col, f in zip(cols, ready[start:start + PER_ROW]):
             with col:
-                one_run(ctx, f)
+                one_run(f)
 
 
 page()
