@@ -88,3 +88,38 @@ def index(i, n: int, name: str = "i") -> int:
     if not 0 <= i < n:
         raise ValueError(f"{name} must lie in [0, {n}); got {i}")
     return int(i)
+
+
+def nonnegative_int(value, name: str) -> int:
+    """Return `value` as an int, or fail if it is not an integer >= 0 (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
+    return int(value)
+
+
+def open_fraction(value, name: str) -> float:
+    """Return `value` as a float, or fail if it is not a real number strictly between 0 and 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be a number strictly between 0 and 1; got {value!r}")
+    return float(value)
+
+
+def confidence_and_correct(confidence, correct) -> tuple[np.ndarray, np.ndarray]:
+    """Check per-sample confidences and correctness together: confidence a finite float64 (N,)
+    array in [0, 1], correct a boolean (N,) array (bools, or integers / floats that are 0 or 1)."""
+    c = np.asarray(confidence)
+    if c.ndim != 1 or c.size == 0:
+        raise ValueError(f"confidence must be a non-empty 1-D array (N,); got shape {c.shape}")
+    if not np.issubdtype(c.dtype, np.number) or np.issubdtype(c.dtype, np.complexfloating):
+        raise ValueError(f"confidence must hold real numbers; got dtype {c.dtype}")
+    c = c.astype(np.float64, copy=False)
+    if not np.isfinite(c).all() or c.min() < 0.0 or c.max() > 1.0:
+        raise ValueError("confidence must hold finite values in [0, 1] (max softmax probabilities)")
+    k = np.asarray(correct)
+    if k.shape != c.shape:
+        raise ValueError(f"correct has shape {k.shape} but confidence has shape {c.shape}")
+    if k.dtype != bool:
+        if not np.issubdtype(k.dtype, np.number) or not np.isin(k, (0, 1)).all():
+            raise ValueError("correct must hold booleans (or 0 / 1): whether each prediction is right")
+        k = k != 0
+    return c, k

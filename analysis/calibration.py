@@ -1,9 +1,21 @@
-"""Calibration: reliability bins, ECE (the paper's, M = 20), MCE, adaptive and class-wise ECE,
-and temperature scaling.
+"""Calibration: reliability bins (equal-width or equal-mass), ECE (the paper's, M = 20), MCE,
+adaptive and class-wise ECE, a bootstrap interval for ECE, the Brier score, over-confidence and
+temperature scaling.
 
-Bin convention everywhere: M equal-width bins B_m = (m/M, (m+1)/M] for m = 0..M-1, except that
-the first bin also holds 0, so every confidence in [0, 1] falls in exactly one of the M bins and
-a confidence of exactly 1.0 lands in the LAST bin (there is no extra bin for it).
+confidence = max softmax probability of a sample; correct = its argmax (ties to the lowest class
+id) equals the label.
+
+Equal-width ("uniform") bins, the paper's convention: M bins B_m = (m/M, (m+1)/M] for m = 0..M-1,
+except that the first bin also holds 0, so every confidence in [0, 1] falls in exactly one of the
+M bins and a confidence of exactly 1.0 lands in the LAST bin (there is no extra bin for it).
+
+Equal-mass ("quantile") bins: the samples sorted by confidence (stable sort, so tied confidences
+keep their input order) are cut into M consecutive groups whose sizes differ by at most one, the
+larger groups first (numpy.array_split). Bin m's upper edge is the largest confidence in it, its
+lower edge the previous bin's upper edge (0 for the first bin), so the bins tile
+[0, max confidence] and each sample's confidence c satisfies lower <= c <= upper (lower < c unless
+tied confidences straddle a cut, which are then split between two bins by their input order).
+When M > N the last M - N bins are empty, with both edges at the largest confidence.
 """
 
 from __future__ import annotations
@@ -16,14 +28,19 @@ from scipy.optimize import minimize_scalar
 from . import _checks
 from .metrics import log_softmax
 
+STRATEGIES = ("uniform", "quantile")
+# Bootstrap resamples are drawn this many sample indices at a time (bounds memory, ~32 MB int64).
+_BOOT_CHUNK_ELEMENTS = 1 << 22
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, eq=False)
 class ReliabilityBins:
     """Per-bin statistics of max-softmax confidence; all arrays have length n_bins.
 
-    lower, upper: bin edges (bin m covers (lower[m], upper[m]], and bin 0 also holds 0).
-    accuracy, confidence: mean correctness and mean confidence of the bin; NaN for empty bins.
-    count: number of samples in the bin (int64); counts sum to the number of samples.
+    lower, upper: bin edges (see the module docstring for each strategy's convention).
+    accuracy, confidence: mean correctness and mean confidence of the bin, in [0, 1]; NaN for
+    empty bins. count: number of samples in the bin (int64); counts sum to the number of samples.
+    strategy: "uniform" (equal-width) or "quantile" (equal-mass).
     """
 
     lower: np.ndarray
@@ -31,10 +48,21 @@ class ReliabilityBins:
     accuracy: np.ndarray
     confidence: np.ndarray
     count: np.ndarray
+    strategy: str = "uniform"
 
     @property
     def n_samples(self) -> int:
         return int(self.count.sum())
+
+    @property
+    def edges(self) -> np.ndarray:
+        """The n_bins + 1 bin edges: lower[0], then every upper."""
+        return np.concatenate([self.lower[:1], self.upper])
+
+    @property
+    def gap(self) -> np.ndarray:
+        """confidence - accuracy per bin (positive: over-confident), NaN for empty bins."""
+        return self.confidence - self.accuracy
 
 
 def _bin_index(values: np.ndarray, n_bins: int) -> np.ndarray:
@@ -45,30 +73,78 @@ def _bin_index(values: np.ndarray, n_bins: int) -> np.ndarray:
     return np.searchsorted(inner, values, side="left")
 
 
-def reliability_bins(probs, labels, *, n_bins: int = 20) -> ReliabilityBins:
-    """Group samples into `n_bins` equal-width bins of confidence = max softmax probability.
+def _equal_mass_index(conf: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bin id per sample, lower edges, upper edges) of equal-mass bins (module docstring)."""
+    n = conf.size
+    sizes = np.full(n_bins, n // n_bins, dtype=np.int64)
+    sizes[: n % n_bins] += 1  # numpy.array_split's sizes: the larger groups first
+    order = np.argsort(conf, kind="stable")
+    b = np.empty(n, dtype=np.int64)
+    b[order] = np.repeat(np.arange(n_bins), sizes)
+    ends = np.cumsum(sizes)
+    # An empty bin (only when n_bins > n, at the end) gets the largest confidence as both edges.
+    upper = conf[order][np.maximum(ends, 1) - 1]
+    lower = np.concatenate([[0.0], upper[:-1]])
+    return b, lower, upper
+
+
+def confidence_and_correctness(probs, labels) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample (confidence, correct): confidence[i] = max_c p[i, c], float64 in [0, 1];
+    correct[i] = (argmax_c p[i, c] == y_i), bool, ties in argmax going to the lowest class id.
+
+    Cache these two arrays to recompute bins for any bin count or strategy with
+    `reliability_bins_from_confidence` without recomputing a softmax.
+    """
+    p, y = _checks.probs_and_labels(probs, labels)
+    return p.max(axis=1), p.argmax(axis=1) == y
+
+
+def reliability_bins_from_confidence(confidence, correct, *, n_bins: int = 20,
+                                     strategy: str = "uniform") -> ReliabilityBins:
+    """Reliability bins from per-sample confidence (N,) in [0, 1] and correctness (N,) bool.
+
+    accuracy[m] = mean(correct) and confidence[m] = mean(confidence) over the samples of bin m;
+    bins are equal-width ("uniform") or equal-mass ("quantile") as defined in the module docstring.
+    """
+    conf, right = _checks.confidence_and_correct(confidence, correct)
+    n_bins = _checks.positive_int(n_bins, "n_bins")
+    if strategy == "uniform":
+        b = _bin_index(conf, n_bins)
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+        lower, upper = edges[:-1], edges[1:]
+    elif strategy == "quantile":
+        b, lower, upper = _equal_mass_index(conf, n_bins)
+    else:
+        raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}")
+    count = np.bincount(b, minlength=n_bins).astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 -> NaN marks an empty bin
+        acc = np.bincount(b, weights=right.astype(np.float64), minlength=n_bins) / count
+        mean_conf = np.bincount(b, weights=conf, minlength=n_bins) / count
+    return ReliabilityBins(lower, upper, acc, mean_conf, count, strategy)
+
+
+def reliability_bins(probs, labels, *, n_bins: int = 20, strategy: str = "uniform") -> ReliabilityBins:
+    """Group samples into `n_bins` bins of confidence = max softmax probability, equal-width
+    ("uniform", the paper's) or equal-mass ("quantile"); see the module docstring for the edges.
 
     accuracy[m] = mean(argmax(p_i) == y_i) over the bin; confidence[m] = mean(max(p_i)) over the
     bin. Ties in argmax go to the lowest class index.
     """
-    p, y = _checks.probs_and_labels(probs, labels)
-    n_bins = _checks.positive_int(n_bins, "n_bins")
-    conf = p.max(axis=1)
-    correct = (p.argmax(axis=1) == y).astype(np.float64)
-    b = _bin_index(conf, n_bins)
-    count = np.bincount(b, minlength=n_bins).astype(np.int64)
-    with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 -> NaN marks an empty bin
-        acc = np.bincount(b, weights=correct, minlength=n_bins) / count
-        mean_conf = np.bincount(b, weights=conf, minlength=n_bins) / count
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    return ReliabilityBins(edges[:-1], edges[1:], acc, mean_conf, count)
+    conf, right = confidence_and_correctness(probs, labels)
+    return reliability_bins_from_confidence(conf, right, n_bins=n_bins, strategy=strategy)
 
 
 def ece_from_bins(bins: ReliabilityBins) -> float:
-    """ECE of precomputed bins: sum over non-empty bins of count/n * |accuracy - confidence|."""
+    """ECE of precomputed bins, in [0, 1]: sum over non-empty bins of count/n * |accuracy - confidence|."""
     full = bins.count > 0
     gap = np.abs(bins.accuracy[full] - bins.confidence[full])
     return float(np.sum(bins.count[full] / bins.count.sum() * gap))
+
+
+def mce_from_bins(bins: ReliabilityBins) -> float:
+    """MCE of precomputed bins, in [0, 1]: max over non-empty bins of |accuracy - confidence|."""
+    full = bins.count > 0
+    return float(np.max(np.abs(bins.accuracy[full] - bins.confidence[full])))
 
 
 def ece(probs, labels, *, n_bins: int = 20) -> float:
@@ -78,26 +154,16 @@ def ece(probs, labels, *, n_bins: int = 20) -> float:
 
 
 def mce(probs, labels, *, n_bins: int = 20) -> float:
-    """Maximum calibration error in [0, 1]: max over non-empty bins of |acc(B_m) - conf(B_m)|."""
-    bins = reliability_bins(probs, labels, n_bins=n_bins)
-    full = bins.count > 0
-    return float(np.max(np.abs(bins.accuracy[full] - bins.confidence[full])))
+    """Maximum calibration error in [0, 1]: max over non-empty equal-width bins of |acc(B_m) - conf(B_m)|."""
+    return mce_from_bins(reliability_bins(probs, labels, n_bins=n_bins))
 
 
 def adaptive_ece(probs, labels, *, n_bins: int = 20) -> float:
     """ECE in [0, 1] over equal-mass bins: samples sorted by confidence (stable sort) and split
     into `n_bins` consecutive groups whose sizes differ by at most one (np.array_split), then
-    sum_m |B_m|/n * |acc(B_m) - conf(B_m)|. Groups left empty when n_bins > n are skipped."""
-    p, y = _checks.probs_and_labels(probs, labels)
-    n_bins = _checks.positive_int(n_bins, "n_bins")
-    conf = p.max(axis=1)
-    correct = (p.argmax(axis=1) == y).astype(np.float64)
-    order = np.argsort(conf, kind="stable")
-    total = 0.0
-    for group in np.array_split(order, n_bins):
-        if group.size:
-            total += group.size * abs(correct[group].mean() - conf[group].mean())
-    return float(total / conf.size)
+    sum_m |B_m|/n * |acc(B_m) - conf(B_m)|. Groups left empty when n_bins > n are skipped.
+    Equals ece_from_bins(reliability_bins(..., strategy="quantile"))."""
+    return ece_from_bins(reliability_bins(probs, labels, n_bins=n_bins, strategy="quantile"))
 
 
 def classwise_ece(probs, labels, *, n_bins: int = 20) -> float:
@@ -116,6 +182,53 @@ def classwise_ece(probs, labels, *, n_bins: int = 20) -> float:
     # |B| * |mean_y - mean_p| == |sum_y - sum_p|, and empty cells contribute 0.
     per_class = np.abs(sum_y - sum_p).reshape(c, n_bins).sum(axis=1) / n
     return float(per_class.mean())
+
+
+def ece_bootstrap_ci(probs, labels, *, n_bins: int = 20, n_boot: int = 1000, level: float = 0.95,
+                     seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval (low, high), in [0, 1], for the equal-width ECE of `ece`.
+
+    Each of the `n_boot` replicates draws N samples with replacement (numpy default_rng(seed)) and
+    computes their ECE with the same fixed bin edges; the interval is the (1 - level)/2 and
+    (1 + level)/2 quantiles of the replicate ECEs (numpy.quantile, linear interpolation). The
+    result is a deterministic function of the inputs, n_bins, n_boot, level and seed.
+    """
+    conf, right = confidence_and_correctness(probs, labels)
+    n_bins = _checks.positive_int(n_bins, "n_bins")
+    n_boot = _checks.positive_int(n_boot, "n_boot")
+    level = _checks.open_fraction(level, "level")
+    n = conf.size
+    b = _bin_index(conf, n_bins)
+    diff = right - conf  # |sum over a bin of (correct - conf)| / n is the bin's ECE term
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOT_CHUNK_ELEMENTS // n)
+    eces = np.empty(n_boot)
+    for start in range(0, n_boot, chunk):
+        reps = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(reps, n))
+        cell = (np.arange(reps)[:, None] * n_bins + b[idx]).ravel()
+        sums = np.bincount(cell, weights=diff[idx].ravel(), minlength=reps * n_bins)
+        eces[start:start + reps] = np.abs(sums.reshape(reps, n_bins)).sum(axis=1) / n
+    low, high = np.quantile(eces, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def brier_score(probs, labels) -> float:
+    """Multi-class Brier score in [0, 2]: (1/N) sum_i sum_c (p_ic - 1[y_i = c])^2, i.e. the squared
+    L2 distance between each predicted distribution and the one-hot label, summed over the C
+    classes and averaged over the N samples (0: certain and right; 2: certain and wrong)."""
+    p, y = _checks.probs_and_labels(probs, labels)
+    rows = np.arange(p.shape[0])
+    # sum_c (p_c - 1[y=c])^2 = sum_c p_c^2 - 2 p_y + 1
+    return float(np.mean((p * p).sum(axis=1) - 2.0 * p[rows, y] + 1.0))
+
+
+def overconfidence(probs, labels) -> float:
+    """Mean confidence minus accuracy, in [-1, 1]: (1/N) sum_i max_c p_ic - (1/N) sum_i
+    1[argmax_c p_ic = y_i]. Positive: over-confident on average; negative: under-confident.
+    Equals sum_m |B_m|/n * (conf(B_m) - acc(B_m)) for any binning (the signed ECE)."""
+    conf, right = confidence_and_correctness(probs, labels)
+    return float(conf.mean() - right.mean())
 
 
 def apply_temperature(logits, t: float) -> np.ndarray:

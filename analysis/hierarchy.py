@@ -45,3 +45,21 @@ def hierarchical_accuracy(pred_fine, true_fine, fine_to_coarse) -> float:
     fine label's coarse group (paper §3.3)."""
     pc, tc, _ = _coarse(pred_fine, true_fine, fine_to_coarse, None)
     return float(np.mean(pc == tc))
+
+
+def group_error_key(group_name) -> str:
+    """Name of the per-run metric holding one coarse group's fine-label top-1 error:
+    "top1_error[<group name>]"."""
+    return f"top1_error[{group_name}]"
+
+
+def top1_error_by_group(pred_fine, true_fine, fine_to_coarse, *, n_coarse=None) -> np.ndarray:
+    """float64 (n_coarse,) array: error[g] = fraction in [0, 1] of the samples whose true fine
+    label belongs to coarse group g whose predicted FINE label is wrong (pred_fine != true_fine),
+    i.e. the fine-label top-1 error within each domain (paper Fig. 4(c)); NaN for a group with no
+    sample. `n_coarse` defaults to max(fine_to_coarse) + 1."""
+    _, tc, n_coarse = _coarse(pred_fine, true_fine, fine_to_coarse, n_coarse)
+    wrong = np.asarray(pred_fine).reshape(-1) != np.asarray(true_fine).reshape(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 -> NaN for an empty group
+        return np.bincount(tc, weights=wrong.astype(np.float64), minlength=n_coarse) / \
+            np.bincount(tc, minlength=n_coarse)

@@ -45,6 +45,8 @@ def log_probs_on(logits, labels, idx) -> dict:
     if idx.size and (idx.min() < 0 or idx.max() >= z.shape[0]):
         raise ValueError(f"idx must lie in [0, {z.shape[0]}); got values in "
                          f"[{idx.min()}, {idx.max()}]")
+    if idx.size == 0:  # no rows (e.g. no sample every run gets wrong): empty arrays, not an error
+        return {"predicted": np.empty(0), "true": np.empty(0)}
     lp = log_softmax(z[idx])
     return {"predicted": lp.max(axis=1), "true": lp[np.arange(idx.size), y[idx]]}
 
@@ -65,3 +67,23 @@ def predictive_distribution(logits, labels, i: int, *, k: int = 5) -> dict:
     true_class = int(y[i])
     return {"classes": classes, "probs": p[classes], "true_class": true_class,
             "true_prob": float(p[true_class]), "true_in_topk": bool(true_class in classes)}
+
+
+def logprob_hist_counts(logprobs_by_run: dict, *, bins: int = 30) -> tuple[np.ndarray, dict]:
+    """Histogram of natural-log probabilities of several runs on shared bins (paper Fig. 2).
+
+    Returns (edges float64 (bins + 1,), {run: int64 counts (bins,)}). The edges are equal-width,
+    shared by the runs, from min(lowest finite value, -1e-3) to 0; numpy.histogram's convention
+    (bins closed on the left, the last also on the right). log(0) = -inf is counted in the lowest
+    bin and NaN is left out.
+    """
+    if not logprobs_by_run:
+        raise ValueError("logprobs_by_run is empty; pass at least one run")
+    bins = _checks.positive_int(bins, "bins")
+    values = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in logprobs_by_run.items()}
+    finite = np.concatenate([v[np.isfinite(v)] for v in values.values()])
+    low = float(finite.min()) if finite.size else -1.0
+    edges = np.linspace(min(low, -1e-3), 0.0, bins + 1)
+    counts = {k: np.histogram(np.clip(v[~np.isnan(v)], edges[0], 0.0), bins=edges)[0].astype(np.int64)
+              for k, v in values.items()}
+    return edges, counts

@@ -1,25 +1,39 @@
 """One call that turns saved predictions of one or more runs into a report folder: metrics,
-seed-grouped tables and the paper's figures (Fig. 2, 1b, 3, 4, 5 and Table 7's grid)."""
+seed-grouped tables and the paper's figures (Fig. 1b, 2, 3, 4 a/b/c, 5 and Table 7's grid), every
+figure drawn through analysis.displays. Files are written plainly: the caller makes the report
+appear atomically (cskd writes it into a fresh folder and swaps that in whole)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
 import re
-import tempfile
 import warnings
 
 import numpy as np
-from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from . import calibration as cal
-from . import figures, tables
-from .embedding import tsne_2d
-from .hierarchy import hierarchical_accuracy, hierarchical_confusion
+from . import tables
+from .confusion import confusion_matrix, most_confused_pairs, per_class_accuracy
+from .displays import (
+    DomainErrorDisplay,
+    HierarchyDisplay,
+    LogProbDisplay,
+    PredictiveDistributionDisplay,
+    ReliabilityDisplay,
+    TSNEDisplay,
+    TxLDisplay,
+    side_by_side,
+)
+from .displays import overlay as overlay_reliability
+from .figures import save_figure
+from .hierarchy import group_error_key, hierarchical_accuracy, top1_error_by_group
 from .metrics import nll, softmax, top_k_error
-from .misclassified import log_probs_on, misclassified_by_all, predictive_distribution
+from .misclassified import misclassified_by_all
 from .retrieval import recall_at_k
 
 REQUIRED_KEYS = ("logits", "features", "labels", "indices", "class_names", "dataset", "split",
@@ -60,27 +74,56 @@ def check_runs(runs: dict) -> None:
             raise ValueError(f"run {name!r}: give both val_logits and val_labels, or neither")
 
 
-def run_metrics(run: dict, *, n_bins: int = 20) -> dict:
-    """All scalar metrics of one run (fractions in [0, 1] except nll and temperature)."""
+def coarse_names_of(run: dict) -> list[str]:
+    """The run's coarse group names, or "0", "1", ... up to max(fine_to_coarse) when it has none."""
+    if run.get("coarse_names") is not None:
+        return [str(g) for g in run["coarse_names"]]
+    return [str(g) for g in range(int(np.max(run["fine_to_coarse"])) + 1)]
+
+
+def run_metrics(run: dict, *, n_bins: int = 20, n_boot: int = 1000, ci_level: float = 0.95,
+                seed: int = 0) -> dict:
+    """All scalar metrics of one run, {name: float}.
+
+    Always: top1_error, top5_error (k = min(5, C)), nll (nats), ece, mce (equal-width bins),
+    adaptive_ece (equal-mass bins), classwise_ece, brier (in [0, 2]), overconfidence (mean
+    confidence − accuracy, in [-1, 1]), recall_at_1; with n_boot >= 1 also ece_ci_low and
+    ece_ci_high (percentile bootstrap interval at ci_level, seeded; n_boot = 0 skips it). With
+    val_logits / val_labels: temperature (fitted there), ece_after_ts, nll_after_ts. With
+    fine_to_coarse: hierarchical_accuracy and one group_error_key(<group>) per coarse group (the
+    fine-label top-1 error of the group's samples; NaN for a group without samples). Errors, ECE
+    and recall are fractions in [0, 1]. Inputs are only read (read-only memmaps are fine).
+    """
     z, y = run["logits"], np.asarray(run["labels"])
     p = softmax(z)
+    conf, correct = cal.confidence_and_correctness(p, y)
+    bins = cal.reliability_bins_from_confidence(conf, correct, n_bins=n_bins)
     m = {
         "top1_error": top_k_error(z, y, k=1),
         "top5_error": top_k_error(z, y, k=min(5, p.shape[1])),
         "nll": nll(z, y),
-        "ece": cal.ece(p, y, n_bins=n_bins),
-        "mce": cal.mce(p, y, n_bins=n_bins),
+        "ece": cal.ece_from_bins(bins),
+        "mce": cal.mce_from_bins(bins),
         "adaptive_ece": cal.adaptive_ece(p, y, n_bins=n_bins),
         "classwise_ece": cal.classwise_ece(p, y, n_bins=n_bins),
+        "brier": cal.brier_score(p, y),
+        "overconfidence": float(conf.mean() - correct.mean()),
         "recall_at_1": recall_at_k(run["features"], y, k=1),
     }
+    if n_boot:
+        m["ece_ci_low"], m["ece_ci_high"] = cal.ece_bootstrap_ci(p, y, n_bins=n_bins, n_boot=n_boot,
+                                                                 level=ci_level, seed=seed)
     if run.get("val_logits") is not None:
         t = cal.fit_temperature(run["val_logits"], run["val_labels"])
         zt = cal.apply_temperature(z, t)
         m.update(temperature=t, ece_after_ts=cal.ece(softmax(zt), y, n_bins=n_bins),
                  nll_after_ts=nll(zt, y))
     if run.get("fine_to_coarse") is not None:
-        m["hierarchical_accuracy"] = hierarchical_accuracy(p.argmax(axis=1), y, run["fine_to_coarse"])
+        pred = p.argmax(axis=1)
+        names = coarse_names_of(run)
+        m["hierarchical_accuracy"] = hierarchical_accuracy(pred, y, run["fine_to_coarse"])
+        errors = top1_error_by_group(pred, y, run["fine_to_coarse"], n_coarse=len(names))
+        m.update({group_error_key(g): float(e) for g, e in zip(names, errors)})
     return m
 
 
@@ -88,78 +131,14 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)) or "run"
 
 
-def _write_text(path: str, text: str) -> None:
-    """Write via a temp file in the same folder and os.replace (never a half-written file)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _write(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _jsonable(metrics: dict) -> dict:
     return {r: {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                 for k, v in m.items()} for r, m in metrics.items()}
-
-
-def _fig_reliability(runs, n_bins):
-    fig = Figure(figsize=(4 * len(runs), 5.5))
-    axes = fig.subplots(2, len(runs), sharex=True, sharey="row", squeeze=False,
-                        gridspec_kw={"height_ratios": [3, 1]})
-    for j, (name, r) in enumerate(runs.items()):
-        bins = cal.reliability_bins(softmax(r["logits"]), r["labels"], n_bins=n_bins)
-        figures.plot_reliability(axes[0, j], bins, label=name, color=f"C{j}", count_ax=axes[1, j])
-        axes[0, j].set_title(name)
-    return fig
-
-
-def _fig_logprobs(runs, idx):
-    fig = Figure(figsize=(10, 4))
-    ax_pred, ax_true = fig.subplots(1, 2)
-    lp = {name: log_probs_on(r["logits"], r["labels"], idx) for name, r in runs.items()}
-    figures.plot_logprob_hist(ax_pred, {n: v["predicted"] for n, v in lp.items()},
-                              xlabel="log-probability of the predicted class")
-    figures.plot_logprob_hist(ax_true, {n: v["true"] for n, v in lp.items()},
-                              xlabel="log-probability of the ground-truth class")
-    fig.suptitle(f"{len(idx)} samples misclassified by all runs")
-    return fig
-
-
-def _fig_predictive(runs, i, images):
-    first = next(iter(runs.values()))
-    k = min(5, np.shape(first["logits"])[1])
-    dists = {n: predictive_distribution(r["logits"], r["labels"], i, k=k) for n, r in runs.items()}
-    fig = Figure(figsize=(9, 1.2 + 0.35 * (k + 1.6) * len(runs)))
-    ax_img, ax_bar = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 2.5]})
-    figures.plot_predictive_distribution(ax_img, ax_bar, images(int(first["indices"][i])), dists,
-                                         first["class_names"])
-    return fig
-
-
-def _fig_hierarchy(run, coarse_names):
-    mapping = np.asarray(run["fine_to_coarse"])
-    n = len(coarse_names) if coarse_names is not None else int(mapping.max()) + 1
-    names = list(coarse_names) if coarse_names is not None else [str(g) for g in range(n)]
-    h = hierarchical_confusion(np.argmax(run["logits"], axis=1), run["labels"], mapping, n_coarse=n)
-    side = max(4.0, 0.45 * n + 2)
-    fig = Figure(figsize=(side + 1, side))
-    figures.plot_hierarchical_confusion(fig.subplots(), h, names)
-    return fig
-
-
-def _fig_tsne(name, run, max_points):
-    if run.get("tsne") is not None:
-        coords, idx = run["tsne"]
-    else:
-        coords, idx = tsne_2d(run["features"], run["labels"], max_points=max_points, seed=0)
-    fig = Figure(figsize=(6, 6))
-    figures.plot_tsne(fig.subplots(), coords, np.asarray(run["labels"])[np.asarray(idx)],
-                      title=f"{name}: t-SNE of {len(idx)} samples")
-    return fig
 
 
 def _txl_grids(groups) -> dict:
@@ -174,69 +153,139 @@ def _txl_grids(groups) -> dict:
             if len({g.config["temperature"] for g in gs}) >= 2 or len({g.config["lambda_cls"] for g in gs}) >= 2}
 
 
-def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int = 10000,
-                 progress: bool = True) -> dict:
-    """Compute every metric of every run and write the report folder `out_dir`.
+def _class_tables(runs: dict, k: int = 10) -> tuple[str, str]:
+    """CSV texts of the per-class accuracy (one column per run, fractions) and of each run's k most
+    confused (true, predicted) class pairs."""
+    first = next(iter(runs.values()))
+    names, y = [str(c) for c in first["class_names"]], np.asarray(first["labels"])
+    acc, pairs = {}, []
+    for run, r in runs.items():
+        pred = np.argmax(np.asarray(r["logits"]), axis=1)
+        acc[run] = per_class_accuracy(pred, y, n_classes=len(names))
+        for rank, (t, p, n) in enumerate(most_confused_pairs(confusion_matrix(pred, y, n_classes=len(names)), k=k)):
+            pairs.append([run, rank + 1, t, names[t], p, names[p], n])
+    out = []
+    for header, lines in ((["class", "class_name", *runs], [[c, names[c], *(repr(float(a[c])) for a in acc.values())]
+                                                           for c in range(len(names))]),
+                          (["run", "rank", "true", "true_name", "predicted", "predicted_name", "count"], pairs)):
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(lines)
+        out.append(buf.getvalue())
+    return out[0], out[1]
 
-    Writes metrics.json ({run: {metric: value}}, NaN as null), table.md/.csv/.tex (runs
-    grouped over seeds, mean ± std in %) and figures/*.png + *.pdf. See the module docstring of
-    each analysis module for the metric definitions. `images`, when given, is called with the
-    dataset index `indices[i]` of a row. Returns {run: {metric: float}}.
+
+def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int = 10000, progress: bool = True,
+                 overlay: bool = True, group_ignore=("seed",), n_boot: int = 1000, ci_level: float = 0.95,
+                 log_counts: bool = False) -> dict:
+    """Compute every metric of every run and write the report folder `out_dir` (plain writes, only
+    inside out_dir; make it appear atomically by writing into a fresh folder and renaming it).
+
+    runs: {name: {logits, features, labels, indices, class_names, dataset, split, config, and
+    optionally images (dataset index -> HxWxC image), fine_to_coarse, coarse_names, val_logits,
+    val_labels, tsne = (coords, rows)}}; arrays are only read. group_ignore: the config keys that
+    do not change results (passed to tables.group_by_seed); the default ("seed",) only treats
+    seeds as repeats, so a caller whose configs also hold bookkeeping keys (output folder,
+    device, ...) must pass them. n_boot, ci_level: the ECE bootstrap (run_metrics); log_counts:
+    reliability counts on a log scale; overlay: also write the overlaid reliability figure.
+
+    Writes: metrics.json ({run: {metric: value}}, NaN as null); table.md/.csv/.tex (runs grouped
+    over seeds, mean ± sample std, errors in %); per_class_accuracy.csv and most_confused.csv;
+    with a coarse grouping table_domain_error.md/.csv/.tex (fine-label top-1 error per group);
+    figures/<name>.png + .pdf: reliability (side by side), reliability_overlay (>= 2 runs and
+    overlay), logprob_misclassified_by_all (>= 2 runs), predictive_distribution (images
+    given and a sample every run misclassifies), hierarchical_confusion_<run> and
+    domain_top1_error (coarse grouping), tsne_<run>, txl_top1_error[_<method>] (a T × λ grid).
+    Returns {run: {metric: float}} (see run_metrics).
     """
     check_runs(runs)
     out_dir = os.fspath(out_dir)
     fig_dir = os.path.join(out_dir, "figures")  # made by the first figure saved
     os.makedirs(out_dir, exist_ok=True)
     first = next(iter(runs.values()))
+    labels = np.asarray(first["labels"])
     images = next((r["images"] for r in runs.values() if r.get("images") is not None), None)
     mapped = next((r for r in runs.values() if r.get("fine_to_coarse") is not None), None)
+    mapping = None if mapped is None else mapped["fine_to_coarse"]
+    coarse = None if mapped is None else coarse_names_of(mapped)
+    logits = {n: r["logits"] for n, r in runs.items()}
     metrics: dict = {}
     state: dict = {}
 
     def save(fig, name):
-        figures.save_figure(fig, os.path.join(fig_dir, name))
+        save_figure(fig, os.path.join(fig_dir, name))
 
     def step_tables():
-        _write_text(os.path.join(out_dir, "metrics.json"),
-                    json.dumps(_jsonable(metrics), indent=2, allow_nan=False) + "\n")
+        _write(os.path.join(out_dir, "metrics.json"), json.dumps(_jsonable(metrics), indent=2, allow_nan=False) + "\n")
         records = [{"run": n, "config": r["config"], "metrics": metrics[n]} for n, r in runs.items()]
-        state["groups"] = tables.group_by_seed(records)
-        for ext, fn in (("md", tables.format_table), ("csv", tables.to_csv), ("tex", tables.to_latex)):
-            _write_text(os.path.join(out_dir, f"table.{ext}"), fn(state["groups"]))
+        state["groups"] = tables.group_by_seed(records, ignore=group_ignore)
+        files = [("table", tables.DEFAULT_METRICS)]
+        if coarse is not None:
+            files.append(("table_domain_error", tuple(group_error_key(g) for g in coarse)))
+        for stem, names in files:
+            for ext, fn in (("md", tables.format_table), ("csv", tables.to_csv), ("tex", tables.to_latex)):
+                _write(os.path.join(out_dir, f"{stem}.{ext}"), fn(state["groups"], metrics=names))
+        per_class, confused = _class_tables(runs)
+        _write(os.path.join(out_dir, "per_class_accuracy.csv"), per_class)
+        _write(os.path.join(out_dir, "most_confused.csv"), confused)
+
+    def step_reliability():
+        displays = [ReliabilityDisplay.from_logits(z, labels, n_bins=n_bins, name=n) for n, z in logits.items()]
+        save(side_by_side(displays, log_counts=log_counts), "reliability")
+        if overlay and len(displays) >= 2:
+            ax, _ = overlay_reliability(displays, log_counts=log_counts)
+            save(ax.figure, "reliability_overlay")
 
     def step_misclassified():
-        state["common"] = misclassified_by_all({n: r["logits"] for n, r in runs.items()},
-                                               first["labels"])
-        if len(runs) >= 2 and state["common"].size:
-            save(_fig_logprobs(runs, state["common"]), "logprob_misclassified_by_all")
-        if images is not None and state["common"].size:
-            save(_fig_predictive(runs, int(state["common"][0]), images), "predictive_distribution")
+        common = misclassified_by_all(logits, labels)
+        if len(runs) >= 2:
+            lp = LogProbDisplay.from_logits(logits, labels, rows=common, description="misclassified by every run")
+            save(lp.plot()[0].figure, "logprob_misclassified_by_all")
+        if images is not None and common.size:
+            row = int(common[0])
+            d = PredictiveDistributionDisplay.from_logits(logits, labels, row, k=5, class_names=first["class_names"],
+                                                          shared_axis=len(runs) >= 2,
+                                                          index=int(np.asarray(first["indices"])[row]))
+            save(d.plot(image=images(d.index)).figure, "predictive_distribution")
+
+    def step_hierarchy(name):
+        d = HierarchyDisplay.from_logits(runs[name]["logits"], labels, mapping, coarse_names=coarse, name=name)
+        save(d.plot().figure, f"hierarchical_confusion_{_safe(name)}")
+
+    def step_domain():
+        d = DomainErrorDisplay.from_logits(logits, labels, mapping, coarse_names=coarse)
+        save(d.plot().figure, "domain_top1_error")
+
+    def step_tsne(name):
+        r = runs[name]
+        options = dict(class_names=r["class_names"], fine_to_coarse=mapping, coarse_names=coarse,
+                       indices=r["indices"], name=name)
+        if r.get("tsne") is not None:
+            coords, rows = r["tsne"]
+            d = TSNEDisplay.from_embedding(coords, rows, labels, **options)
+        else:
+            d = TSNEDisplay.from_features(r["features"], labels, max_points=tsne_max_points, seed=0, **options)
+        save(d.plot().figure, f"tsne_{_safe(name)}")
 
     def step_txl():
         grids = _txl_grids(state["groups"])
         for method, grid in grids.items():
             try:
-                temps, lambdas, mean, _ = tables.txl_grid(grid, metric="top1_error")
+                d = TxLDisplay.from_groups(grid, metric="top1_error", name=str(method))
             except ValueError as err:  # e.g. two models on one cell: the grid is ambiguous
                 warnings.warn(f"T x lambda heatmap of {method} skipped: {err}", stacklevel=2)
                 continue
-            fig = Figure(figsize=(1.2 * len(lambdas) + 3, 0.8 * len(temps) + 2))
-            figures.plot_txl_heatmap(fig.subplots(), temps, lambdas, mean)
-            save(fig, "txl_top1_error" if len(grids) == 1 else f"txl_top1_error_{_safe(str(method))}")
+            save(d.plot().figure, "txl_top1_error" if len(grids) == 1 else f"txl_top1_error_{_safe(str(method))}")
 
-    mapping = None if mapped is None else mapped["fine_to_coarse"]
+    options = dict(n_bins=n_bins, n_boot=n_boot, ci_level=ci_level)
     steps = [(f"metrics {n}", lambda n=n: metrics.__setitem__(n, run_metrics(
-        {**runs[n], "fine_to_coarse": mapping}, n_bins=n_bins))) for n in runs]
-    steps += [("tables", step_tables),
-              ("reliability", lambda: save(_fig_reliability(runs, n_bins), "reliability")),
-              ("misclassified", step_misclassified)]
-    if mapped is not None:
-        steps += [(f"hierarchy {n}", lambda n=n: save(
-            _fig_hierarchy({**runs[n], "fine_to_coarse": mapping},
-                           mapped.get("coarse_names")), f"hierarchical_confusion_{_safe(n)}"))
-            for n in runs]
-    steps += [(f"t-SNE {n}", lambda n=n: save(_fig_tsne(n, runs[n], tsne_max_points),
-                                             f"tsne_{_safe(n)}")) for n in runs]
+        {**runs[n], "fine_to_coarse": mapping, "coarse_names": coarse}, **options))) for n in runs]
+    steps += [("tables", step_tables), ("reliability", step_reliability), ("misclassified", step_misclassified)]
+    if mapping is not None:
+        steps += [(f"hierarchy {n}", lambda n=n: step_hierarchy(n)) for n in runs]
+        steps.append(("domain error", step_domain))
+    steps += [(f"t-SNE {n}", lambda n=n: step_tsne(n)) for n in runs]
     steps.append(("T x lambda", step_txl))
     with tqdm(total=len(steps), desc="analysis", unit="step", disable=not progress) as bar:
         for desc, fn in steps:

@@ -1,5 +1,6 @@
-"""Result tables: runs grouped over seeds, mean ± std, as Markdown, CSV or LaTeX (paper Tables
-1, 6) and the T × λ grid of the supplementary Table 7."""
+"""Result tables: runs grouped over seeds as mean ± sample std in Markdown, CSV or LaTeX (paper
+Tables 1, 6), the T × λ grid of the supplementary Table 7, and a comparison with the paper's
+numbers (`comparison_table`)."""
 
 from __future__ import annotations
 
@@ -11,24 +12,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Config keys that do not change the experiment (where and how fast a run ran, its name, its seed):
-# runs differing only in these are repeats of one experiment. Close to cskd.train.RESUME_MAY_CHANGE,
-# kept apart because analysis/ does not import cskd.
-IGNORED_KEYS = ("seed", "out", "preset", "device", "threads", "workers", "log_interval", "loader", "data_root",
-                "download", "decode_cache", "decode_cache_dir", "compile", "channels_last")
 # Metrics that are not fractions: printed as they are, never multiplied by 100.
 NOT_FRACTIONS = frozenset({"nll", "nll_after_ts", "temperature"})
 DEFAULT_METRICS = ("top1_error", "top5_error", "ece", "nll", "recall_at_1")
 # Preferred order of config keys in row labels.
 LABEL_KEYS = ("dataset", "model", "method", "temperature", "lambda_cls")
+# How the tables say what their cells are (Markdown: a caption line under the table; LaTeX: a
+# comment above it; CSV: the column names <metric>_mean, <metric>_std_ddof1, <metric>_n).
+CAPTION = ("mean ± sample standard deviation (ddof = 1) over the n runs (seeds) of each row; a row of one run "
+           "shows its value alone; (n=k) marks a metric only k of the row's runs have")
 
 
 @dataclass(frozen=True)
 class RunGroup:
-    """Runs of one experiment. mean/std/n map metric -> value over the runs having it (std is
-    the sample std, ddof=1, for n >= 2 and 0 for n == 1; NaN and n = 0 when no run has it)."""
+    """Runs of one experiment. mean/std/n map metric -> value over the runs having a finite value
+    of it: std is the sample std (ddof = 1) for n >= 2 and NaN for n = 1 (undefined); mean and std
+    are NaN and n is 0 when no run has it."""
 
-    config: dict  # the shared config, without the IGNORED_KEYS
+    config: dict  # the shared config, without the ignored keys
     runs: tuple
     seeds: tuple
     mean: dict
@@ -43,9 +44,12 @@ def _check_record(r, i: int) -> None:
         raise ValueError(f"record {i} ({r['run']!r}): 'config' and 'metrics' must be dicts")
 
 
-def group_by_seed(records, *, ignore=IGNORED_KEYS) -> list[RunGroup]:
+def group_by_seed(records, *, ignore) -> list[RunGroup]:
     """Group records {"run", "config", "metrics"} whose configs are equal apart from the keys in
-    `ignore`; groups keep the order in which they first appear, runs their input order."""
+    `ignore` (required: which config keys do not change results, e.g. the seed, the output folder
+    or the device, is the trainer's knowledge, not this module's); groups keep the order in which
+    they first appear, runs their input order."""
+    ignore = frozenset((ignore,) if isinstance(ignore, str) else ignore)  # one key may come as a string
     records = list(records)
     if not records:
         raise ValueError("records is empty; pass at least one run")
@@ -64,7 +68,7 @@ def group_by_seed(records, *, ignore=IGNORED_KEYS) -> list[RunGroup]:
             vals = vals[np.isfinite(vals)]
             n[m] = int(vals.size)
             mean[m] = float(vals.mean()) if vals.size else math.nan
-            std[m] = float(vals.std(ddof=1)) if vals.size >= 2 else (0.0 if vals.size else math.nan)
+            std[m] = float(vals.std(ddof=1)) if vals.size >= 2 else math.nan
         first = members[0]["config"]
         groups.append(RunGroup(
             config={k: v for k, v in first.items() if k not in ignore},
@@ -97,15 +101,22 @@ def _header(metric: str, percent: bool) -> str:
 
 
 def _cell(g: RunGroup, metric: str, percent: bool, decimals: int, pm: str) -> str:
-    if g.n.get(metric, 0) == 0:
+    """"mean ± std" (n >= 2), the value alone (n = 1) or "n/a" (n = 0); " (n=k)" appended when
+    only k of the group's runs have the metric."""
+    n = g.n.get(metric, 0)
+    if n == 0:
         return "n/a"
     s = _scale(metric, percent)
-    return f"{g.mean[metric] * s:.{decimals}f}{pm}{g.std[metric] * s:.{decimals}f}"
+    text = f"{g.mean[metric] * s:.{decimals}f}"
+    if n >= 2:
+        text += f"{pm}{g.std[metric] * s:.{decimals}f}"
+    return text if n == len(g.runs) else f"{text} (n={n})"
 
 
 def format_table(groups, *, metrics=DEFAULT_METRICS, percent: bool = True,
                  decimals: int = 2) -> str:
-    """Markdown table, one row per group: label, number of runs, then "mean ± std" per metric.
+    """Markdown table, one row per group: label, number of runs n, then per metric "mean ± std"
+    (sample std, ddof = 1) for n >= 2 or the value alone for n = 1; CAPTION as a line under it.
 
     With `percent`, fraction metrics (errors, ECE, recall) are shown ×100; NLL and temperature
     never are. Metrics no run of a group has are shown as "n/a".
@@ -116,23 +127,22 @@ def format_table(groups, *, metrics=DEFAULT_METRICS, percent: bool = True,
     for label, g in zip(row_labels(groups), groups):
         cells = [label, str(len(g.runs))] + [_cell(g, m, percent, decimals, " ± ") for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + f"\n\n{CAPTION[0].upper()}{CAPTION[1:]}.\n"
 
 
 def to_csv(groups, *, metrics=DEFAULT_METRICS, percent: bool = True) -> str:
-    """CSV text: label, n, runs (";"-joined), then <metric>_mean and <metric>_std columns
-    (full precision, ×100 for fraction metrics when `percent`; empty when missing)."""
+    """CSV text: label, n (runs), runs (";"-joined), then per metric <metric>_mean,
+    <metric>_std_ddof1 (sample std; empty for a single run) and <metric>_n (runs having it), in
+    full precision, ×100 for fraction metrics when `percent`; mean and std empty when missing."""
     groups = list(groups)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["label", "n", "runs"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")])
+    w.writerow(["label", "n", "runs"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std_ddof1", "n")])
     for label, g in zip(row_labels(groups), groups):
         row = [label, len(g.runs), ";".join(g.runs)]
         for m in metrics:
-            if g.n.get(m, 0):
-                row += [repr(g.mean[m] * _scale(m, percent)), repr(g.std[m] * _scale(m, percent))]
-            else:
-                row += ["", ""]
+            n, s = g.n.get(m, 0), _scale(m, percent)
+            row += [repr(g.mean[m] * s) if n else "", repr(g.std[m] * s) if n >= 2 else "", n]
         w.writerow(row)
     return buf.getvalue()
 
@@ -146,10 +156,11 @@ def _tex_escape(s: str) -> str:
 
 
 def to_latex(groups, *, metrics=DEFAULT_METRICS, percent: bool = True, decimals: int = 2) -> str:
-    """A booktabs `tabular` with "mean $\\pm$ std" cells (needs \\usepackage{booktabs})."""
+    """A booktabs `tabular` with "mean $\\pm$ std" cells (value alone for n = 1), CAPTION as a
+    LaTeX comment above it (needs \\usepackage{booktabs})."""
     groups = list(groups)
     head = ["run", "n"] + [_tex_escape(_header(m, percent)) for m in metrics]
-    lines = [r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
+    lines = [f"% {CAPTION}", r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
              " & ".join(head) + r" \\", r"\midrule"]
     for label, g in zip(row_labels(groups), groups):
         cells = [_tex_escape(label), str(len(g.runs))]
@@ -187,3 +198,122 @@ def txl_grid(groups, *, metric: str = "top1_error"):
             mean[temps.index(t), lambdas.index(lam)] = g.mean[metric]
             std[temps.index(t), lambdas.index(lam)] = g.std[metric]
     return np.array(temps, dtype=np.float64), np.array(lambdas, dtype=np.float64), mean, std
+
+
+MISSING = "—"
+MARK = "†"
+COMPARISON_NOTE = (f"ours: mean ± sample std (ddof = 1) over n runs; paper: mean ± std as reported; Δ = ours − paper; "
+                   f"{MARK}: the paper's mean lies outside ours ± 2 std, widened by half a unit of the last shown "
+                   f"decimal for rounding (n = 1: std taken as 0, so {MARK} marks any difference beyond rounding); "
+                   f"{MISSING}: not run yet or not reported")
+
+
+def _comparison_cells(rows, columns, ours, paper, decimals):
+    """{(row, col): dict(ours=(mean, std, n) | None, paper=(mean, std | None) | None, diff, mark)}."""
+    rows, columns = [str(r) for r in rows], [str(c) for c in columns]
+    if len(set(rows)) != len(rows) or len(set(columns)) != len(columns):
+        raise ValueError("rows and columns must not repeat a name")
+    cells = {(r, c): {} for r in rows for c in columns}
+    for what, given in (("ours", ours), ("paper", paper)):
+        for key in given:
+            if key not in cells:
+                raise ValueError(f"{what} has the cell {key!r}, which is not in rows x columns")
+    tol = 0.5 * 10.0 ** -decimals  # the printed values are rounded to `decimals`
+    for key, cell in cells.items():
+        o, p = ours.get(key), paper.get(key)
+        if o is not None:
+            mean, std, n = o
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+                raise ValueError(f"ours{key!r}: n must be an integer >= 1; got {n!r}")
+            std = 0.0 if n == 1 else float(std)
+            if not (math.isfinite(float(mean)) and math.isfinite(std) and std >= 0):
+                raise ValueError(f"ours{key!r}: need a finite mean and a finite std >= 0; got {o!r}")
+            o = (float(mean), std, int(n))
+        if p is not None:
+            p = (float(p[0]), None if p[1] is None else float(p[1]))
+            if not math.isfinite(p[0]):
+                raise ValueError(f"paper{key!r}: need a finite mean; got {p[0]!r}")
+        both = o is not None and p is not None
+        cell.update(ours=o, paper=p, diff=o[0] - p[0] if both else None,
+                    mark=both and abs(o[0] - p[0]) > 2 * o[1] + tol)
+    return rows, columns, cells
+
+
+def _ours_text(o, decimals, pm):
+    if o is None:
+        return MISSING
+    mean, std, n = o
+    return f"{mean:.{decimals}f}{pm}{std:.{decimals}f} (n={n})" if n >= 2 else f"{mean:.{decimals}f} (n=1)"
+
+
+def _paper_text(p, decimals, pm):
+    if p is None:
+        return MISSING
+    return f"{p[0]:.{decimals}f}" + ("" if p[1] is None else f"{pm}{p[1]:.{decimals}f}")
+
+
+def _diff_text(cell, decimals, mark):
+    if cell["diff"] is None:
+        return MISSING
+    return f"{cell['diff']:+.{decimals}f}" + (f" {mark}" if cell["mark"] else "")
+
+
+def comparison_table(rows, columns, ours: dict, paper: dict, *, title: str | None = None,
+                     fmt: str = "markdown", decimals: int = 2, row_header: str = "") -> str:
+    """Our results next to the paper's, cell by cell.
+
+    rows, columns: names of the table's rows and columns (e.g. methods and data sets); ours:
+    {(row, column): (mean, std, n)} over n >= 1 runs (std the sample std; ignored and taken as 0
+    for n = 1); paper: {(row, column): (mean, std or None)}. Cells absent from `ours` (not run
+    yet) or from `paper` show as "—", never as 0. Values are printed as given (pass percent in,
+    get percent out) with `decimals` decimals. Δ = ours mean − paper mean; "†" marks a cell whose
+    paper mean lies outside ours mean ± 2·std, widened by ½·10^-decimals for rounding (so n = 1
+    marks any difference beyond rounding).
+
+    fmt "markdown": a wide table, per column three sub-columns "<column> ours" ("mean ± std
+    (n=k)"), "<column> paper" ("mean ± std"), "<column> Δ" (signed, "†" appended), the title as a
+    bold line above and COMPARISON_NOTE as a line under it; `row_header` heads the column of row
+    names. fmt "latex": the same as a booktabs tabular, title and note as comments. fmt "csv":
+    one line per cell (tidy): row, column, ours_mean, ours_std_ddof1, ours_n, paper_mean,
+    paper_std, difference, paper_outside_2std (1 / 0), empty where missing, full precision, no
+    title.
+    """
+    if fmt not in ("markdown", "csv", "latex"):
+        raise ValueError(f"fmt must be 'markdown', 'csv' or 'latex'; got {fmt!r}")
+    rows, columns, cells = _comparison_cells(rows, columns, ours, paper, decimals)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["row", "column", "ours_mean", "ours_std_ddof1", "ours_n", "paper_mean", "paper_std",
+                    "difference", "paper_outside_2std"])
+        for (r, c), cell in cells.items():
+            o, p = cell["ours"], cell["paper"]
+            w.writerow([r, c, *(("", "", "") if o is None else (repr(o[0]), repr(o[1]) if o[2] >= 2 else "", o[2])),
+                        *(("", "") if p is None else (repr(p[0]), "" if p[1] is None else repr(p[1]))),
+                        "" if cell["diff"] is None else repr(cell["diff"]),
+                        "" if cell["diff"] is None else int(cell["mark"])])
+        return buf.getvalue()
+    tex = fmt == "latex"
+    pm, mark = (r" $\pm$ ", r"$\dagger$") if tex else (" ± ", MARK)
+    body = []
+    for r in rows:
+        line = [_tex_escape(r) if tex else r]
+        for c in columns:
+            cell = cells[(r, c)]
+            line += [_ours_text(cell["ours"], decimals, pm), _paper_text(cell["paper"], decimals, pm),
+                     _diff_text(cell, decimals, mark)]
+        body.append([x.replace(MISSING, "---") for x in line] if tex else line)
+    if tex:
+        head1 = [_tex_escape(row_header)] + [rf"\multicolumn{{3}}{{c}}{{{_tex_escape(c)}}}" for c in columns]
+        rules = " ".join(rf"\cmidrule(lr){{{2 + 3 * i}-{4 + 3 * i}}}" for i in range(len(columns)))
+        subhead = " & ".join([""] + ["ours", "paper", r"$\Delta$"] * len(columns)) + r" \\"
+        lines = [f"% {title}"] if title else []
+        lines += [f"% {COMPARISON_NOTE}", r"\begin{tabular}{l" + "rrr" * len(columns) + "}", r"\toprule",
+                  " & ".join(head1) + r" \\", rules, subhead, r"\midrule"]
+        lines += [" & ".join(line) + r" \\" for line in body] + [r"\bottomrule", r"\end{tabular}"]
+        return "\n".join(lines) + "\n"
+    head = [row_header] + [f"{c} {sub}" for c in columns for sub in ("ours", "paper", "Δ")]
+    lines = ([f"**{title}**", ""] if title else []) + [
+        "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    lines += ["| " + " | ".join(line) + " |" for line in body]
+    return "\n".join(lines) + f"\n\n{COMPARISON_NOTE[0].upper()}{COMPARISON_NOTE[1:]}.\n"

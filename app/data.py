@@ -26,8 +26,12 @@ from analysis import calibration as cal
 from analysis import figures
 from analysis.hierarchy import hierarchical_accuracy, hierarchical_confusion
 from analysis.metrics import softmax
-from analysis.misclassified import (log_probs_on, misclassified_by_all,
-                                    misclassified_by_first_not_second, predictive_distribution)
+from analysis.misclassified import (
+    log_probs_on,
+    misclassified_by_all,
+    misclassified_by_first_not_second,
+    predictive_distribution,
+)
 from analysis.report import run_metrics
 from cskd import runs
 from cskd.errors import UserError

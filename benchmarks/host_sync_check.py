@@ -19,7 +19,7 @@ import torch
 from cskd.config import resolve
 from cskd.data import load_synthetic_bundle
 from cskd.device import pick_device, use_bf16
-from cskd.sampler import epoch_generator
+from cskd.sampler import step_generator
 from cskd.train import build_training, train_step
 
 
@@ -29,7 +29,7 @@ def count_syncs(method: str, *, device: torch.device, bundle, width: int, batch_
     cfg = resolve({"dataset": "synthetic", "model": "preact_resnet18", "method": method, "width": width,
                    "batch_size": batch_size, "device": device.type})
     setup = build_training(cfg, bundle, device)
-    setup.ctx.generator = epoch_generator(0, 0)
+    setup.ctx.generator = step_generator(0, 0, 0)
     bf16 = use_bf16(cfg, device)
     batches = iter(setup.source.epoch(0))
     train_step(setup.ctx, setup.method, setup.optimizer, next(batches), device=device, bf16=bf16)

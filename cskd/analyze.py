@@ -1,93 +1,139 @@
 """`cskd analyze`: gather runs' predictions (predicting where needed), cache their t-SNE, and hand
 the arrays to `analysis.report.analyze_runs`, which writes metrics, tables and figures.
 
-The t-SNE of a run's features is cached as RUN/tsne-<split>.npz (coords float32 (M, 2), rows int64
-(M,) into the predictions) and recomputed only when the predictions file is newer.
+The report folder is replaced as a whole: the report is written into a new hidden folder next to
+`--out`, which then takes the place of the old report, so after a call `--out` holds exactly that
+call's report, and a failure midway leaves the previous report as it was. `--out` must be a new
+folder, an empty one, or a report cskd wrote (marked by REPORT_MARK); anything else is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write
+from .config import NOT_EXPERIMENT
 from .errors import UserError
-from .predict import is_fresh, predict, predictions_path
-from .runs import load_predictions, read_config, read_tsne_cache
+from .predict import predict
+from .runfolder import RunFolder, tsne_name
 
 TSNE_MAX_POINTS = 10_000
+REPORT_MARK = ".cskd-report.json"
 
 
-def tsne_path(run: Path, split: str) -> Path:
-    return Path(run) / f"tsne-{split}.npz"
-
-
-def cached_tsne(run: Path, split: str, preds: dict, *, max_points: int = TSNE_MAX_POINTS):
-    """(coords, rows) of the run's t-SNE, from the cache when it is newer than the predictions."""
+def cached_tsne(folder: RunFolder, split: str, preds, *, max_points: int = TSNE_MAX_POINTS):
+    """(coords, rows) of the run's t-SNE, from its cache when that was made from these predictions
+    with these settings; else computed and cached (a damaged cache is simply recomputed)."""
     from analysis.embedding import tsne_2d
 
-    path = tsne_path(run, split)
-    source = predictions_path(run, split)
-    if path.is_file() and path.stat().st_mtime >= source.stat().st_mtime:
-        try:
-            cached = read_tsne_cache(path, source, len(preds["labels"]), max_points=max_points)
-        except UserError:  # a damaged cache is simply recomputed
-            cached = None
-        if cached is not None:
-            return cached
-    coords, rows = tsne_2d(preds["features"].astype(np.float32), preds["labels"], max_points=max_points, seed=0)
-    atomic_write(path, lambda f: np.savez(f, coords=coords, rows=rows, max_points=np.array(max_points)))
+    try:
+        cached = folder.tsne(split, preds, max_points=max_points)
+    except UserError:
+        cached = None
+    if cached is not None:
+        return cached
+    coords, rows = tsne_2d(np.asarray(preds.features, dtype=np.float32), np.asarray(preds.labels),
+                           max_points=max_points, seed=0)
+    with folder.writing():
+        folder.write_derived(tsne_name(split), {"coords": coords, "rows": rows}, kind="tsne", predictions=preds,
+                             max_points=max_points)
     return coords, rows
 
 
-def image_lookup(preds: dict):
+def image_lookup(preds):
     """A function dataset-index -> HxWxC uint8 image from the predictions' stored images, or None."""
-    if "images" not in preds:
+    images = preds.images
+    if images is None:
         return None
-    row_of = {int(i): r for r, i in enumerate(preds["indices"])}
-    images = preds["images"]
+    row_of = {int(i): r for r, i in enumerate(preds.indices)}
     return lambda index: images[row_of[int(index)]]
 
 
 def prepare_run(run: Path, *, split: str = "test", progress: bool | None = None,
-                tsne_max_points: int = TSNE_MAX_POINTS, on_step=None) -> tuple[dict, dict | None, tuple]:
-    """Predict `split` where its predictions are missing or stale, and for the test split also the
-    validation split (temperature scaling is fitted there, never on the test split) when the run
-    has one; then cache the t-SNE. Returns (predictions of `split`, validation predictions or None,
-    (t-SNE coords, rows)). `on_step(fraction, text)` is told before each step (a progress bar)."""
-    run = Path(run)
+                tsne_max_points: int = TSNE_MAX_POINTS, on_step=None):
+    """Predict `split` where its predictions are missing, stale or damaged, and for the test split
+    also the validation split (temperature scaling is fitted there, never on the test split) when
+    the run has one; then cache the t-SNE. Returns (predictions of `split`, validation predictions
+    or None, (t-SNE coords, rows) or None when there are no features). `on_step(fraction, text)`
+    is told before each step (a progress bar)."""
+    folder = RunFolder(run)
     step = on_step or (lambda fraction, text: None)
     step(0.0, f"predicting the {split} split")
-    if not is_fresh(run, split):
-        predict(run, split=split, progress=progress)
-    preds = load_predictions(predictions_path(run, split))
+    predict(folder.path, split=split, progress=progress)
+    preds = folder.predictions(split)
     val = None
-    if split == "test" and read_config(run).val_fraction > 0:
+    if split == "test" and _has_val(folder):
         step(0.4, "predicting the validation split")
-        if not is_fresh(run, "val"):
-            predict(run, split="val", progress=progress)
-        val = load_predictions(predictions_path(run, "val"))
+        predict(folder.path, split="val", progress=progress)
+        val = folder.predictions("val")
     step(0.7, f"t-SNE of the {split} features")
-    tsne = cached_tsne(run, split, preds, max_points=tsne_max_points)
+    tsne = cached_tsne(folder, split, preds, max_points=tsne_max_points) if preds.features is not None else None
     step(1.0, "done")
     return preds, val, tsne
 
 
+def _has_val(folder: RunFolder) -> bool:
+    if folder.is_imported():
+        return folder.file("predictions-val.npz").is_file()
+    cfg = folder.config()
+    return cfg.val_fraction > 0 and cfg.protocol != "authors"
+
+
 def run_arrays(run: Path, *, split: str = "test", progress: bool | None = None,
                tsne_max_points: int = TSNE_MAX_POINTS) -> dict:
-    """Everything `analysis.report.analyze_runs` takes for one run, predicting first where needed."""
+    """Everything `analysis.report.analyze_runs` takes for one run, predicting first where needed.
+    Arrays are read-only memory maps of the predictions file."""
     preds, val, tsne = prepare_run(run, split=split, progress=progress, tsne_max_points=tsne_max_points)
-    arrays = {k: preds[k] for k in ("logits", "features", "labels", "indices", "class_names", "dataset", "split")}
-    arrays["config"] = read_config(Path(run)).to_dict()
-    arrays["images"] = image_lookup(preds)
-    for key in ("fine_to_coarse", "coarse_names"):
-        if key in preds:
-            arrays[key] = preds[key]
+    arrays = {"logits": preds.logits, "features": preds.features, "labels": preds.labels, "indices": preds.indices,
+              "class_names": preds.class_names, "dataset": preds.dataset, "split": preds.split,
+              "config": RunFolder(run).config_dict(), "images": image_lookup(preds), "tsne": tsne}
+    if preds.fine_to_coarse is not None:
+        arrays["fine_to_coarse"] = preds.fine_to_coarse
+        arrays["coarse_names"] = preds.coarse_names
     if val is not None:
-        arrays["val_logits"], arrays["val_labels"] = val["logits"], val["labels"]
-    arrays["tsne"] = tsne
+        arrays["val_logits"], arrays["val_labels"] = val.logits, val.labels
     return arrays
+
+
+def _check_report_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder; choose a folder for the report")
+    if out.is_dir() and any(out.iterdir()) and not (out / REPORT_MARK).is_file():
+        raise UserError(f"--out {out} holds files that are not a cskd report; cskd replaces only its own reports: "
+                        f"choose a new or empty folder")
+
+
+@contextlib.contextmanager
+def replaced_as_a_whole(out: Path):
+    """Yield a new hidden folder next to `out`; when the block succeeds it becomes `out` (the old
+    report is removed), and when it fails it is removed and `out` stays as it was."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    try:
+        os.chmod(new, 0o777 & ~_umask())
+        yield new
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "report")
+        os.replace(new, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if new.exists():
+            shutil.rmtree(new, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def analyze(runs: list[str], out: str, *, split: str = "test", n_bins: int = 20, progress: bool | None = None,
@@ -97,19 +143,25 @@ def analyze(runs: list[str], out: str, *, split: str = "test", n_bins: int = 20,
 
     if not 0 < n_bins <= 10_000:  # more bins than that hold almost no samples each (and cost memory)
         raise UserError(f"--bins must be an integer in [1, 10000]; got {n_bins}")
-    if Path(out).exists() and not Path(out).is_dir():
-        raise UserError(f"--out {out} exists and is not a folder; choose a folder for the report")
-    paths = [Path(r) for r in runs]
-    names = [p.name for p in paths]
+    out_dir = Path(out)
+    _check_report_folder(out_dir)
+    folders = [RunFolder(r) for r in runs]
+    names = [f.path.name for f in folders]
     if len(set(names)) != len(names):
         raise UserError("two runs share a folder name; give runs with distinct names")
-    configs = {p.name: read_config(p) for p in paths}
-    datasets = {cfg.dataset for cfg in configs.values()}
+    configs = {f.path.name: f.config_dict() for f in folders}
+    datasets = {cfg["dataset"] for cfg in configs.values()}
     if len(datasets) > 1:
-        shown = ", ".join(f"{n}: {c.dataset}" for n, c in configs.items())
+        shown = ", ".join(f"{n}: {c['dataset']}" for n, c in configs.items())
         raise UserError(f"cannot compare runs made on different data sets ({shown}); analyse each data set apart")
-    arrays = {p.name: run_arrays(p, split=split, progress=progress, tsne_max_points=tsne_max_points) for p in paths}
-    try:
-        return analyze_runs(arrays, out, n_bins=n_bins, tsne_max_points=tsne_max_points, progress=progress)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    arrays = {f.path.name: run_arrays(f.path, split=split, progress=progress, tsne_max_points=tsne_max_points)
+              for f in folders}
+    with replaced_as_a_whole(out_dir) as new:
+        try:
+            metrics = analyze_runs(arrays, new, n_bins=n_bins, tsne_max_points=tsne_max_points, progress=progress,
+                                   group_ignore=NOT_EXPERIMENT)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        (new / REPORT_MARK).write_text(json.dumps({"format": 1, "runs": [str(f.path) for f in folders],
+                                                   "split": split, "bins": n_bins}, indent=2) + "\n")
+    return metrics

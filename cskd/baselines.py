@@ -156,10 +156,15 @@ class AdaCosHead(nn.Module):
     s), the stored s is used unchanged. s lives in the float32 buffer `scale`: in the state_dict,
     restored by load_state_dict, updated on the device. Cosines are computed in float32 with
     autocast off, since acos near ±1 is meaningless in bf16.
+
+    `scaled_eval=False` returns the plain cosines in eval mode, as the reference implementation
+    the CS-KD paper used (4uiiurz1/pytorch-adacos) does when called without labels: the paper's
+    AdaCos ECE of 54-74 % (Table 6) is that of plain cosines.
     """
 
-    def __init__(self, in_features: int, num_classes: int):
+    def __init__(self, in_features: int, num_classes: int, *, scaled_eval: bool = True):
         super().__init__()
+        self.scaled_eval = scaled_eval
         if num_classes < 3:
             raise ValueError(f"AdaCos needs >= 3 classes (√2·ln(C−1) = 0 at C=2), got {num_classes}")
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
@@ -169,6 +174,8 @@ class AdaCosHead(nn.Module):
     def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         with torch.autocast(features.device.type, enabled=False):
             cos = _cosine(features, self.weight)
+            if not self.training and not self.scaled_eval:
+                return cos
             if not (self.training and labels is not None):
                 # a copy, so a later in-place update of the buffer cannot break this graph's backward
                 return cos * self.scale.clone()

@@ -1,14 +1,28 @@
-"""Command line: `cskd train | demo | predict | analyze`.
+"""Command line: `cskd train | predict | analyze | sweep | dashboard | demo | models`.
 
-Every user mistake ends as one line on stderr (`cskd: error: ...`) and exit status 2.
+Every user mistake ends as one line on stderr (`cskd: error: ...`) and exit status 2. SIGTERM ends
+any command through the normal way out (temporary files removed, locks released); during training
+it first saves a checkpoint within the epoch (see cskd.train).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
-from .config import LOADERS, METHODS, PAIRINGS, PARTNER_BN, PRECISIONS, PRESETS, SELECT_ON, TrainConfig
+from .config import (
+    DEVICES,
+    LOADERS,
+    METHODS,
+    PAIRINGS,
+    PARTNER_BN,
+    PRECISIONS,
+    PRESETS,
+    PROTOCOLS,
+    SELECT_ON,
+    TrainConfig,
+)
 from .errors import UserError
 
 
@@ -29,10 +43,15 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", help=f"the paper's settings for a data set/model; one of: {', '.join(PRESETS)}")
     g.add_argument("--out", type=nonempty_path,
                    help="run folder (default: checkpoints/<dataset>-<model>-<method>-...-s<seed>)")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    g.add_argument("--resume", nargs="?", const=True, default=False, choices=("auto",),
+                   help="continue the run in --out from its last.pt; `--resume auto`: continue when there is a "
+                        "checkpoint of this run, start when there is none, do nothing when it has finished "
+                        "(for torchrun's restarts and preempted jobs)")
     g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     g.add_argument("--seed", type=int, help=f"seed of initialisation, pair sampling and augmentation ({d.seed})")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA when available")
+    g.add_argument("--device", choices=DEVICES, help="default auto: CUDA when available")
+    g.add_argument("--sync-bn", action="store_const", const=True,
+                   help="SyncBatchNorm across torchrun's processes (CUDA only; default: per-process statistics)")
     g.add_argument("--precision", choices=PRECISIONS, help="auto = bf16 autocast on CUDA, fp32 on CPU")
     g.add_argument("--compile", action="store_const", const=True,
                    help="torch.compile the model (drops the last partial batch so shapes stay static)")
@@ -51,7 +70,14 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mixed-roots", nargs="+", metavar="DIR", type=nonempty_path,
                    help="dataset mixed: ImageFolder roots (each with train/ and test/), one coarse group each")
     g.add_argument("--mixed-per-class", type=int, help="dataset mixed: training images per fine class (30)")
-    g.add_argument("--val-fraction", type=float, help=f"stratified validation hold-out of the training data ({d.val_fraction})")
+    g.add_argument("--protocol", choices=PROTOCOLS,
+                   help="clean (default): hold out a validation split and select on it; authors: the authors' "
+                        "experiment (full training set, best TEST epoch, lr drops after epochs 101 and 151, "
+                        "self-pairs allowed, their normalisation, AdaCos evaluated on plain cosines)")
+    g.add_argument("--train-per-class", type=int,
+                   help="train on N images per class (a seeded, stratified subset; 0 = all)")
+    g.add_argument("--val-fraction", type=float,
+                   help=f"stratified validation hold-out of the training data ({d.val_fraction})")
     g.add_argument("--split-seed", type=int, help=f"seed of the validation split ({d.split_seed})")
     g.add_argument("--select-on", choices=SELECT_ON,
                    help="pick the best epoch on val (default) or test (the authors' protocol, optimistic)")
@@ -66,7 +92,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("model")
     g.add_argument("--model", help=f"one of: {', '.join(MODELS)} (default {d.model})")
-    g.add_argument("--width", type=int, help="first-stage width for small/preact_resnet18/densenet121_cifar (0 = default)")
+    g.add_argument("--width", type=int, help="first-stage width of the 32-px and 8-px models (0 = their default)")
 
     g = p.add_argument_group("method")
     g.add_argument("--method", help=f"one of: {', '.join(METHODS)} (default {d.method})")
@@ -125,6 +151,19 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from .models import describe_models
+
+    if args.num_classes < 1:
+        raise UserError(f"--num-classes must be a positive integer; got {args.num_classes}")
+    rows = describe_models(num_classes=args.num_classes)
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'model':<{width}}  input  parameters ({args.num_classes} classes)  source")
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['input_size']:>3} px  {r['params']:>14,}                 {r['source']}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -153,11 +192,14 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+SWEEP_OVERRIDES = ("epochs", "teacher", "device", "threads", "pairing", "data_root", "download", "protocol",
+                   "select_on", "val_fraction", "split_seed", "train_per_class")
+
+
 def cmd_sweep(args) -> int:
     from .sweep import run_sweep
 
-    overrides = {k: getattr(args, k) for k in ("epochs", "teacher", "device", "threads", "pairing", "data_root",
-                                               "download") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in SWEEP_OVERRIDES if getattr(args, k) is not None}
     run_sweep(presets=args.presets, methods=args.methods, seeds=args.seeds, temperatures=args.temperatures,
               lambdas=args.lambdas, overrides=overrides, runs_root=args.runs, report=args.out, progress=args.progress)
     return 0
@@ -184,9 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     presets = "\n".join(f"  {name:<26} " + ", ".join(f"{k}={v}" for k, v in fields.items())
                         for name, fields in PRESETS.items())
-    t = sub.add_parser("train", help="train one run (cross-entropy or CS-KD)",
+    t = sub.add_parser("train", help="train one run of any method",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Train one run into checkpoints/<run>/ (config.json, metrics.jsonl, last.pt, best.pt).",
+                       description="Train one run into checkpoints/<run>/ (config.json, metrics.jsonl, last.pt, "
+                                   "best.pt, summary.json). Under torchrun, every process trains a share of each "
+                                   "batch.",
                        epilog="presets (every field can be overridden by its option):\n" + presets)
     _add_train_options(t)
     t.set_defaults(func=cmd_train)
@@ -220,9 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--epochs", type=int, help="override the presets' epochs")
     sw.add_argument("--teacher", type=nonempty_path, help="teacher run for kd and kd_cskd")
     sw.add_argument("--pairing", choices=PAIRINGS, help="pairing of the cskd runs (the other methods keep the paper's)")
+    sw.add_argument("--protocol", choices=PROTOCOLS, help="as for cskd train (clean)")
+    sw.add_argument("--select-on", choices=SELECT_ON, help="as for cskd train")
+    sw.add_argument("--val-fraction", type=float, help="as for cskd train")
+    sw.add_argument("--split-seed", type=int, help="as for cskd train")
+    sw.add_argument("--train-per-class", type=int, help="as for cskd train")
     sw.add_argument("--data-root", type=nonempty_path, help="folder holding the data sets (as for cskd train)")
     sw.add_argument("--download", action="store_const", const=True, help="fetch CIFAR-100 if it is missing")
-    sw.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    sw.add_argument("--device", choices=DEVICES)
     sw.add_argument("--threads", type=int)
     sw.add_argument("--runs", default="checkpoints/sweep", type=nonempty_path,
                     help="folder of the sweep's runs (checkpoints/sweep)")
@@ -243,6 +292,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the digits-small preset's)")
     d.add_argument("--dashboard", action="store_true", help="start the dashboard on the demo runs at the end")
     d.set_defaults(func=cmd_demo)
+
+    from .prepare import add_arguments as prepare_arguments
+    from .prepare import cmd_prepare
+
+    pp = sub.add_parser("prepare", help="a paper data set from its official archives into train/ and test/ folders",
+                        description="Turn a data set's official archives (or the folder they were extracted to) "
+                                    "into DATA_ROOT/NAME/train/<class>/ and test/<class>/ with the official split, "
+                                    "checked against the official counts. Nothing is downloaded.")
+    prepare_arguments(pp)
+    pp.set_defaults(func=cmd_prepare)
+
+    mo = sub.add_parser("models", help="every model with its input size, parameter count and origin")
+    mo.add_argument("--num-classes", type=int, default=1000, help="classes of the head (1000)")
+    mo.set_defaults(func=cmd_models)
     return p
 
 
@@ -250,17 +313,27 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds: temporary files are removed, locks released
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (e.g. called from the dashboard): leave signals alone
+        pass
     try:
         return args.func(args)
     except UserError as e:
         text = str(e)
         if "Original Traceback" in text:  # raised in a DataLoader worker: torch prepends the worker's traceback
             text = text.rstrip().splitlines()[-1].split("UserError: ", 1)[-1]
-        print(f"cskd: error: {_one_line(text)}", file=sys.stderr)
-        return 2
+        status = getattr(e, "exit_status", 2)  # a preempted run: 128 + the signal, as the shell reports kills
+        print(f"cskd: {'' if status != 2 else 'error: '}{_one_line(text)}", file=sys.stderr)
+        return status
     except OSError as e:  # a path the user gave: not writable, not a folder, too long, a full disk, ...
         where = f": {e.filename}" if e.filename else ""
         print(f"cskd: error: {_one_line((e.strerror or str(e)) + where)}; check the path and its permissions",
@@ -269,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cskd: interrupted; the run folder keeps its last complete checkpoint (use --resume)", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

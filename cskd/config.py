@@ -1,14 +1,22 @@
-"""The run configuration: one dataclass, the paper's presets, and validation.
+"""The run configuration: one dataclass, the paper's presets, validation, and what an older
+saved config means.
 
 A run's config is resolved as: dataclass defaults <- `--preset` <- explicit command-line options.
-It is saved as `config.json` in the run folder and inside every checkpoint.
+It is saved in the run folder's `config.json` and inside every checkpoint (see cskd.runfolder).
+
+Every field has a kind (the `kind` metadata below):
+  experiment  changes what the run computes (the default)
+  execution   where and how fast it runs, or where its files are: may change when a run resumes,
+              and runs differing only there are repeats of one experiment
+  naming      how the run was asked for (--preset, --out): never part of the experiment
+  seed        the training seed: runs differing only by seed are grouped as mean ± std
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import UserError, choose
 
@@ -18,9 +26,18 @@ SELECT_ON = ("val", "test")
 PRECISIONS = ("auto", "bf16", "fp32")
 PARTNER_BN = ("train", "eval")
 KD_METHODS = ("kd", "kd_cskd")  # the methods that distil from a --teacher run
+CLASS_WISE = ("cskd", "mixup_cskd", "kd_cskd", "cskd_e")  # the methods with the class-wise term (T and λ_cls)
+USES_TEMPERATURE = CLASS_WISE + ("kd",)  # the methods whose loss reads --temperature
 PAIRINGS = ("paper", "in-batch")
 LOADERS = ("auto", "device", "host")
 DEVICES = ("auto", "cpu", "cuda")
+PROTOCOLS = ("clean", "authors")
+# Format of the config record in config.json; 1 = cskd 0.1, which wrote no version.
+CONFIG_FORMAT = 2
+
+
+def _execution(default):
+    return field(default=default, metadata={"kind": "execution"})
 
 
 @dataclass
@@ -28,12 +45,12 @@ class TrainConfig:
     """Everything that defines a training run (units in the comments)."""
 
     dataset: str = "digits"
-    data_root: str = "data"  # folder holding the data sets (see README, "Data")
-    download: bool = False  # only cifar100 downloads, and only when asked
+    data_root: str = _execution("data")  # folder holding the data sets (see README, "Data")
+    download: bool = _execution(False)  # only cifar100 downloads, and only when asked
     mixed_roots: tuple[str, ...] = ()  # dataset "mixed": ImageFolder roots, one coarse group each
     mixed_per_class: int = 30  # dataset "mixed": training images per fine class (the paper's 30)
     decode_cache: str = "on"  # image-file sets: decode each image once into a memory-mapped cache
-    decode_cache_dir: str = ""  # default: <data_root>/.cskd-cache
+    decode_cache_dir: str = _execution("")  # default: <data_root>/.cskd-cache
     model: str = "small"
     width: int = 0  # channel width of the first stage; 0 = the model's own default
     method: str = "cskd"
@@ -64,17 +81,21 @@ class TrainConfig:
     val_fraction: float = 0.1  # of the training data, stratified, held out to pick the best epoch
     split_seed: int = 0  # fixes the train/val split: every run on a data set sees the same samples
     select_on: str = "val"  # "test" reproduces the authors' best-test-epoch selection
-    seed: int = 0
+    # "authors": the authors' protocol at once (see PROTOCOL_AUTHORS); "clean": held-out validation
+    protocol: str = "clean"
+    train_per_class: int = 0  # > 0: a seeded, stratified subset of this many training images per class
+    sync_bn: bool = False  # SyncBatchNorm across processes (torchrun on CUDA); else per-process statistics
+    seed: int = field(default=0, metadata={"kind": "seed"})
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    device: str = "auto"
-    workers: int = 2  # DataLoader workers for data sets read from image files
-    loader: str = "auto"  # auto: images on the training device when the data set is in memory
-    compile: bool = False  # torch.compile the model (CUDA; full batches only so shapes stay static)
-    channels_last: bool | None = None  # None: on for CUDA, off for CPU
-    threads: int = 0  # CPU threads for torch ops; 0 = torch's default (one per core)
-    log_interval: int = 20  # steps between progress-bar updates (one host sync each)
-    preset: str = ""
-    out: str = ""
+    device: str = _execution("auto")
+    workers: int = _execution(2)  # DataLoader workers for data sets read from image files
+    loader: str = _execution("auto")  # auto: images on the training device when the data set is in memory
+    compile: bool = _execution(False)  # torch.compile the model (CUDA; full batches only so shapes stay static)
+    channels_last: bool | None = _execution(None)  # None: on for CUDA, off for CPU
+    threads: int = _execution(0)  # CPU threads for torch ops; 0 = torch's default (one per core)
+    log_interval: int = _execution(20)  # steps between progress-bar updates (one host sync each)
+    preset: str = field(default="", metadata={"kind": "naming"})
+    out: str = field(default="", metadata={"kind": "naming"})
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -83,7 +104,9 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """A config from a dict of (some of) its fields; absent fields take today's defaults. For
+        options of a new run only: a SAVED config goes through `from_record`."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -94,10 +117,62 @@ class TrainConfig:
                 d[key] = tuple(d[key])
         return cls(**d)
 
+    @classmethod
+    def from_record(cls, d: dict, *, version: int) -> TrainConfig:
+        """The config a saved record of format `version` describes, with its meaning at the time.
+
+        Format 2 (this version) must name every field. Format 1 (cskd 0.1, no version written)
+        named the fields of its day: each field it may lack gets the value that reproduces what
+        cskd 0.1 did (FORMAT1_ABSENT), and names whose meaning changed are translated
+        (FORMAT1_RENAMED). Anything else cannot be read faithfully: a UserError for the caller
+        to prefix with the file's name."""
+        if not isinstance(d, dict):
+            raise UserError("its config is not a JSON object")
+        if version > CONFIG_FORMAT:
+            raise UserError(f"it was written by a newer cskd (config format {version}; this cskd reads formats "
+                            f"1-{CONFIG_FORMAT}); upgrade cskd to read it")
+        d = dict(d)
+        if version == 1:
+            for key, renames in FORMAT1_RENAMED.items():
+                if d.get(key) in renames:
+                    d[key] = renames[d[key]]
+            d = {**{k: v for k, v in FORMAT1_ABSENT.items() if k not in d}, **d}
+        missing = sorted({f.name for f in dataclasses.fields(cls)} - set(d))
+        if missing:
+            raise UserError(f"it lacks the fields {', '.join(missing)} that config format {version} always holds; "
+                            f"it was damaged or written by another program")
+        return cls.from_dict(d)
+
+
+def fields_of_kind(*kinds: str) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("kind", "experiment") in kinds)
+
+
+# Options a resumed run (or a re-run sweep) may change: where and how fast it runs, not what it computes.
+RESUME_MAY_CHANGE = fields_of_kind("execution", "naming")
+# Config keys that do not distinguish experiments: runs differing only there are repeats (seed groups).
+NOT_EXPERIMENT = fields_of_kind("execution", "naming", "seed")
+
+# Format 1 (cskd 0.1): fields a record may lack, with the value that reproduces what 0.1 did. The
+# first group existed in 0.1 with these same defaults; the second was added with format 2.
+FORMAT1_ABSENT = {
+    "data_root": "data", "download": False, "mixed_roots": (), "mixed_per_class": 30, "decode_cache": "on",
+    "decode_cache_dir": "", "width": 0, "partner_bn": "train", "allow_self_pair": False, "pairing": "paper",
+    "ls_epsilon": 0.1, "me_beta": 0.1, "mixup_alpha": 1.0, "teacher": "", "kd_alpha": 0.9, "lambda_e": 1.0,
+    "ddgsd_lambda_kl": 1.0, "ddgsd_lambda_mmd": 5e-4, "ddgsd_temperature": 1.0, "byot_alpha": 0.3,
+    "byot_beta": 0.03, "byot_temperature": 3.0, "lr_milestones": (0.5, 0.75), "precision": "auto",
+    "device": "auto", "workers": 2, "loader": "auto", "compile": False, "channels_last": None, "threads": 0,
+    "log_interval": 20, "preset": "", "out": "",
+    "protocol": "clean", "train_per_class": 0, "sync_bn": False,
+}
+# Format 1's "preact_resnet18" was the textbook pre-activation network (He et al. 2016); the name
+# now means the authors' network, so an old run keeps its own.
+FORMAT1_RENAMED = {"model": {"preact_resnet18": "preact_resnet18_he"}}
+
 
 # The paper's settings (§3.1): SGD 0.9 / 1e-4 / lr 0.1, /10 at 50 % and 75 % of 200 epochs,
 # batch 128 for CIFAR-100 and TinyImageNet, 32 for the fine-grained sets; ImageNet 90 epochs, 256.
-IMAGENET_LR = dict(lr_milestones=(1 / 3, 2 / 3))
+IMAGENET_SCHEDULE = dict(lr_milestones=(1 / 3, 2 / 3))
 PRESETS: dict[str, dict] = {
     # One CPU thread: the model is too small to gain from two, and one never stalls on a busy machine.
     "digits-small": dict(dataset="digits", model="small", epochs=30, batch_size=64, threads=1),
@@ -117,20 +192,35 @@ PRESETS: dict[str, dict] = {
     "mit67-resnet10": dict(dataset="mit67", model="resnet10", epochs=200, batch_size=32),
     # ImageNet: the paper gives 90 epochs and batch 256 but no schedule; lr /10 after epochs 30 and 60
     # is the standard ResNet recipe (torchvision's references use it too).
-    "imagenet-resnet50": dict(dataset="imagenet", model="resnet50", epochs=90, batch_size=256, **IMAGENET_LR),
-    "imagenet-resnet101": dict(dataset="imagenet", model="resnet101", epochs=90, batch_size=256, **IMAGENET_LR),
+    "imagenet-resnet50": dict(dataset="imagenet", model="resnet50", epochs=90, batch_size=256, **IMAGENET_SCHEDULE),
+    "imagenet-resnet101": dict(dataset="imagenet", model="resnet101", epochs=90, batch_size=256, **IMAGENET_SCHEDULE),
     "imagenet-resnext101": dict(dataset="imagenet", model="resnext101_32x4d", epochs=90, batch_size=256,
-                                **IMAGENET_LR),
+                                **IMAGENET_SCHEDULE),
 }
 
 
+# --protocol authors fixes these fields (the rest of that protocol follows from the field itself:
+# the authors' normalisation in cskd.data, their lr drop epochs in cskd.train.lr_at, AdaCos
+# evaluated on plain cosines in cskd.runmodel).
+PROTOCOL_AUTHORS = {"val_fraction": 0.0, "select_on": "test", "allow_self_pair": True}
+
+
 def resolve(overrides: dict, preset: str | None = None) -> TrainConfig:
-    """Defaults <- preset <- overrides (keys with value None are ignored), then validated."""
+    """Defaults <- preset <- overrides (keys with value None are ignored), then the protocol's
+    fixed fields, then validated. An explicit option that contradicts --protocol is refused."""
     values: dict = {}
     if preset:
         values.update(choose("preset", preset, PRESETS))
         values["preset"] = preset
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
+    if values.get("protocol") == "authors":
+        for key, fixed in PROTOCOL_AUTHORS.items():
+            if key in given and given[key] != fixed:
+                flag = "--" + key.replace("_", "-")
+                raise UserError(f"{flag} {given[key]} contradicts --protocol authors, which means {flag} {fixed}; "
+                                f"drop one of them")
+            values[key] = fixed
     cfg = TrainConfig.from_dict(values)
     validate(cfg)
     # Options given for nothing: refused for a new run, but not in validate(), because run folders
@@ -162,6 +252,9 @@ def validate(cfg: TrainConfig) -> None:
     choose("--pairing value", cfg.pairing, {p: None for p in PAIRINGS})
     choose("--loader value", cfg.loader, {p: None for p in LOADERS})
     choose("--decode-cache value", cfg.decode_cache, {"on": None, "off": None})
+    choose("--protocol value", cfg.protocol, {p: None for p in PROTOCOLS})
+    if cfg.train_per_class < 0:
+        raise UserError(f"--train-per-class must be >= 0 (0 = all training images); got {cfg.train_per_class}")
     if not (math.isfinite(cfg.temperature) and cfg.temperature > 0):
         raise UserError(f"--temperature must be > 0; got {cfg.temperature}")
     if not (math.isfinite(cfg.lambda_cls) and cfg.lambda_cls >= 0):

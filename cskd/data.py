@@ -6,13 +6,16 @@ lists and are decoded and augmented by DataLoader workers (cskd.loaders.HostBatc
 
 Splits: the test split is the data set's own (for `digits`: a fixed stratified 20 % with seed 0);
 the validation split is a stratified `val_fraction` of the training data drawn with `split_seed`,
-so every run on a data set sees the same samples whatever its training seed.
+so every run on a data set sees the same samples whatever its training seed. With
+`train_per_class` N > 0, N training images per class are then drawn (seeded by `split_seed`)
+from what remains: the validation split is the same for every N, and training sees exactly N
+images of each class (fewer for a class that has fewer left).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +25,12 @@ from .errors import UserError, choose
 
 # Per-channel statistics used for normalisation (fractions of 255).
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))  # CIFAR-100's own training set
-# The authors' code normalises CIFAR-100 with CIFAR-10's statistics: ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)).
 TINYIMAGENET_STATS = ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+# --protocol authors: the statistics the authors' code normalises with (CIFAR-100 with CIFAR-10's,
+# TinyImageNet with ImageNet's); every other data set keeps its own.
+AUTHORS_STATS = {"cifar100": CIFAR10_STATS, "tinyimagenet": IMAGENET_STATS}
 
 
 @dataclass
@@ -48,7 +54,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, rows: np.ndarray) -> "Split":
+    def subset(self, rows: np.ndarray) -> Split:
         rows_t = torch.as_tensor(rows, dtype=torch.long)
         return Split(
             labels=self.labels[rows_t],
@@ -80,6 +86,7 @@ class DataBundle:
     fine_to_coarse: list[int] | None = None
     coarse_names: list[str] | None = None
     decode_cache: Path | None = None  # image-file sets: folder of the decode-once pixel cache
+    provenance: dict = field(default_factory=dict)  # recorded in config.json (e.g. `cskd prepare`'s prepared.json)
 
     @property
     def num_classes(self) -> int:
@@ -101,7 +108,8 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[n
         raise UserError("a class has a single training sample; cannot hold out a stratified validation split "
                         "(use --val-fraction 0 --select-on test)")
     n_classes = int((counts > 0).sum())
-    if int(np.ceil(fraction * len(labels))) < n_classes or len(labels) - int(np.ceil(fraction * len(labels))) < n_classes:
+    held_out = int(np.ceil(fraction * len(labels)))
+    if held_out < n_classes or len(labels) - held_out < n_classes:
         raise UserError(f"--val-fraction {fraction} of {len(labels)} training samples cannot hold every one of "
                         f"{n_classes} classes on both sides; choose a fraction in "
                         f"[{n_classes / len(labels):.3f}, {1 - n_classes / len(labels):.3f}]")
@@ -109,11 +117,22 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[n
     return np.sort(keep), np.sort(held)
 
 
-def _with_val(bundle: DataBundle, val_fraction: float, split_seed: int) -> DataBundle:
+def _with_val(bundle: DataBundle, val_fraction: float, split_seed: int, train_per_class: int = 0) -> DataBundle:
     if val_fraction > 0:
         keep, held = _stratified_split(bundle.train.labels.numpy(), val_fraction, split_seed)
         bundle.train, bundle.val = bundle.train.subset(keep), bundle.train.subset(held)
+    if train_per_class > 0:
+        bundle.train = bundle.train.subset(per_class_rows(bundle.train.labels.numpy(), train_per_class, split_seed))
     return bundle
+
+
+def per_class_rows(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted rows of min(n, count) samples of every class, drawn without replacement with
+    numpy's default_rng(seed) (class by class in label order)."""
+    rng = np.random.default_rng(seed)
+    rows = [rng.choice(np.flatnonzero(labels == c), size=min(n, int((labels == c).sum())), replace=False)
+            for c in np.unique(labels)]
+    return np.sort(np.concatenate(rows))
 
 
 def _tensor_split(images: np.ndarray, labels: np.ndarray) -> Split:
@@ -189,6 +208,12 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".t
 def _class_folders(folder: Path) -> tuple[list[str], list[str], list[int]]:
     """ImageFolder layout: folder/<class>/**/<image>. Returns (classes, files, labels)."""
     classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    for name in classes:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 come back as lone surrogates
+            raise UserError(f"class folder {os.fsencode(name)!r} in {folder} is not valid UTF-8; "
+                            f"rename it (class names are shown and stored as text)") from None
     files, labels = [], []
     for label, name in enumerate(classes):
         for dirpath, _, names in sorted(os.walk(folder / name)):
@@ -231,12 +256,28 @@ def load_folder_bundle(name: str, folder: Path) -> DataBundle:
         test_classes, test_files, test_labels = _class_folders(test_dir)
         if test_classes != classes:
             raise UserError(f"data set {name!r}: the class folders of {test_dir} differ from those of {train_dir}")
+    if not test_files:
+        raise UserError(f"data set {name!r}: the test split has no images (class folders under {folder} are empty); "
+                        f"put the test images there, or run `cskd prepare {name}`")
     train = Split(torch.as_tensor(labels), torch.arange(len(labels)), files=files)
     test = Split(torch.as_tensor(test_labels, dtype=torch.long), torch.arange(len(test_labels)), files=test_files)
+    provenance = _prepared(folder)
     if name == "tinyimagenet":
         # The authors train TinyImageNet at 32x32 (RandomResizedCrop(32)).
-        return DataBundle(name, classes, 3, 32, *TINYIMAGENET_STATS, train, None, test, augment="rrc")
-    return DataBundle(name, classes, 3, 224, *IMAGENET_STATS, train, None, test, augment="rrc", test_resize=256)
+        return DataBundle(name, classes, 3, 32, *TINYIMAGENET_STATS, train, None, test, augment="rrc",
+                          provenance=provenance)
+    return DataBundle(name, classes, 3, 224, *IMAGENET_STATS, train, None, test, augment="rrc", test_resize=256,
+                      provenance=provenance)
+
+
+def _prepared(folder: Path) -> dict:
+    """{"prepared": ...} when `cskd prepare` made this folder (its prepared.json), else {}."""
+    try:
+        from .prepare import read_prepared
+    except ImportError:
+        return {}
+    record = read_prepared(folder)
+    return {"prepared": record} if record else {}
 
 
 def load_mixed_bundle(roots: list[str], per_class: int, seed: int) -> DataBundle:
@@ -280,8 +321,10 @@ DATASETS = ("digits", "synthetic", "cifar100", "mixed") + FOLDER_SETS
 
 
 def load_bundle(name: str, *, data_root: str, download: bool = False, val_fraction: float = 0.1,
-                split_seed: int = 0, mixed_roots: tuple[str, ...] = (), mixed_per_class: int = 30) -> DataBundle:
-    """Load data set `name` with its validation split held out of the training data."""
+                split_seed: int = 0, mixed_roots: tuple[str, ...] = (), mixed_per_class: int = 30,
+                train_per_class: int = 0) -> DataBundle:
+    """Load data set `name` with its validation split held out of the training data (and, with
+    `train_per_class`, N training images per class from the rest)."""
     choose("data set", name, {d: None for d in DATASETS})
     root = Path(data_root)
     if name == "digits":
@@ -300,14 +343,28 @@ def load_bundle(name: str, *, data_root: str, download: bool = False, val_fracti
     if len(present) < 2:  # checked on the whole set: a mixed set may take one class from each folder
         raise UserError(f"data set {name!r}: only class {bundle.class_names[int(present[0])]!r} has training images; "
                         f"classification needs images of at least 2 classes")
-    return _with_val(bundle, val_fraction, split_seed)
+    return _with_val(bundle, val_fraction, split_seed, train_per_class)
+
+
+def bundle_key(cfg) -> tuple:
+    """The config fields that decide which samples a run's DataBundle holds."""
+    return (cfg.dataset, cfg.data_root, cfg.download, cfg.val_fraction, cfg.split_seed, tuple(cfg.mixed_roots),
+            cfg.mixed_per_class, cfg.train_per_class)
+
+
+def load_bundle_of(cfg) -> DataBundle:
+    """load_bundle with a run config's data fields (files listed, nothing decoded yet)."""
+    bundle = load_bundle(cfg.dataset, data_root=cfg.data_root, download=cfg.download, val_fraction=cfg.val_fraction,
+                         split_seed=cfg.split_seed, mixed_roots=tuple(cfg.mixed_roots),
+                         mixed_per_class=cfg.mixed_per_class, train_per_class=cfg.train_per_class)
+    if cfg.protocol == "authors" and cfg.dataset in AUTHORS_STATS:
+        bundle.mean, bundle.std = AUTHORS_STATS[cfg.dataset]
+    return bundle
 
 
 def bundle_for(cfg) -> DataBundle:
-    """The DataBundle a run's config (cskd.config.TrainConfig) describes."""
-    bundle = load_bundle(cfg.dataset, data_root=cfg.data_root, download=cfg.download, val_fraction=cfg.val_fraction,
-                         split_seed=cfg.split_seed, mixed_roots=tuple(cfg.mixed_roots),
-                         mixed_per_class=cfg.mixed_per_class)
+    """The DataBundle a run's config (cskd.config.TrainConfig) describes, ready to train on."""
+    bundle = load_bundle_of(cfg)
     if not bundle.in_memory and cfg.decode_cache != "off":
         bundle.decode_cache = Path(cfg.decode_cache_dir or Path(cfg.data_root) / ".cskd-cache")
         small = bundle.image_size == 32 and cfg.loader != "host"

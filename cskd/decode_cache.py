@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import atomic_write
 from .errors import UserError, short_reason
+from .runfolder.store import atomic_write
 
 SHORT_SIDE = 256
 
@@ -84,12 +84,12 @@ class DecodeCache:
 
         # pixels first, index last: an index file only exists next to complete pixels
         try:
-            atomic_write(self.folder / "pixels.u8", write)
+            atomic_write(self.folder / "pixels.u8", write, hashed=False)
         except BaseException:
             if not any(self.folder.iterdir()):  # leave no empty cache folder behind
                 self.folder.rmdir()
             raise
-        atomic_write(self.folder / "index.npy", lambda f: np.save(f, index))
+        atomic_write(self.folder / "index.npy", lambda f: np.save(f, index), hashed=False)
 
     def __len__(self) -> int:
         return len(self.index)

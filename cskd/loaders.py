@@ -7,20 +7,27 @@ sees this interface, so a faster source (e.g. a GPU-resident one for 224-px cach
 - TensorBatches: uint8 images live on the device; crop/flip/normalise and pair sampling run
   there, batched. Used for in-memory data sets.
 - HostBatches: DataLoader workers decode and augment image files with torchvision transforms.
+
+Randomness: a step's augmentation depends only on (seed, epoch, step) — per-step generators on the
+device path, a per-sample seed on the DataLoader path — and is drawn for the step's GLOBAL batch,
+of which rank r of W keeps `[r::W]`. So a run resumed mid-epoch, or split over any number of
+processes, sees the same augmented images as one uninterrupted process.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import (normalize, random_crop_flip, random_resized_crop_flip, resize,
-                      resize_center_crop)
+from .augment import normalize, random_crop_flip, random_resized_crop_flip, resize, resize_center_crop
+from .config import LOADERS
 from .data import DataBundle, Split
 from .decode_cache import open_rgb
-from .sampler import ClassPairSampler, epoch_generator
+from .errors import UserError
+from .sampler import ClassPairSampler, mixed_seed, share, step_generator
 
 # Offset so the augmentation stream differs from the sampler's stream for the same (seed, epoch).
 AUGMENT_SEED_OFFSET = 7_777
@@ -38,6 +45,10 @@ class Batch(NamedTuple):
     y: torch.Tensor  # labels (B,)
     partner: torch.Tensor | None = None  # "class": same-class partners; "view": second views
     clean: torch.Tensor | None = None  # anchors without augmentation (CS-KD-E), when asked
+    # This rank's anchors x world size / the global batch's anchors: the factor that turns this
+    # rank's batch-mean loss into its part of the global batch mean (1 for one process, and for
+    # every full batch split evenly; the last, partial global batch may split unevenly).
+    share: float = 1.0
 
 
 class TensorBatches:
@@ -45,8 +56,8 @@ class TensorBatches:
 
     def __init__(self, bundle: DataBundle, split: Split, *, batch_size: int, seed: int, device: torch.device,
                  partner: str = "none", clean: bool = False, allow_self_pair: bool = False,
-                 drop_last: bool = False):
-        self.bundle = bundle
+                 drop_last: bool = False, rank: int = 0, world: int = 1):
+        self.bundle, self.rank, self.world = bundle, rank, world
         self.device = device
         self.images = split.images.to(device)
         self.sizes = None if split.sizes is None else split.sizes.to(device)
@@ -71,15 +82,26 @@ class TensorBatches:
         sizes = None if self.sizes is None else self.sizes[rows]
         return _plain(self.bundle, self.images[rows], self.mean, self.std, sizes)
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
-        g = epoch_generator(self.seed + AUGMENT_SEED_OFFSET, epoch, self.device)
-        for anchors, partners in self.sampler.epoch_batches(epoch):
-            if self.partner == "in-batch":
-                anchors = torch.cat([anchors, partners])
-            rows = {"class": partners, "view": anchors}.get(self.partner)
-            yield Batch(self._augment(anchors, g), self.labels[anchors],
-                        None if rows is None else self._augment(rows, g),
-                        self._clean(anchors) if self.clean else None)
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """This rank's batches of `epoch` from step `start_step` on (a resumed run skips the rest)."""
+        r, w = self.rank, self.world
+        for step, (anchors, partners) in enumerate(self.sampler.epoch_batches(epoch)):
+            if step < start_step:
+                continue
+            g = step_generator(self.seed + AUGMENT_SEED_OFFSET, epoch, step, self.device)
+            if self.partner == "in-batch":  # each rank keeps its anchors followed by their partners
+                x = self._augment(torch.cat([anchors, partners]), g)
+                half = len(anchors)
+                rows = torch.cat([share(anchors, r, w), share(partners, r, w)])
+                x = torch.cat([share(x[:half], r, w), share(x[half:], r, w)])
+                yield Batch(x, self.labels[rows], None, None, len(rows) * w / (2 * half))
+                continue
+            extra = {"class": partners, "view": anchors}.get(self.partner)
+            x = share(self._augment(anchors, g), r, w)
+            other = None if extra is None else share(self._augment(extra, g), r, w)
+            mine = share(anchors, r, w)
+            yield Batch(x, self.labels[mine], other, self._clean(mine) if self.clean else None,
+                        len(mine) * w / len(anchors))
 
 
 def _sampler(labels, batch_size: int, seed: int, allow_self_pair: bool, partner: str,
@@ -89,8 +111,6 @@ def _sampler(labels, batch_size: int, seed: int, allow_self_pair: bool, partner:
         raise ValueError(f"partner must be one of {PARTNER_MODES}; got {partner!r}")
     if partner == "in-batch":
         if batch_size < 2 or batch_size % 2:
-            from .errors import UserError
-
             raise UserError(f"--pairing in-batch needs an even --batch-size >= 2; got {batch_size}")
         batch_size //= 2
     # In-batch pairing: one epoch = N images, N/2 anchors plus their N/2 partners.
@@ -165,28 +185,48 @@ class SplitImages(Dataset):
             return self.cache.image(i)
         return open_rgb(self.split.files[i])
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, item):
+        """`item` is a row, or (row, seed) for a training sample: its random transform is then drawn
+        from that seed alone (whichever worker or process loads it)."""
+        i, seed = item if isinstance(item, tuple) else (item, None)
         img = self._load(i)
-        x = self.transform(img)
+        if seed is None:
+            x = self.transform(img)
+        else:
+            with torch.random.fork_rng(devices=[]):  # leave the process's own stream untouched
+                torch.manual_seed(seed)
+                x = self.transform(img)
         if self.clean_transform is None:
             return x, self.split.labels[i], self.split.indices[i]
         return x, self.clean_transform(img), self.split.labels[i], self.split.indices[i]
 
 
 class _IndexBatches:
-    """Batch sampler for one epoch: anchor indices, followed by partner indices when asked."""
+    """Batch sampler for one epoch: this rank's (row, sample seed) anchors, followed by their
+    partners when asked. A sample's seed is (seed, epoch, step, position in the global batch, role)."""
 
-    def __init__(self, sampler: ClassPairSampler, epoch: int, partner: str):
+    def __init__(self, sampler: ClassPairSampler, epoch: int, partner: str, seed: int, *, start_step: int = 0,
+                 rank: int = 0, world: int = 1):
         self.batches = sampler.epoch_batches(epoch)
-        self.partner = partner
+        self.partner, self.seed, self.epoch, self.start_step = partner, seed, epoch, start_step
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.batches) - self.start_step
 
     def __iter__(self):
-        for a, p in self.batches:
+        for step, (a, p) in enumerate(self.batches):
+            if step < self.start_step:
+                continue
+            items = []
             extra = {"class": p, "in-batch": p, "view": a}.get(self.partner)
-            yield (a if extra is None else torch.cat([a, extra])).tolist()
+            for role, rows in enumerate((a, extra)):
+                if rows is None:
+                    continue
+                positions = share(torch.arange(len(rows)), self.rank, self.world).tolist()
+                mine = share(rows, self.rank, self.world).tolist()
+                items += [(row, mixed_seed(self.seed, self.epoch, step, j, role)) for row, j in zip(mine, positions)]
+            yield items
 
 
 class HostBatches:
@@ -194,29 +234,34 @@ class HostBatches:
 
     def __init__(self, bundle: DataBundle, split: Split, *, batch_size: int, seed: int, device: torch.device,
                  partner: str = "none", clean: bool = False, allow_self_pair: bool = False, workers: int = 2,
-                 drop_last: bool = False):
+                 drop_last: bool = False, rank: int = 0, world: int = 1):
         clean_tf = host_transforms(bundle, train=False) if clean else None
         self.dataset = SplitImages(split, host_transforms(bundle, train=True), clean_tf, bundle.decode_cache)
         self.sampler = _sampler(split.labels, batch_size, seed, allow_self_pair, partner, drop_last)
         self.device, self.partner, self.clean, self.seed, self.workers = device, partner, clean, seed, workers
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
-        # A fresh loader per epoch seeded from (seed, epoch): worker augmentation is reproducible
-        # and a resumed run continues with the same streams.
-        loader = DataLoader(self.dataset, batch_sampler=_IndexBatches(self.sampler, epoch, self.partner),
-                            num_workers=self.workers, pin_memory=self.device.type == "cuda",
-                            generator=epoch_generator(self.seed + AUGMENT_SEED_OFFSET, epoch))
-        for item in loader:
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        batches = _IndexBatches(self.sampler, epoch, self.partner, self.seed + AUGMENT_SEED_OFFSET,
+                                start_step=start_step, rank=self.rank, world=self.world)
+        loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers,
+                            pin_memory=self.device.type == "cuda")
+        sizes = [len(a) for a, _ in batches.batches[start_step:]]  # global anchors per step
+        for item, n_global in zip(loader, sizes):
             x, y = item[0].to(self.device, non_blocking=True), item[-2].to(self.device, non_blocking=True)
             clean = item[1].to(self.device, non_blocking=True) if self.clean else None
-            if self.partner in ("class", "view"):
+            if self.partner in ("class", "view", "in-batch"):
                 half = len(y) // 2
-                yield Batch(x[:half], y[:half], x[half:], None if clean is None else clean[:half])
+                if self.partner == "in-batch":
+                    yield Batch(x, y, None, clean, half * self.world / n_global)
+                else:
+                    yield Batch(x[:half], y[:half], x[half:], None if clean is None else clean[:half],
+                                half * self.world / n_global)
             else:
-                yield Batch(x, y, None, clean)
+                yield Batch(x, y, None, clean, len(y) * self.world / n_global)
 
 
 def host_eval_batches(bundle: DataBundle, split: Split, *, batch_size: int, device: torch.device, workers: int = 2):
@@ -227,22 +272,42 @@ def host_eval_batches(bundle: DataBundle, split: Split, *, batch_size: int, devi
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True), idx
 
 
-LOADERS = ("auto", "device", "host")
+def to_channels_last(batch: Batch) -> Batch:
+    """The batch's image tensors in channels_last memory format (the model's, on CUDA by default)."""
+    return batch._replace(**{k: getattr(batch, k).contiguous(memory_format=torch.channels_last)
+                             for k in ("x", "partner", "clean") if getattr(batch, k) is not None
+                             and getattr(batch, k).dim() == 4})
+
+
+class ChannelsLast:
+    """A training source whose batches come in channels_last format."""
+
+    def __init__(self, source):
+        self.source, self.sampler = source, source.sampler
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        return (to_channels_last(b) for b in self.source.epoch(epoch, start_step))
 
 
 def train_batches(bundle: DataBundle, *, loader: str = "auto", batch_size: int, seed: int, device: torch.device,
                   partner: str = "none", clean: bool = False, allow_self_pair: bool = False, workers: int = 2,
-                  drop_last: bool = False):
-    """The training source: on the device for in-memory sets (unless loader="host"), else DataLoader."""
-    from .errors import UserError
-
+                  drop_last: bool = False, rank: int = 0, world: int = 1, channels_last: bool = False):
+    """The training source: on the device for in-memory sets (unless loader="host"), else DataLoader.
+    Its `epoch(e, start_step)` yields this rank's Batches; `sampler` holds the pair sampler."""
+    if loader not in LOADERS:
+        raise ValueError(f"loader must be one of {LOADERS}; got {loader!r}")
     if loader == "device" and not bundle.in_memory:
         raise UserError(f"--loader device needs an in-memory data set; {bundle.name} is read from image files")
     kw = dict(batch_size=batch_size, seed=seed, device=device, partner=partner, clean=clean,
-              allow_self_pair=allow_self_pair, drop_last=drop_last)
+              allow_self_pair=allow_self_pair, drop_last=drop_last, rank=rank, world=world)
     if bundle.in_memory and loader != "host":
-        return TensorBatches(bundle, bundle.train, **kw)
-    return HostBatches(bundle, bundle.train, workers=workers, **kw)
+        source = TensorBatches(bundle, bundle.train, **kw)
+    else:
+        source = HostBatches(bundle, bundle.train, workers=workers, **kw)
+    return ChannelsLast(source) if channels_last else source
 
 
 def eval_batches(bundle: DataBundle, split: Split, *, batch_size: int, device: torch.device, workers: int = 2):

@@ -5,31 +5,41 @@ Every method is a `Method(partner, clean, step)`:
   clean    whether the source also yields un-augmented anchors
   step     step(ctx, batch) -> Step(loss, ce, reg, logits, labels); all 0-d tensors stay on the
            device (no host synchronisation), `logits`/`labels` feed the running train accuracy.
+
+Every gradient-carrying model call goes through `ctx.model(x, labels, parts=...)` (see
+cskd.runmodel.TrainingModel), never through a submodule, so that DistributedDataParallel
+all-reduces every gradient; fixed (no-grad) predictions use `ctx.fixed`, the same model unwrapped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from . import baselines as B
-from .config import KD_METHODS, TrainConfig
+from .config import TrainConfig
 from .errors import UserError
 from .loaders import Batch
 from .losses import class_wise_kl, cskd_loss
 
 
 @dataclass
-class Context:
+class StepContext:
+    """What a method's step may use. `model` and `fixed` take (x, labels=None, parts=...)."""
+
     cfg: TrainConfig
-    model: torch.nn.Module
+    model: Callable  # the gradient path: the TrainingModel, compiled and/or wrapped by DDP
+    fixed: Callable | None = None  # the same model without the DDP wrapper, for no-grad predictions
     teacher: torch.nn.Module | None = None
-    generator: torch.Generator | None = None  # per-epoch CPU generator (Mixup draws λ and π on the host)
-    channels_last: bool = False  # convert batches to channels_last before the forward
+    generator: torch.Generator | None = None  # per-step CPU generator (Mixup draws λ and π on the host)
     num_classes: int = 0
+
+    def __post_init__(self):
+        if self.fixed is None:
+            self.fixed = self.model
 
 
 @dataclass
@@ -44,7 +54,7 @@ class Step:
 @dataclass(frozen=True)
 class Method:
     partner: str
-    step: Callable[[Context, Batch], Step]
+    step: Callable[[StepContext, Batch], Step]
     clean: bool = False
 
 
@@ -53,9 +63,10 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def fixed_prediction(ctx: Context, x: torch.Tensor) -> torch.Tensor:
-    """Logits of the fixed copy θ̃: no graph; BatchNorm in train mode unless --partner-bn eval."""
-    model = ctx.model
+def fixed_prediction(ctx: StepContext, x: torch.Tensor) -> torch.Tensor:
+    """Logits of the fixed copy θ̃: no graph; BatchNorm in train mode unless --partner-bn eval.
+    Through the unwrapped model: a no-grad forward through DDP would broadcast rank 0's buffers."""
+    model = ctx.fixed
     if ctx.cfg.partner_bn == "eval":
         model.eval()
     try:
@@ -71,13 +82,13 @@ def paired_logits(logits: torch.Tensor) -> torch.Tensor:
     return torch.cat([logits[half:], logits[:half]]).detach()
 
 
-def ce_step(ctx: Context, b: Batch) -> Step:
+def ce_step(ctx: StepContext, b: Batch) -> Step:
     logits = ctx.model(b.x)
     ce = F.cross_entropy(logits.float(), b.y)
     return Step(ce, ce, _zero(ce), logits, b.y)
 
 
-def cskd_step(ctx: Context, b: Batch) -> Step:
+def cskd_step(ctx: StepContext, b: Batch) -> Step:
     """Eq. (1). Paper pairing: a no-grad forward of the partner batch; in-batch pairing: the pair's
     prediction from the same forward (no extra forward; BatchNorm sees anchors and partners together)."""
     cfg = ctx.cfg
@@ -87,41 +98,41 @@ def cskd_step(ctx: Context, b: Batch) -> Step:
     return Step(loss, ce, cfg.lambda_cls * kl, logits, b.y)
 
 
-def _kl(ctx: Context, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _kl(ctx: StepContext, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """λ_cls · T² · KL(softmax(target/T) ‖ softmax(logits/T)), target fixed."""
     return ctx.cfg.lambda_cls * class_wise_kl(logits, target, temperature=ctx.cfg.temperature)
 
 
-def label_smoothing_step(ctx: Context, b: Batch) -> Step:
+def label_smoothing_step(ctx: StepContext, b: Batch) -> Step:
     logits = ctx.model(b.x)
     loss = B.label_smoothing_ce(logits, b.y, epsilon=ctx.cfg.ls_epsilon)
     ce = F.cross_entropy(logits.float(), b.y).detach()
     return Step(loss, ce, loss.detach() - ce, logits, b.y)
 
 
-def max_entropy_step(ctx: Context, b: Batch) -> Step:
+def max_entropy_step(ctx: StepContext, b: Batch) -> Step:
     logits = ctx.model(b.x)
     loss = B.confidence_penalty_ce(logits, b.y, beta=ctx.cfg.me_beta)
     ce = F.cross_entropy(logits.float(), b.y).detach()
     return Step(loss, ce, loss.detach() - ce, logits, b.y)
 
 
-def head_step(ctx: Context, b: Batch) -> Step:
+def head_step(ctx: StepContext, b: Batch) -> Step:
     """AdaCos and Virtual-softmax: the head needs the labels in training (scale update, virtual class)."""
-    logits = ctx.model.head(ctx.model.forward_features(b.x), b.y)
+    logits = ctx.model(b.x, b.y, parts="head")
     loss = F.cross_entropy(logits.float(), b.y)
     # Virtual-softmax appends the virtual class as the last column; accuracy counts real classes only.
     return Step(loss, loss, _zero(loss), logits[:, :ctx.num_classes], b.y)
 
 
-def mixup_step(ctx: Context, b: Batch) -> Step:
+def mixup_step(ctx: StepContext, b: Batch) -> Step:
     mix = B.mixup_batch(b.x, b.y, alpha=ctx.cfg.mixup_alpha, generator=ctx.generator)
     logits = ctx.model(mix.x)
     loss = B.mixup_ce(logits, mix.labels_a, mix.labels_b, mix.lam)
     return Step(loss, loss, _zero(loss), logits, b.y)
 
 
-def mixup_cskd_step(ctx: Context, b: Batch) -> Step:
+def mixup_cskd_step(ctx: StepContext, b: Batch) -> Step:
     """Mixup + CS-KD (§3.2): anchors x_i mixed as λx_i + (1−λ)x_π(i) (one λ ~ Beta(α, α) and one
     permutation π per batch); partner x'_i (same class as x_i, drawn by the pair sampler) mixed with
     the same λ and π, λx'_i + (1−λ)x'_π(i), so anchor and partner carry the same mixed label
@@ -135,11 +146,11 @@ def mixup_cskd_step(ctx: Context, b: Batch) -> Step:
 
 
 @torch.no_grad()
-def _teacher(ctx: Context, x: torch.Tensor) -> torch.Tensor:
-    return ctx.teacher(x)
+def _teacher(ctx: StepContext, x: torch.Tensor) -> torch.Tensor:
+    return ctx.teacher(x)  # a frozen model of another run: outside the DDP wrapper on purpose
 
 
-def kd_step(ctx: Context, b: Batch) -> Step:
+def kd_step(ctx: StepContext, b: Batch) -> Step:
     """KD (Hinton et al. 2015): (1−α)·CE + α·T²·KL(teacher/T ‖ student/T) at the run's T."""
     cfg = ctx.cfg
     logits = ctx.model(b.x)
@@ -148,14 +159,14 @@ def kd_step(ctx: Context, b: Batch) -> Step:
     return Step(loss, ce, loss.detach() - (1 - cfg.kd_alpha) * ce, logits, b.y)
 
 
-def kd_cskd_step(ctx: Context, b: Batch) -> Step:
+def kd_cskd_step(ctx: StepContext, b: Batch) -> Step:
     """KD + CS-KD (Table 4): the KD loss plus the class-wise term λ_cls·T²·KL on a same-class partner."""
     out = kd_step(ctx, b)
     reg = _kl(ctx, out.logits, fixed_prediction(ctx, b.partner))
     return Step(out.loss + reg, out.ce, out.reg + reg.detach(), out.logits, b.y)
 
 
-def cskd_e_step(ctx: Context, b: Batch) -> Step:
+def cskd_e_step(ctx: StepContext, b: Batch) -> Step:
     """CS-KD-E (§3.4): CS-KD on the augmented pair + λ_E·T²·KL(f(x clean) fixed ‖ f(x augmented))."""
     out = cskd_step(ctx, b)
     clean = fixed_prediction(ctx, b.clean)
@@ -163,23 +174,20 @@ def cskd_e_step(ctx: Context, b: Batch) -> Step:
     return Step(out.loss + reg, out.ce, out.reg + reg.detach(), out.logits, b.y)
 
 
-def ddgsd_step(ctx: Context, b: Batch) -> Step:
+def ddgsd_step(ctx: StepContext, b: Batch) -> Step:
     """DDGSD (Xu & Liu 2019): two independent augmentations of each anchor in one forward."""
     cfg, n = ctx.cfg, b.x.shape[0]
-    feats = ctx.model.forward_features(torch.cat([b.x, b.partner]))
-    logits = ctx.model.head(feats)
+    feats, logits = ctx.model(torch.cat([b.x, b.partner]), parts="features")
     loss = B.ddgsd_loss(logits[:n], logits[n:], feats[:n], feats[n:], b.y, lambda_kl=cfg.ddgsd_lambda_kl,
                         lambda_mmd=cfg.ddgsd_lambda_mmd, temperature=cfg.ddgsd_temperature)
     ce = F.cross_entropy(logits[:n].float(), b.y).detach()
     return Step(loss, ce, loss.detach() - ce, logits[:n], b.y)
 
 
-def byot_step(ctx: Context, b: Batch) -> Step:
+def byot_step(ctx: StepContext, b: Batch) -> Step:
     """BYOT (Zhang et al. 2019): shallow classifiers on the intermediate stages learn from the deepest."""
-    cfg, model = ctx.cfg, ctx.model
-    maps, feats = model.forward_stages(b.x)
-    logits = model.head(feats)
-    branch_logits, branch_feats = model.byot(maps)
+    cfg = ctx.cfg
+    logits, feats, (branch_logits, branch_feats) = ctx.model(b.x, parts="byot")
     loss = B.byot_loss(branch_logits, branch_feats, logits, feats, b.y, alpha=cfg.byot_alpha, beta=cfg.byot_beta,
                        temperature=cfg.byot_temperature)
     ce = F.cross_entropy(logits.float(), b.y).detach()
@@ -210,70 +218,3 @@ def method_for(cfg: TrainConfig) -> Method:
         "byot": Method("none", byot_step),
     }
     return table[cfg.method]
-
-
-def adapt_model(cfg: TrainConfig, model: torch.nn.Module) -> torch.nn.Module:
-    """Give the model what its method needs; `model(x)` still returns plain C-way logits and
-    `forward_features(x)` the pooled penultimate features, so every analysis works on every method.
-
-    adacos / virtual_softmax replace the linear head; byot attaches shallow classifiers as
-    `model.byot` (trained, saved in checkpoints, unused at evaluation).
-    """
-    num_classes = model.head.out_features
-    if cfg.method == "adacos":
-        model.head = B.AdaCosHead(model.feature_dim, num_classes)
-    elif cfg.method == "virtual_softmax":
-        model.head = B.VirtualSoftmaxHead(model.feature_dim, num_classes)
-    elif cfg.method == "byot":
-        if not hasattr(model, "forward_stages"):
-            raise UserError(f"--method byot needs a model with stages (small, preact_resnet18, resnet*); "
-                            f"{cfg.model} has none")
-        model.byot = B.ByotBranches(model.stage_channels, model.feature_dim, num_classes)
-    return model
-
-
-def load_run_model(run, *, checkpoint: str = "best", device: torch.device, bundle=None):
-    """Rebuild a finished run's model from its config and load `<checkpoint>.pt` (eval mode).
-
-    `bundle`: the run's data set when the caller has it already (a KD student on the same data).
-    Returns (config, data bundle, model, checkpoint state).
-    """
-    from pathlib import Path
-
-    from .checkpoint import load_checkpoint, load_model_state
-    from .data import bundle_for
-    from .models import build_model
-    from .runs import read_config
-
-    run = Path(run)
-    cfg = read_config(run)
-    state = load_checkpoint(run / f"{checkpoint}.pt", map_location=device)
-    bundle = bundle or bundle_for(cfg)
-    model = adapt_model(cfg, build_model(cfg.model, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
-                                         width=cfg.width))
-    load_model_state(model, state["model"], run / f"{checkpoint}.pt")
-    return cfg, bundle, model.to(device).eval(), state
-
-
-def load_teacher(cfg: TrainConfig, *, bundle, device: torch.device) -> torch.nn.Module | None:
-    """The frozen teacher of kd / kd_cskd: the teacher run's config rebuilds its model, best.pt its weights."""
-    if cfg.method not in KD_METHODS:
-        return None
-    from .runs import read_config
-
-    tcfg = read_config(cfg.teacher)
-    if tcfg.dataset != bundle.name:
-        raise UserError(f"--teacher {cfg.teacher} was trained on {tcfg.dataset}, this run is on {bundle.name}")
-    from pathlib import Path
-
-    if not (Path(cfg.teacher) / "summary.json").is_file():
-        raise UserError(f"--teacher {cfg.teacher} has not finished training (no summary.json); "
-                        f"finish it with `cskd train --out {cfg.teacher} --resume`")
-    if (tcfg.split_seed, tcfg.val_fraction) != (cfg.split_seed, cfg.val_fraction) and cfg.select_on == "val":
-        # a teacher that trained on this run's validation images would leak them into model selection
-        raise UserError(f"--teacher {cfg.teacher} used another validation split (--split-seed "
-                        f"{tcfg.split_seed}, --val-fraction {tcfg.val_fraction}); train it with this run's")
-    _, _, teacher, _ = load_run_model(cfg.teacher, device=device, bundle=bundle)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher

@@ -3,17 +3,38 @@
 The draw for epoch e depends only on (seed, e), so the sampler's whole state is `{seed, epoch}`:
 a run resumed from a checkpoint draws exactly the pairs the uninterrupted run would have drawn.
 Works on CPU or CUDA index tensors, so a device-resident loader can use it unchanged.
+
+Several processes (torchrun): every rank draws the same global permutation and partners, and rank
+r of W takes the strided share `batch[r::W]` of each global batch of B anchors, so step k over all
+ranks covers exactly the anchors and partners of single-process step k.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
+
+
+def mixed_seed(*keys: int) -> int:
+    """A 63-bit seed from integer keys; distinct key tuples give unrelated seeds."""
+    digest = hashlib.blake2b(",".join(map(str, keys)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator seeded from (seed, epoch) only; distinct epochs get unrelated streams."""
     g = torch.Generator(device=device)
     g.manual_seed((seed * 1_000_003 + epoch * 7_919 + 12_345) % (2**63 - 1))
+    return g
+
+
+def step_generator(seed: int, epoch: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded from (seed, epoch, step): the draws of one training step (augmentation,
+    Mixup) depend on nothing else, so a run resumed mid-epoch, or split over processes, draws the
+    same numbers."""
+    g = torch.Generator(device=device)
+    g.manual_seed(mixed_seed(seed, epoch, step))
     return g
 
 
@@ -66,7 +87,8 @@ class ClassPairSampler:
         return self.members[self.start[cls] + pos]
 
     def epoch_batches(self, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """All (anchor indices, partner indices) batches of `epoch`, deterministic in (seed, epoch)."""
+        """All global (anchor indices, partner indices) batches of `epoch`, deterministic in
+        (seed, epoch); a rank takes its share with `share`."""
         self.epoch = epoch
         g = epoch_generator(self.seed, epoch, self.labels.device)
         perm = torch.randperm(len(self.labels), generator=g, device=self.labels.device)[:self.anchors_per_epoch]
@@ -81,3 +103,8 @@ class ClassPairSampler:
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
         self.allow_self_pair = bool(state["allow_self_pair"])
+
+
+def share(rows: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """Rank `rank`'s strided share of a global batch's rows: rows[rank::world]."""
+    return rows[rank::world] if world > 1 else rows

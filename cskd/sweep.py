@@ -1,8 +1,8 @@
 """`cskd sweep`: a grid of presets x methods x (T, λ) x seeds, one run folder each, then the tables.
 
-Run folders are named `<preset>-<method>[-T<T>-L<λ>]-s<seed>` under `--runs`. A finished run
-(summary.json present) is skipped, an interrupted one (last.pt without summary.json) is resumed,
-so re-running the same command after a kill continues where it stopped. The T and λ grid applies
+Run folders are named as every run (cskd.runfolder.naming) under `--runs`. A finished run is
+skipped, an interrupted one resumed (`--resume auto`), so re-running the same command after a kill
+continues where it stopped. The T and λ grid applies
 to the methods with a class-wise term (cskd, mixup_cskd, kd_cskd, cskd_e); the others get one run
 per seed. At the end every data set's runs are analysed together (`cskd analyze`): mean ± std
 tables over seeds (the paper's Tables 1/6 layout) and, when the grid has several T or λ, the
@@ -15,11 +15,12 @@ import itertools
 import time
 from pathlib import Path
 
-from .config import KD_METHODS, resolve
+from .config import CLASS_WISE, KD_METHODS, resolve
 from .errors import UserError
-from .train import changed_settings, run_training
-
-CLASS_WISE = ("cskd", "mixup_cskd", "kd_cskd", "cskd_e")
+from .runfolder import RunFolder
+from .runfolder.naming import run_name
+from .session import changed_settings
+from .train import run_training
 
 
 def plan(presets, methods, seeds, temperatures, lambdas, overrides: dict, runs_root: str) -> list:
@@ -30,13 +31,13 @@ def plan(presets, methods, seeds, temperatures, lambdas, overrides: dict, runs_r
     for preset, method, seed in itertools.product(presets, methods, seeds):
         grid = itertools.product(temperatures, lambdas) if method in CLASS_WISE else [(None, None)]
         for t, lam in grid:
-            name = f"{preset}-{method}" + (f"-T{t:g}-L{lam:g}" if t is not None else "") + f"-s{seed}"
-            out = Path(runs_root) / name
             # --pairing is a CS-KD option (the other methods keep the paper's data path), --teacher a KD one
             per_method = {k: v for k, v in overrides.items()
                           if (k != "pairing" or method == "cskd") and (k != "teacher" or method in KD_METHODS)}
-            cfg = resolve({**per_method, "method": method, "seed": seed, "temperature": t, "lambda_cls": lam,
-                           "out": str(out)}, preset)
+            cfg = resolve({**per_method, "method": method, "seed": seed, "temperature": t, "lambda_cls": lam},
+                          preset)
+            out = Path(runs_root) / run_name(cfg)
+            cfg.out = str(out)
             items.append((out, cfg))
     names = [out.name for out, _ in items]
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -44,7 +45,7 @@ def plan(presets, methods, seeds, temperatures, lambdas, overrides: dict, runs_r
         raise UserError(f"the grid names {', '.join(repeated)} more than once; drop the repeated seeds, methods, "
                         f"temperatures or lambdas")
     for out, cfg in items:  # a folder from an earlier sweep with other settings would be reused silently
-        changed = changed_settings(out, cfg)
+        changed = changed_settings(RunFolder(out), cfg)
         if changed:
             raise UserError(f"{out} holds a run with other settings ({'; '.join(changed[:3])}); "
                             f"use another --runs folder, or delete that run")
@@ -54,17 +55,14 @@ def plan(presets, methods, seeds, temperatures, lambdas, overrides: dict, runs_r
 def check_data(configs) -> None:
     """Load every distinct data set the configs name (files listed, not decoded), so that a missing or
     mislaid one stops the sweep before its first run rather than hours into it."""
-    from .data import load_bundle
+    from .data import bundle_key, load_bundle_of
 
     seen = set()
     for cfg in configs:
-        key = (cfg.dataset, cfg.data_root, cfg.download, cfg.val_fraction, cfg.split_seed, tuple(cfg.mixed_roots),
-               cfg.mixed_per_class)
+        key = bundle_key(cfg)
         if key not in seen:
             seen.add(key)
-            load_bundle(cfg.dataset, data_root=cfg.data_root, download=cfg.download, val_fraction=cfg.val_fraction,
-                        split_seed=cfg.split_seed, mixed_roots=tuple(cfg.mixed_roots),
-                        mixed_per_class=cfg.mixed_per_class)
+            load_bundle_of(cfg)
 
 
 def run_sweep(*, presets, methods, seeds, temperatures=(4.0,), lambdas=(1.0,), overrides=None,
@@ -84,12 +82,13 @@ def run_sweep(*, presets, methods, seeds, temperatures=(4.0,), lambdas=(1.0,), o
     t0 = time.time()
     for i, (out, cfg) in enumerate(items, 1):
         print(f"[{i}/{len(items)}] {out.name}")
-        if (out / "summary.json").is_file():
+        summary = RunFolder(out).summary() if RunFolder(out).holds_run() else None
+        if summary and summary.get("finished"):
             done["skipped"].append(out.name)
             continue
-        resume = (out / "last.pt").is_file()
-        run_training(cfg, resume=resume, overwrite=not resume and out.exists(), progress=progress)
-        done["resumed" if resume else "trained"].append(out.name)
+        resumed = (out / "last.pt").is_file()
+        run_training(cfg, resume="auto", progress=progress)
+        done["resumed" if resumed else "trained"].append(out.name)
     by_dataset: dict[str, list[str]] = {}
     for out, cfg in items:
         by_dataset.setdefault(cfg.dataset, []).append(str(out))

@@ -1,7 +1,12 @@
-"""The training loop: cross-entropy or CS-KD (Eq. 1), SGD with step decay, per-epoch validation.
+"""The training loop: one run of any method, SGD with step decay, per-epoch selection, on one
+process or several (torchrun).
 
 No host synchronisation inside the step: loss/accuracy sums and a "first bad step" marker stay on
-the device and are read once per `log_interval` steps and at the end of the epoch.
+the device and are read once per `log_interval` steps and at the end of the epoch (with several
+processes, that read is one all-reduce, so every rank takes the same decisions).
+
+How a run starts or resumes (which folder, which settings) is cskd.session's; what a step computes
+is cskd.methods'; every file is written through cskd.runfolder.RunFolder, by rank 0 only.
 """
 
 from __future__ import annotations
@@ -9,34 +14,42 @@ from __future__ import annotations
 import contextlib
 import datetime
 import math
+import signal
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import __version__
-from .checkpoint import LAST_FIELDS, append_metrics, load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state, write_json, write_metrics
 from .config import TrainConfig
 from .data import DataBundle, bundle_for
 from .device import autocast, compile_available, pick_device, use_bf16
-from .errors import UserError, short_reason
+from .distributed import SINGLE, World, agree_or_raise, all_sum, barrier, broadcast, device_of, init_world, wrap
+from .errors import UserError
 from .host_memory import keep_freed_host_memory
 from .loaders import Batch, eval_batches, train_batches
-from .methods import Context, Method, Step, adapt_model, load_teacher, method_for
-from .sampler import epoch_generator
-from .models import build_model
-from .runs import choose_out_dir, clear_run, config_from_record, git_commit, holds_run, read_config, read_metrics
+from .methods import Method, Step, StepContext, method_for
+from .runfolder import LAST, LAST_FIELDS, RunFolder, load_model_state, rng_state, set_rng_state
+from .runmodel import TrainingModel, build_run_model, load_teacher
+from .sampler import share, step_generator
+from .session import Start, choose_folder, open_run
 
-
-METHOD_SEED_OFFSET = 99_991
+METHOD_SEED_OFFSET = 99_991  # the method's per-step draws (Mixup) differ from augmentation's
 
 
 class Diverged(UserError):
     """The loss became NaN or infinite."""
+
+
+class Preempted(UserError):
+    """SIGTERM or SIGUSR1 arrived: the run saved a checkpoint within the epoch and stopped."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_status = 128 + signum
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
@@ -44,9 +57,11 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
 
     With 200 epochs and milestones (0.5, 0.75): 0.1 for epochs 1-100, 0.01 for 101-150, 0.001 after
     (1-based), i.e. "divided by 10 after epochs 100 and 150" as in the paper. The authors' code
-    adjusts the lr after each epoch, so its drops land one epoch later (0.1 for epochs 1-101).
+    adjusts the lr after each epoch, so its drops land one epoch later (0.1 for epochs 1-101):
+    `--protocol authors` does the same.
     """
-    drops = sum(epoch >= milestone(m, cfg.epochs) for m in cfg.lr_milestones)
+    delay = 1 if cfg.protocol == "authors" else 0
+    drops = sum(epoch >= milestone(m, cfg.epochs) + delay for m in cfg.lr_milestones)
     return cfg.lr * 0.1**drops
 
 
@@ -56,8 +71,9 @@ def milestone(fraction: float, epochs: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(model, batches, *, device: torch.device, bf16: bool) -> dict:
-    """Top-1 accuracy (fraction) and mean cross-entropy over an evaluation source."""
+def evaluate(model, batches, *, device: torch.device, bf16: bool, world: World = SINGLE) -> dict:
+    """Top-1 accuracy (fraction) and mean cross-entropy over an evaluation source (this rank's
+    share; the sums are added over ranks, so every sample counts exactly once)."""
     model.eval()
     sums = torch.zeros(2, device=device, dtype=torch.float64)
     n = 0  # counted on the host: building it on the device would copy (and sync) every batch
@@ -67,59 +83,122 @@ def evaluate(model, batches, *, device: torch.device, bf16: bool) -> dict:
         sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
                              (logits.argmax(1) == y).sum().double()])
         n += len(y)
-    loss, correct = sums.tolist()
+    totals = all_sum(torch.cat([sums, torch.tensor([float(n)], dtype=torch.float64, device=device)]), world)
+    loss, correct, n = totals.tolist()
     return {"acc": correct / max(n, 1), "loss": loss / max(n, 1), "n": int(n)}
 
 
-def train_step(ctx: Context, method: Method, optimizer, batch: Batch, *, device, bf16: bool) -> Step:
+def train_step(ctx: StepContext, method: Method, optimizer, batch: Batch, *, device, bf16: bool) -> Step:
     """One optimisation step on `batch`; returns the method's Step (tensors on the device, no sync)."""
-    if ctx.channels_last:
-        batch = _to_channels_last(batch)
     with autocast(device, bf16):
         out = method.step(ctx, batch)
     optimizer.zero_grad(set_to_none=True)
-    out.loss.backward()
+    # this rank's share of the global batch mean (DDP averages the ranks' gradients)
+    (out.loss * batch.share if batch.share != 1.0 else out.loss).backward()
     optimizer.step()
     return out
 
 
-def train_epoch(ctx: Context, method: Method, optimizer, source, epoch: int, *, device, bf16: bool, bar) -> dict:
-    """One epoch. Returns means of loss, CE, the regulariser and the train accuracy (fractions)."""
+class StopSignals:
+    """SIGTERM (how clusters stop jobs) and SIGUSR1 (SLURM's --signal warning) ask the loop to stop
+    after the current step; the handlers are installed only while training (main thread only)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self):
+        self.signum = 0
+        self._previous = {}
+
+    def __enter__(self) -> StopSignals:
+        with contextlib.suppress(ValueError):  # not the main thread: nothing to install
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._note)
+        return self
+
+    def _note(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+@dataclass
+class EpochState:
+    """One epoch's running sums: on the device total loss, CE, regulariser (each x batch size) and
+    correct predictions; on the host the samples seen and the steps done. A mid-epoch checkpoint
+    saves them (added over ranks) as `partial`."""
+
+    sums: torch.Tensor
+    seen: int = 0
+    step: int = 0
+
+    @classmethod
+    def fresh(cls, device) -> EpochState:
+        return cls(torch.zeros(4, device=device, dtype=torch.float64))
+
+    def packed(self) -> torch.Tensor:
+        return torch.cat([self.sums.cpu(), torch.tensor([float(self.seen)], dtype=torch.float64)])
+
+    def unpack(self, values: torch.Tensor) -> None:
+        self.sums = values[:4].to(self.sums.device, torch.float64).clone()
+        self.seen = int(values[4])
+
+
+def train_epoch(ctx: StepContext, method: Method, optimizer, source, epoch: int, *, device, bf16: bool, bar,
+                state: EpochState, world: World, stop: StopSignals) -> bool:
+    """The rest of one epoch from `state` (its sums end up added over ranks). Returns True when a
+    stop signal ended it early, with `state` at that step."""
     cfg = ctx.cfg
     ctx.model.train()
-    # sums on the device: total loss, CE, regulariser (each x batch size), correct predictions
-    sums = torch.zeros(4, device=device, dtype=torch.float64)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
-    seen, step = 0, -1  # host-side counters: the batch size is known without asking the device
-    for step, batch in enumerate(source.epoch(epoch)):
+    for step, batch in enumerate(source.epoch(epoch, state.step), start=state.step):
+        ctx.generator = step_generator(cfg.seed + METHOD_SEED_OFFSET, epoch, step)  # CPU: Mixup draws on the host
         out = train_step(ctx, method, optimizer, batch, device=device, bf16=bf16)
         n = out.labels.shape[0]
-        seen += n
-        sums += torch.stack([out.loss.detach().double() * n, out.ce.detach().double() * n,
-                             out.reg.detach().double() * n, (out.logits.detach().argmax(1) == out.labels).sum().double()])
+        state.seen += n
+        state.sums += torch.stack([out.loss.detach().double() * n, out.ce.detach().double() * n,
+                                   out.reg.detach().double() * n,
+                                   (out.logits.detach().argmax(1) == out.labels).sum().double()])
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(out.loss.detach()), step, first_bad)
-        if (step + 1) % cfg.log_interval == 0:
-            _check_and_show(sums, seen, first_bad, epoch, bar, optimizer, step + 1)
-    _check_and_show(sums, seen, first_bad, epoch, bar, optimizer, step + 1)
-    total, ce, reg, correct = sums.tolist()
-    return {"train_loss": total / seen, "train_ce": ce / seen, "train_reg": reg / seen, "train_acc": correct / seen}
+        state.step = step + 1
+        # One process looks at the stop flag every step (a Python bool, no sync); several agree on
+        # it at the interval's all-reduce.
+        if (step + 1) % cfg.log_interval == 0 or (stop.signum and not world.distributed):
+            if _check_and_show(state, first_bad, epoch, bar, optimizer, world, stop):
+                return True
+    _check_and_show(state, first_bad, epoch, bar, optimizer, world, stop, final=True)
+    return False
 
 
-def _to_channels_last(batch: Batch) -> Batch:
-    return Batch(*(t.contiguous(memory_format=torch.channels_last) if t is not None and t.dim() == 4 else t
-                   for t in batch))
-
-
-def _check_and_show(sums, seen: int, first_bad, epoch, bar, optimizer, done_steps) -> None:
-    """The once-per-interval host read: stop on a non-finite loss, else update the progress bar."""
-    values = sums.tolist()
-    bad = int(first_bad)
-    if bad >= 0:
-        raise Diverged(f"loss became NaN/inf at epoch {epoch + 1}, step {bad + 1}")
-    seen = max(seen, 1)
-    bar.update(done_steps - bar.n)
-    bar.set_postfix(loss=f"{values[0] / seen:.3f}", acc=f"{100 * values[3] / seen:.1f}",
+def _check_and_show(state: EpochState, first_bad, epoch, bar, optimizer, world: World, stop: StopSignals,
+                    *, final: bool = False) -> bool:
+    """The once-per-interval host read (one all-reduce with several processes): stop on a
+    non-finite loss, agree on a stop signal, update the progress bar. Returns True when a stop
+    signal ends the epoch here; at the epoch's end (`final`) the sums become the global ones and a
+    signal is left for after the epoch's checkpoint."""
+    local = torch.cat([state.sums, (first_bad >= 0).double().view(1)])
+    shared = all_sum(torch.cat([local, torch.tensor([float(state.seen), float(stop.signum > 0)], device=local.device,
+                                                    dtype=torch.float64)]), world).cpu()
+    bad, signalled = shared[4].item(), shared[6].item()
+    if bad > 0:
+        where = f"step {int(first_bad) + 1}" if int(first_bad) >= 0 else "a step on another process"
+        raise Diverged(f"loss became NaN/inf at epoch {epoch + 1}, {where}")
+    if signalled:
+        stop.signum = stop.signum or signal.SIGTERM
+    if final or signalled:
+        global_state = torch.cat([shared[:4], shared[5:6]])
+        if final or world.main:
+            state.unpack(global_state)
+        else:  # rank 0 saves the sums of every rank; the others restart from zero
+            state.unpack(torch.zeros(5, dtype=torch.float64))
+    if signalled and not final:
+        return True
+    total, _, _, correct, seen = (*shared[:4].tolist(), max(shared[5].item(), 1))
+    bar.update(state.step - bar.n)
+    bar.set_postfix(loss=f"{total / seen:.3f}", acc=f"{100 * correct / seen:.1f}",
                     lr=f"{optimizer.param_groups[0]['lr']:.4g}", refresh=False)
+    return False
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
@@ -135,48 +214,28 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
                     buffers[key] = torch.empty_like(p, dtype=buf.dtype).copy_(buf)
 
 
-class CompiledModel:
-    """What the methods call when --compile is on. Calling it runs the compiled forward; the parts
-    that some methods call directly (AdaCos and Virtual-softmax: forward_features and head; DDGSD
-    likewise; BYOT: forward_stages, head and its branches) are compiled too, each on first use —
-    `torch.compile(model)` alone would hand them out uncompiled. Everything else (train/eval,
-    parameters, ...) is the model's own."""
-
-    PARTS = ("forward_features", "forward_stages", "head", "byot")
-
-    def __init__(self, model: torch.nn.Module):
-        self.module = model
-        self._forward = torch.compile(model)
-        self._parts: dict = {}
-
-    def __call__(self, *args, **kwargs):
-        return self._forward(*args, **kwargs)
-
-    def __getattr__(self, name: str):
-        if name not in CompiledModel.PARTS:
-            return getattr(self.module, name)
-        if name not in self._parts:
-            self._parts[name] = torch.compile(getattr(self.module, name))
-        return self._parts[name]
-
-
 @dataclass
 class Setup:
-    model: torch.nn.Module  # the module whose state_dict is checkpointed
+    model: torch.nn.Module  # the model whose state_dict is checkpointed (the zoo's network)
     optimizer: torch.optim.Optimizer
     method: Method
-    source: object  # a training source (cskd.loaders): .epoch(e) -> Batches, .sampler, len()
-    ctx: Context  # ctx.model is `model`, or its CompiledModel view
+    source: object  # a training source (cskd.loaders): .epoch(e, start_step) -> Batches, .sampler, len()
+    ctx: StepContext  # ctx.model: the gradient path (compiled and/or DDP-wrapped); ctx.fixed: without DDP
+    evaluator: torch.nn.Module  # what evaluation calls: the model, compiled when --compile
 
 
-def build_training(cfg: TrainConfig, bundle: DataBundle, device: torch.device) -> Setup:
+def build_training(cfg: TrainConfig, bundle: DataBundle, device: torch.device, world: World = SINGLE) -> Setup:
     """Model (seeded init), optimizer, method and data source of a run — everything but the folder."""
     if cfg.compile and not compile_available(device):
         needs = "the triton package" if device.type == "cuda" else "a C++ compiler on PATH ($CXX, else g++)"
         raise UserError(f"--compile on {device.type} needs {needs}; install it or leave out --compile")
-    torch.manual_seed(cfg.seed)
-    model = adapt_model(cfg, build_model(cfg.model, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
-                                         width=cfg.width)).to(device)
+    if cfg.sync_bn and device.type != "cuda":
+        raise UserError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm does not run on the CPU); leave it out")
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    net = build_run_model(cfg, bundle)
+    if cfg.sync_bn and world.distributed:
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    net = net.to(device)
     teacher = load_teacher(cfg, bundle=bundle, device=device)
     if device.type == "cuda":
         # Batch shapes repeat every step: let cuDNN time its convolution algorithms once per shape.
@@ -185,205 +244,271 @@ def build_training(cfg: TrainConfig, bundle: DataBundle, device: torch.device) -
         keep_freed_host_memory()  # activations live in host memory: stop re-faulting them every step
     channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        net = net.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher = teacher.to(memory_format=torch.channels_last)
     # fused SGD on CUDA: one kernel for the whole parameter update
     opt_kw = {"fused": True} if device.type == "cuda" else {}
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+    optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay, **opt_kw)
     method = method_for(cfg)
+    # Several processes: a last global batch smaller than the world would leave a rank without samples.
+    drop_last = world.distributed and len(bundle.train) % cfg.batch_size not in range(world.size, cfg.batch_size)
     source = train_batches(bundle, loader=cfg.loader, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
                            partner=method.partner, clean=method.clean, allow_self_pair=cfg.allow_self_pair,
-                           workers=cfg.workers, drop_last=cfg.compile)
-    # The compiled view shares parameters with `model`; checkpoints save `model`'s state dict.
-    net = CompiledModel(model) if cfg.compile else model
-    if teacher is not None and channels_last:
-        teacher = teacher.to(memory_format=torch.channels_last)
-    ctx = Context(cfg, net, teacher=teacher, channels_last=channels_last, num_classes=bundle.num_classes)
-    return Setup(model, optimizer, method, source, ctx)
+                           workers=cfg.workers, drop_last=drop_last, rank=world.rank, world=world.size,
+                           channels_last=channels_last)
+    trainer = TrainingModel(net)
+    # compile, then wrap: the partner's no-grad forward and evaluation call the compiled module
+    # without the DDP wrapper (a no-grad forward through DDP would broadcast rank 0's buffers).
+    fixed = torch.compile(trainer) if cfg.compile else trainer
+    ctx = StepContext(cfg, wrap(fixed, world, device), fixed=fixed, teacher=teacher, num_classes=bundle.num_classes)
+    evaluator = torch.compile(net) if cfg.compile else net
+    return Setup(net, optimizer, method, source, ctx, evaluator)
 
 
-def _prepare_out(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> tuple[Path, dict | None]:
-    """Decide the run folder and read the checkpoint to resume from; writes nothing."""
-    if resume and overwrite:
-        raise UserError("--resume and --overwrite contradict each other; pick one")
-    out = choose_out_dir(cfg, existing=resume)
-    if resume:
-        if not (out / "last.pt").is_file():
-            hint = ("it stopped before its first epoch ended; start it again with --overwrite" if holds_run(out)
-                    else "train without --resume to start it")
-            raise UserError(f"--resume: {out} holds no checkpoint (last.pt); {hint}")
-        return out, load_checkpoint(out / "last.pt", fields=LAST_FIELDS)
-    if holds_run(out) and not overwrite:
-        raise UserError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
-                        f"or choose another --out")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    return out, None
+def run_training(cfg: TrainConfig, *, resume=False, overwrite: bool = False, stop_after_epoch: int | None = None,
+                 progress: bool | None = None, explicit: dict | None = None) -> dict:
+    """Train one run and return its summary. `resume`: False, True or "auto" (see cskd.session).
+    `stop_after_epoch` ends early (tests simulate a kill). `explicit`: the options given on the
+    command line (a resumed run refuses those that would change what it computes).
+
+    Under torchrun every process calls this; rank 0 decides the folder and writes every file."""
+    world = init_world(cfg.device)
+    if cfg.batch_size % world.size:
+        raise UserError(f"--batch-size {cfg.batch_size} (the global batch) is not divisible by the "
+                        f"{world.size} processes; choose a multiple of {world.size}")
+    with contextlib.ExitStack() as held:
+        start, error = None, None
+        if world.main:
+            folder = None
+            try:
+                folder = choose_folder(cfg, resume)
+                held.enter_context(folder.writing())
+                start = open_run(folder, cfg, resume=resume, overwrite=overwrite, explicit=explicit)
+            except UserError as e:
+                error = e
+                if folder is not None and folder.path.is_dir():
+                    folder.discard_if_empty()  # refused before writing anything: leave no folder
+        agree_or_raise(error, world)
+        start = _shared_start(start, world)
+        if start.finished is not None:
+            if world.main:
+                print(f"run {start.folder}: finished earlier (best epoch {start.finished.get('best_epoch')}); "
+                      f"nothing to do")
+            return start.finished
+        return _train(start, world, stop_after_epoch=stop_after_epoch, progress=progress)
 
 
-# Options a resumed run (or a re-run sweep) may change: where and how fast it runs and where its
-# files are, not what it computes.
-RESUME_MAY_CHANGE = ("device", "threads", "workers", "log_interval", "loader", "out", "data_root", "download",
-                     "decode_cache_dir")
+def _shared_start(start: Start | None, world: World) -> Start:
+    """Every rank's copy of rank 0's decision (the others read last.pt themselves)."""
+    if not world.distributed:
+        return start
+    plan = broadcast(None if start is None else (str(start.folder.path), start.cfg.to_dict(),
+                                                 start.checkpoint is not None, start.finished), world)
+    if world.main:
+        return start
+    path, cfg, resumed, finished = plan
+    folder = RunFolder(path)
+    ckpt = folder.checkpoint("last", fields=LAST_FIELDS) if resumed else None  # rank 0 writes no checkpoint yet
+    return Start(folder, TrainConfig.from_dict(cfg), checkpoint=ckpt, finished=finished)
 
 
-@contextlib.contextmanager
-def _unfinished_run_removed_on_error(out: Path):
-    """A user-facing error (bad image, divergence, ...) before the first checkpoint leaves nothing
-    to resume: remove what the run wrote, so the same command can simply be run again."""
+def _train(start: Start, world: World, *, stop_after_epoch, progress) -> dict:
+    folder = start.folder
     try:
-        yield
+        return _train_in(start, world, stop_after_epoch=stop_after_epoch, progress=progress)
     except UserError:
-        if not (out / "last.pt").is_file():
-            clear_run(out)
-            with contextlib.suppress(OSError):
-                out.rmdir()  # only when empty
+        if world.main and start.checkpoint is None and folder.file("config.json").is_file() \
+                and not folder.file(LAST).is_file() and _is_this_run(folder, start):
+            # nothing to resume: leave no half-made run behind, so the same command can be run again
+            folder.clear()
         raise
+    finally:
+        if world.main:
+            folder.discard_if_empty()  # a run refused before it wrote anything leaves no folder
 
 
-def changed_settings(out: Path, cfg: TrainConfig) -> list[str]:
-    """The options (as --flags) whose value in the run already in `out` differs from `cfg`, leaving
-    out those a resumed run may change; [] when `out` holds no config.json."""
-    if not (Path(out) / "config.json").is_file():
-        return []
-    saved, new = read_config(out).to_dict(), cfg.to_dict()
-    return [f"--{k.replace('_', '-')} {saved.get(k)} -> {new[k]}" for k in new
-            if k not in RESUME_MAY_CHANGE and saved.get(k) != new[k]]
+def _is_this_run(folder: RunFolder, start: Start) -> bool:
+    try:
+        return folder.read_record()["meta"].get("run_id") == start.run_id
+    except UserError:
+        return False
 
 
-def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
-                 stop_after_epoch: int | None = None, progress: bool | None = None,
-                 explicit: dict | None = None) -> dict:
-    """Train one run and return its summary. `stop_after_epoch` ends early (tests simulate a kill).
-
-    `explicit`: the options the user gave on the command line; a resumed run keeps its saved
-    config and refuses explicit options that would change what it computes.
-    """
-    out, ckpt = _prepare_out(cfg, resume=resume, overwrite=overwrite)
-    if ckpt is not None:
-        # a resumed run keeps its own config
-        saved = config_from_record(ckpt["config"], out / "last.pt", fix="start the run again with --overwrite")
-        given = {k: v for k, v in (explicit or {}).items() if v is not None and k in saved.to_dict()}
-        changed = sorted(k for k, v in given.items()
-                         if k not in RESUME_MAY_CHANGE and TrainConfig.from_dict({**saved.to_dict(), k: v}) != saved)
-        if changed:
-            raise UserError(f"--resume continues {out} with its saved config; these options differ from it: "
-                            f"{', '.join('--' + k.replace('_', '-') for k in changed)} (drop them, or start a new run)")
-        cfg = TrainConfig.from_dict({**saved.to_dict(), **{k: given[k] for k in given if k in RESUME_MAY_CHANGE},
-                                     "out": saved.out})
-        config_ok = (out / "config.json").is_file()
-        try:
-            foreign = changed_settings(out, saved)
-        except UserError:  # config.json damaged or unreadable: rewritten from last.pt below
-            foreign, config_ok = [], False
-        if foreign:
-            raise UserError(f"{out / 'last.pt'} belongs to another run than {out / 'config.json'} "
-                            f"({'; '.join(foreign[:3])}); start the run again with --overwrite")
-    device = pick_device(cfg.device)
+def _train_in(start: Start, world: World, *, stop_after_epoch, progress) -> dict:
+    folder, cfg, ckpt = start.folder, start.cfg, start.checkpoint
+    device = device_of(world, pick_device(cfg.device))
     if cfg.threads and device.type == "cpu":
         torch.set_num_threads(cfg.threads)
     bf16 = use_bf16(cfg, device)
-    bundle = bundle_for(cfg)
-    setup = build_training(cfg, bundle, device)
-    model, optimizer, method, source, ctx = setup.model, setup.optimizer, setup.method, setup.source, setup.ctx
-    if len(source) == 0:
-        raise UserError(f"an epoch held no full batch: --batch-size {cfg.batch_size} exceeds the {len(bundle.train)} "
-                        f"training samples (--compile keeps full batches only); lower --batch-size")
+    bundle = bundle_for(cfg)  # every split checked before anything is written
+    setup = build_training(cfg, bundle, device, world)
     select_split = bundle.val if cfg.select_on == "val" else bundle.test
     if select_split is None:
-        raise UserError("--val-fraction 0 leaves no validation split; use --select-on test or a fraction in (0, 1)")
-
-    start_epoch, best = 0, {"acc": -1.0, "epoch": -1}
+        raise UserError("no validation split is held out (--val-fraction 0 or --protocol authors); "
+                        "select on test (--select-on test) or hold out a fraction in (0, 1)")
+    start_epoch, best, state = 0, {"acc": -1.0, "epoch": -1}, EpochState.fresh(device)
     if ckpt is not None:
-        load_model_state(model, ckpt["model"], out / "last.pt")
-        try:
-            load_optimizer_state(optimizer, ckpt["optimizer"])
-            source.sampler.load_state_dict(ckpt["sampler"])
-            set_rng_state(ckpt["rng"])
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
-            raise UserError(f"{out / 'last.pt'} holds a damaged training state ({type(e).__name__}: "
-                            f"{short_reason(e, 80)}); start the run again with --overwrite") from None
+        _restore(setup, ckpt, folder, device)
         start_epoch, best = ckpt["epoch"] + 1, dict(ckpt["best"])
-        if not config_ok:  # missing or damaged: last.pt holds the run's config, so write it again
-            write_json(out / "config.json", _config_record(cfg, bundle, device, bf16))
-        # Drop records of epochs after the checkpoint (written before the kill) so none repeat.
-        kept = [r for r in read_metrics(out) if r.get("epoch", 0) <= ckpt["epoch"] + 1]
-        write_metrics(out, kept)
-    else:
-        if overwrite:
-            clear_run(out)  # only the files cskd wrote; anything else in the folder stays
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", _config_record(cfg, bundle, device, bf16))
-        write_metrics(out, [])
-
-    print(f"run {out}: {cfg.method} on {cfg.dataset} ({len(bundle.train)} train / "
-        f"{len(bundle.val) if bundle.val is not None else 0} val / {len(bundle.test)} test), {cfg.model}, "
-        f"{device.type}{' bf16' if bf16 else ''}, epochs {start_epoch + 1}-{cfg.epochs}")
+        state.step = ckpt["step"]
+        if ckpt["step"] and world.main and isinstance(ckpt.get("partial"), torch.Tensor):
+            state.unpack(ckpt["partial"])
+    if world.main:
+        _write_first_files(start, bundle, device, bf16, world)
+    print_main = print if world.main else (lambda *a, **k: None)
+    print_main(f"run {folder}: {cfg.method} on {cfg.dataset} ({len(bundle.train)} train / "
+               f"{len(bundle.val) if bundle.val is not None else 0} val / {len(bundle.test)} test), {cfg.model}, "
+               f"{device.type}{' bf16' if bf16 else ''}{f', {world.size} processes' if world.distributed else ''}, "
+               f"epochs {start_epoch + 1}-{cfg.epochs}" + (f" from step {state.step + 1}" if state.step else ""))
     t_run = time.time()
-    with _unfinished_run_removed_on_error(out):
+    best = _fit(setup, folder, cfg, bundle, select_split, world, device, bf16, start_epoch, best, state,
+                stop_after_epoch=stop_after_epoch, progress=progress)
+    finished = stop_after_epoch is None or stop_after_epoch >= cfg.epochs - 1
+    summary = {"finished": finished, "best_epoch": best["epoch"], "best_acc": best["acc"],
+               "selected_on": cfg.select_on, "train_seconds": round(time.time() - t_run, 2)}
+    if finished:
+        barrier(world)
+        summary.update(_test_best(folder, cfg, bundle, setup, device, bf16, world))
+        if world.main:
+            folder.write_summary(summary)
+        print_main(f"done: best epoch {best['epoch']} ({cfg.select_on} acc {100 * best['acc']:.2f}%), "
+                   f"test acc {100 * summary['test_acc']:.2f}%  -> {folder}")
+    return {"run": str(folder), **summary}
+
+
+def _restore(setup: Setup, ckpt: dict, folder: RunFolder, device) -> None:
+    load_model_state(setup.model, ckpt["model"], folder.file(LAST))
+    try:
+        load_optimizer_state(setup.optimizer, ckpt["optimizer"])
+        setup.source.sampler.load_state_dict(ckpt["sampler"])
+        set_rng_state(ckpt["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise UserError(f"{folder.file(LAST)} holds a damaged training state ({type(e).__name__}); "
+                        f"start the run again with --overwrite") from None
+
+
+def _write_first_files(start: Start, bundle: DataBundle, device, bf16: bool, world: World) -> None:
+    """A new run: config.json and an empty metrics log (after removing cskd's files of a replaced
+    run). A resumed run: config.json again when it was lost, and the log without the records of
+    epochs after the checkpoint (written before a kill), so none repeats."""
+    folder, cfg, ckpt = start.folder, start.cfg, start.checkpoint
+    if ckpt is None:
+        folder.clear()  # only cskd's own files of an earlier run here (--overwrite, or resume auto)
+        start.run_id = folder.write_config(cfg.to_dict(), config_meta(cfg, bundle, device, bf16, world))
+        folder.write_metrics([])
+        return
+    if start.repair_config:
+        folder.write_config(cfg.to_dict(), {**config_meta(cfg, bundle, device, bf16, world),
+                                            "run_id": ckpt.get("run_id")})
+    folder.write_metrics([r for r in folder.metrics() if r["epoch"] <= ckpt["epoch"] + 1])
+
+
+def _fit(setup: Setup, folder: RunFolder, cfg: TrainConfig, bundle, select_split, world: World, device, bf16,
+         start_epoch: int, best: dict, state: EpochState, *, stop_after_epoch, progress) -> dict:
+    """Epochs start_epoch.. of the run; returns the best {"acc", "epoch"}. Rank 0 writes best.pt,
+    the epoch's record and last.pt after every epoch, and last.pt within the epoch on a stop signal."""
+    selection = rank_share(select_split, world)
+    with StopSignals() as stop:
         for epoch in range(start_epoch, cfg.epochs):
             if stop_after_epoch is not None and epoch > stop_after_epoch:
                 break
-            for group in optimizer.param_groups:
+            for group in setup.optimizer.param_groups:
                 group["lr"] = lr_at(cfg, epoch)
-            # Method randomness (e.g. Mixup's λ) comes from (seed, epoch) too, so resuming is exact.
-            ctx.generator = epoch_generator(cfg.seed + METHOD_SEED_OFFSET, epoch)  # CPU: Mixup draws λ on the host
             t0 = time.time()
-            with tqdm(total=len(source), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                      # progress None: tqdm shows the per-step bar only on a terminal
-                      disable=(not progress) if progress is not None else None, file=sys.stderr) as bar:
+            with tqdm(total=len(setup.source), initial=state.step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                      leave=False, disable=(not progress or not world.main) if progress is not None else
+                      (None if world.main else True), file=sys.stderr) as bar:
                 try:
-                    record = train_epoch(ctx, method, optimizer, source, epoch, device=device, bf16=bf16, bar=bar)
+                    stopped = train_epoch(setup.ctx, setup.method, setup.optimizer, setup.source, epoch, device=device,
+                                          bf16=bf16, bar=bar, state=state, world=world, stop=stop)
                 except Diverged as e:
-                    kept = f"the last good checkpoint (epoch {epoch}) is kept in {out / 'last.pt'}" if epoch > 0 \
+                    kept = f"the last good checkpoint (epoch {epoch}) is kept in {folder.file(LAST)}" if epoch > 0 \
                         else "nothing was kept"
                     raise Diverged(f"{e}; {kept}; lower --lr or check the data") from None
-            val = evaluate(model, eval_batches(bundle, select_split, batch_size=256, device=device, workers=cfg.workers),
-                           device=device, bf16=bf16)
-            record = {"epoch": epoch + 1, "lr": lr_at(cfg, epoch), **record,
+            if stopped:
+                _preempt(setup, folder, cfg, epoch, best, state, world, stop.signum)
+            val = evaluate(setup.evaluator, eval_batches(bundle, selection, batch_size=256, device=device,
+                                                         workers=cfg.workers), device=device, bf16=bf16, world=world)
+            total, ce, reg, correct = state.sums.tolist()
+            seen = max(state.seen, 1)
+            record = {"epoch": epoch + 1, "lr": lr_at(cfg, epoch), "train_loss": total / seen, "train_ce": ce / seen,
+                      "train_reg": reg / seen, "train_acc": correct / seen,
                       f"{cfg.select_on}_acc": val["acc"], f"{cfg.select_on}_loss": val["loss"],
                       "seconds": round(time.time() - t0, 3)}
+            state = EpochState.fresh(device)
             improved = val["acc"] > best["acc"]
             if improved:
                 best = {"acc": val["acc"], "epoch": epoch + 1}
-            state = {"model": model.state_dict(), "config": cfg.to_dict(), "epoch": epoch, "best": best}
-            # Order matters for a kill between writes: best.pt, then the epoch's record, then last.pt.
-            # A resume starts after last.pt's epoch, redoes a lost epoch and drops its orphan record.
-            if improved:
-                save_checkpoint(out / "best.pt", state)
-            append_metrics(out, record)
-            save_checkpoint(out / "last.pt", {**state, "optimizer": optimizer.state_dict(),
-                                              "sampler": source.sampler.state_dict(), "rng": rng_state()})
-            print(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {record['train_loss']:.4f}  train acc "
-                  f"{100 * record['train_acc']:.2f}%  {cfg.select_on} acc {100 * val['acc']:.2f}%  lr {record['lr']:.4g}  "
-                  f"{record['seconds']:.1f}s")
-    finished = (stop_after_epoch is None) or stop_after_epoch >= cfg.epochs - 1
-    summary = {"run": str(out), "finished": finished, "best_epoch": best["epoch"],
-               f"best_{cfg.select_on}_acc": best["acc"], "train_seconds": round(time.time() - t_run, 2)}
-    if finished:
-        summary.update(_test_best(out, cfg, bundle, model, device, bf16))
-        write_json(out / "summary.json", summary)
-        print(f"done: best epoch {best['epoch']} ({cfg.select_on} acc {100 * best['acc']:.2f}%), "
-              f"test acc {100 * summary['test_acc']:.2f}%  -> {out}")
-    return summary
+            if world.main:
+                weights = {"model": setup.model.state_dict(), "config": cfg.to_dict(), "epoch": epoch, "best": best}
+                # Order matters for a kill between writes: best.pt, then the epoch's record, then
+                # last.pt. A resume starts after last.pt's epoch, redoes a lost epoch and drops its
+                # orphan record.
+                if improved:
+                    folder.save_checkpoint("best", weights)
+                folder.write_metrics([r for r in folder.metrics() if r["epoch"] <= epoch] + [record])
+                folder.save_checkpoint("last", {**weights, **_training_state(setup), "step": 0})
+                print(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {record['train_loss']:.4f}  train acc "
+                      f"{100 * record['train_acc']:.2f}%  {cfg.select_on} acc {100 * val['acc']:.2f}%  "
+                      f"lr {record['lr']:.4g}  {record['seconds']:.1f}s")
+            barrier(world)  # rank 0's files are complete before any rank goes on (or reads them)
+            if stop.signum:  # a signal during the epoch's last steps: its checkpoint is written
+                raise Preempted(f"stopped by {_signal_name(stop.signum)} after epoch {epoch + 1}; continue with "
+                                f"`cskd train --out {folder} --resume`", stop.signum)
+    return best
 
 
-def _test_best(out: Path, cfg, bundle: DataBundle, model, device, bf16) -> dict:
-    load_model_state(model, load_checkpoint(out / "best.pt", map_location=device)["model"], out / "best.pt")
-    test = evaluate(model, eval_batches(bundle, bundle.test, batch_size=256, device=device, workers=cfg.workers),
-                    device=device, bf16=bf16)
-    return {"test_acc": test["acc"], "test_loss": test["loss"], "test_n": test["n"]}
+def rank_share(split, world: World):
+    """This rank's strided share of an evaluation split (all of it for one process)."""
+    if not world.distributed:
+        return split
+    return split.subset(share(torch.arange(len(split)), world.rank, world.size).numpy())
 
 
-def _config_record(cfg: TrainConfig, bundle: DataBundle, device, bf16: bool) -> dict:
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _training_state(setup: Setup) -> dict:
+    return {"optimizer": setup.optimizer.state_dict(), "sampler": setup.source.sampler.state_dict(),
+            "rng": rng_state()}
+
+
+def _preempt(setup: Setup, folder: RunFolder, cfg: TrainConfig, epoch: int, best: dict, state: EpochState,
+             world: World, signum: int) -> None:
+    """Write last.pt within `epoch` (after `state.step` steps) and stop with a one-line message."""
+    if world.main:
+        folder.save_checkpoint("last", {"model": setup.model.state_dict(), "config": cfg.to_dict(), "epoch": epoch - 1,
+                                        "best": best, **_training_state(setup), "step": state.step,
+                                        "partial": state.packed()})
+    barrier(world)
+    raise Preempted(f"stopped by {_signal_name(signum)} at epoch {epoch + 1}, step {state.step}/{len(setup.source)}; "
+                    f"a checkpoint was saved: continue with `cskd train --out {folder} --resume`", signum)
+
+
+def _test_best(folder: RunFolder, cfg, bundle: DataBundle, setup: Setup, device, bf16, world: World) -> dict:
+    load_model_state(setup.model, folder.checkpoint("best", map_location=device)["model"], folder.file("best.pt"))
+    batches = eval_batches(bundle, rank_share(bundle.test, world), batch_size=256, device=device, workers=cfg.workers)
+    result = evaluate(setup.model, batches, device=device, bf16=bf16, world=world)
+    return {"test_acc": result["acc"], "test_loss": result["loss"], "test_n": result["n"]}
+
+
+def config_meta(cfg: TrainConfig, bundle: DataBundle, device, bf16: bool, world: World) -> dict:
+    """What config.json records besides the config: versions, where and how the run was made."""
+    from .runfolder.provenance import git_commit
+
     selection = ("best validation epoch" if cfg.select_on == "val"
                  else "best TEST epoch (the authors' protocol; test accuracy is optimistically biased)")
-    return {
-        "config": cfg.to_dict(),
-        "meta": {"cskd_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,
-                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                 "device": device.type, "precision": "bf16" if bf16 else "fp32", "selection": selection,
-                 "num_classes": bundle.num_classes, "class_names": bundle.class_names,
-                 "num_train": len(bundle.train), "num_val": len(bundle.val) if bundle.val is not None else 0,
-                 "num_test": len(bundle.test)},
-    }
+    return {"cskd_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": device.type, "precision": "bf16" if bf16 else "fp32", "selection": selection,
+            "world_size": world.size, "num_classes": bundle.num_classes, "class_names": bundle.class_names,
+            "num_train": len(bundle.train), "num_val": len(bundle.val) if bundle.val is not None else 0,
+            "num_test": len(bundle.test), "data": bundle.provenance}
+
+

@@ -1,18 +1,62 @@
+"""Shared fixtures and helpers.
+
+Session fixtures hold finished runs that tests only READ. A test that changes a run works on
+`copy_run(...)`, a copy that keeps the files' times (so cskd still recognises its own files).
+"""
+
 import os
+import shutil
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import pytest
-import torch
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # Tiny models: one thread is as fast as two and immune to OpenMP spin-wait stalls when the
 # machine is shared.
 torch.set_num_threads(1)
 
 
+def cli(*argv) -> int:
+    """`cskd ARGV...` in this process; argparse's own exits return their status."""
+    from cskd.cli import main
+
+    try:
+        return main([str(a) for a in argv])
+    except SystemExit as e:
+        return e.code
+
+
+def one_error_line(capsys) -> str:
+    """The single stderr line of a failed command (asserts there is exactly one, and its prefix)."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cskd: error: "), err
+    return err[0]
+
+
+def copy_run(run, dest):
+    """A copy of a run folder that keeps modification times (as `cp -p` or rsync -a)."""
+    shutil.copytree(run, dest, copy_function=shutil.copy2)
+    return dest
+
+
+def write_image_folder(root, *, classes=("a", "b"), train=6, test=3, size=(20, 24), seed=0):
+    """A tiny ImageFolder data set: root/{train,test}/<class>/<i>.png with random pixels."""
+    rng = np.random.default_rng(seed)
+    from PIL import Image
+
+    for split, n in (("train", train), ("test", test)):
+        for c in classes:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+    return root
+
+
 @pytest.fixture(scope="session")
 def digits_runs(tmp_path_factory):
-    """Two finished 2-epoch digits runs (CE and CS-KD), shared by the tests that only read runs."""
+    """Two finished 2-epoch digits runs (CE and CS-KD). Read only: copy before changing."""
     from cskd.config import resolve
     from cskd.train import run_training
 
@@ -23,4 +67,18 @@ def digits_runs(tmp_path_factory):
         cfg = resolve({"method": method, "epochs": 2, "seed": 0, "out": str(out)}, "digits-small")
         run_training(cfg, progress=False)
         runs[method] = out
+    return runs
+
+
+@pytest.fixture(scope="session")
+def predicted_runs(digits_runs, tmp_path_factory):
+    """Copies of digits_runs with their test and validation predictions. Read only."""
+    from cskd.predict import predict
+
+    root = tmp_path_factory.mktemp("predicted")
+    runs = {}
+    for method, run in digits_runs.items():
+        runs[method] = copy_run(run, root / run.name)
+        for split in ("test", "val"):
+            predict(runs[method], split=split, progress=False)
     return runs

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from test_browser import write_synthetic_run
 
 APP = Path(__file__).resolve().parents[1] / "app" / "main.py"

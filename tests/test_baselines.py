@@ -5,8 +5,19 @@ import torch
 import torch.nn.functional as F
 
 from cskd.baselines import (
-    MAX_ENTROPY_BETA, AdaCosHead, ByotBranches, VirtualSoftmaxHead, byot_loss, confidence_penalty_ce,
-    cskd_e_consistency, ddgsd_loss, kd_loss, kd_total, label_smoothing_ce, mixup_batch, mixup_ce,
+    MAX_ENTROPY_BETA,
+    AdaCosHead,
+    ByotBranches,
+    VirtualSoftmaxHead,
+    byot_loss,
+    confidence_penalty_ce,
+    cskd_e_consistency,
+    ddgsd_loss,
+    kd_loss,
+    kd_total,
+    label_smoothing_ce,
+    mixup_batch,
+    mixup_ce,
     mixup_cskd_partner_batch,
 )
 
@@ -92,9 +103,9 @@ def test_kd_is_zero_for_identical_logits_and_teacher_gets_no_gradient():
 
 
 @pytest.mark.parametrize("fn", [
-    lambda l, y: label_smoothing_ce(l, y), lambda l, y: confidence_penalty_ce(l, y),
-    lambda l, y: kd_total(l, l.flip(0), y), lambda l, y: mixup_ce(l, y, y.flip(0), 0.3),
-    lambda l, y: ddgsd_loss(l, l.flip(0), l, l.flip(0), y),
+    lambda z, y: label_smoothing_ce(z, y), lambda z, y: confidence_penalty_ce(z, y),
+    lambda z, y: kd_total(z, z.flip(0), y), lambda z, y: mixup_ce(z, y, y.flip(0), 0.3),
+    lambda z, y: ddgsd_loss(z, z.flip(0), z, z.flip(0), y),
 ])
 def test_losses_take_bf16_and_return_float32_scalars(fn):
     torch.manual_seed(2)

@@ -63,11 +63,13 @@ def test_normalize_uses_per_channel_statistics():
 def test_tensor_batches_give_pairs_of_the_same_class_in_range():
     bundle = load_bundle("digits", data_root="unused")
     src = TensorBatches(bundle, bundle.train, batch_size=100, seed=0, device=torch.device("cpu"), partner="class")
-    x, y, xp, _ = next(iter(src.epoch(0)))
+    b = next(iter(src.epoch(0)))
+    x, y, xp = b.x, b.y, b.partner
     assert x.shape == xp.shape == (100, 1, 8, 8) and x.dtype == torch.float32
     # partners share the anchor's class: check it through the sampler's draw for this epoch
     anchors, partners = src.sampler.epoch_batches(0)[0]
-    assert torch.equal(bundle.train.labels[anchors], bundle.train.labels[partners]) and torch.equal(y, bundle.train.labels[anchors])
+    assert torch.equal(bundle.train.labels[anchors], bundle.train.labels[partners])
+    assert torch.equal(y, bundle.train.labels[anchors])
     lo, hi = (0 - bundle.mean[0]) / bundle.std[0], (1 - bundle.mean[0]) / bundle.std[0]
     assert x.min() >= lo - 1e-5 and x.max() <= hi + 1e-5
     assert len(src) == -(-len(bundle.train) // 100)
@@ -88,8 +90,10 @@ def test_imagefolder_layout_trains_through_dataloader(tmp_path):
     _write_images(root / "test", ["a", "b", "c"], 2)
     bundle = load_bundle("imagefolder", data_root=str(root), val_fraction=0.3)
     assert bundle.class_names == ["a", "b", "c"] and len(bundle.test) == 6 and len(bundle.val) == 6
-    src = HostBatches(bundle, bundle.train, batch_size=4, seed=0, device=torch.device("cpu"), partner="class", workers=0)
-    x, y, xp, _ = next(iter(src.epoch(0)))
+    src = HostBatches(bundle, bundle.train, batch_size=4, seed=0, device=torch.device("cpu"), partner="class",
+                      workers=0)
+    b = next(iter(src.epoch(0)))
+    x, xp = b.x, b.partner
     assert x.shape == (4, 3, 224, 224) and xp.shape == x.shape
     xs, ys, idx = next(iter(eval_batches(bundle, bundle.test, batch_size=8, device=torch.device("cpu"), workers=0)))
     assert xs.shape == (6, 3, 224, 224) and idx.tolist() == list(range(6))

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 
-from analysis.hierarchy import hierarchical_accuracy, hierarchical_confusion
-from cskd.cifar100_meta import (CIFAR100_COARSE_NAMES, CIFAR100_COARSE_OF_FINE,
-                                CIFAR100_FINE_NAMES)
+from analysis.hierarchy import group_error_key, hierarchical_accuracy, hierarchical_confusion, top1_error_by_group
+from cskd.cifar100_meta import CIFAR100_COARSE_NAMES, CIFAR100_COARSE_OF_FINE, CIFAR100_FINE_NAMES
 
 # fine labels 0..4 -> coarse groups [0, 0, 1, 1, 2]
 MAP = [0, 0, 1, 1, 2]
@@ -31,6 +30,15 @@ def test_hierarchical_accuracy_hand_computed():
     # same group for samples 0, 2, 4 of 6 -> 0.5
     assert hierarchical_accuracy(PRED, TRUE, MAP) == pytest.approx(0.5)
     assert hierarchical_accuracy(TRUE, TRUE, MAP) == 1.0
+
+
+def test_top1_error_by_group_hand_computed():
+    # fine labels wrong on samples 0 (0->1), 1 (1->2), 3 (3->0), 5 (4->0); right on 2 and 4
+    # group 0 = samples {0, 1}: both wrong -> 1; group 1 = {2, 3}: 1 of 2; group 2 = {4, 5}: 1 of 2
+    np.testing.assert_allclose(top1_error_by_group(PRED, TRUE, MAP), [1.0, 0.5, 0.5])
+    # a fine-label error inside the right group still counts (sample 0: 0->1, both group 0)
+    np.testing.assert_allclose(top1_error_by_group([1], [0], MAP, n_coarse=4), [1.0, np.nan, np.nan, np.nan])
+    assert group_error_key("vehicles_1") == "top1_error[vehicles_1]"
 
 
 @pytest.mark.parametrize("call, message", [

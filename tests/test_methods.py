@@ -7,8 +7,13 @@ import torch
 
 from cskd.analyze import analyze
 from cskd.config import METHODS, resolve
-from cskd.methods import load_run_model, method_for
+from cskd.methods import method_for
+from cskd.runmodel import load_run_model
 from cskd.train import run_training
+
+pytestmark = pytest.mark.slow
+# Methods whose loss is a cross-entropy alone: their logged regulariser must be exactly 0.
+NO_REGULARISER = {"ce", "adacos", "virtual_softmax", "mixup"}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +48,13 @@ def test_every_method_trains_one_epoch_and_learns(method_runs, method):
     assert summary["test_acc"] > 0.15  # better than the 0.10 of chance after one epoch
     record = json.loads((method_runs[method] / "metrics.jsonl").read_text().splitlines()[-1])
     assert all(torch.isfinite(torch.tensor(record[k])) for k in ("train_loss", "train_ce", "train_reg"))
+    # a method whose regulariser silently became zero would pass the lines above, but not these
+    if method in NO_REGULARISER:
+        assert record["train_reg"] == 0.0 and record["train_loss"] == pytest.approx(record["train_ce"])
+    else:
+        assert abs(record["train_reg"]) > 1e-4
+        assert record["train_loss"] == pytest.approx(record["train_ce"] + record["train_reg"], rel=1e-6) or \
+            method in ("kd", "kd_cskd")  # KD weighs its CE by (1 - α): loss = (1-α)·CE + reg
 
 
 @pytest.mark.parametrize("method", ["adacos", "virtual_softmax", "byot"])
@@ -70,7 +82,8 @@ def test_kd_teacher_must_be_on_the_same_data_set(method_runs, tmp_path, capsys):
     cfg = json.loads(cfg_path.read_text())
     cfg["config"]["dataset"] = "synthetic"
     (tmp_path / "teacher" / "config.json").write_text(json.dumps(cfg))
-    (tmp_path / "teacher" / "best.pt").write_bytes((method_runs["cskd"] / "best.pt").read_bytes())
+    for name in ("best.pt", "summary.json"):
+        (tmp_path / "teacher" / name).write_bytes((method_runs["cskd"] / name).read_bytes())
     code = main(["train", "--method", "kd", "--teacher", str(tmp_path / "teacher"), "--epochs", "1",
                  "--out", str(tmp_path / "student")])
     assert code == 2 and not (tmp_path / "student").exists()

@@ -3,8 +3,13 @@ import math
 import numpy as np
 import pytest
 
-from analysis.misclassified import (log_probs_on, misclassified_by_all,
-                                    misclassified_by_first_not_second, predictive_distribution)
+from analysis.misclassified import (
+    log_probs_on,
+    logprob_hist_counts,
+    misclassified_by_all,
+    misclassified_by_first_not_second,
+    predictive_distribution,
+)
 
 Y = np.array([0, 1, 2, 0])
 # run a predicts [0, 0, 1, 0] -> wrong on rows 1, 2; run b predicts [0, 1, 0, 1] -> wrong on 2, 3
@@ -33,6 +38,8 @@ def test_log_probs_on_hand_computed():
     lp = log_probs_on(z, [0, 0], np.array([1, 0]))  # row 1 is right: predicted == true
     assert lp["predicted"] == pytest.approx([math.log(0.75)] * 2)
     assert lp["true"] == pytest.approx([math.log(0.75), math.log(0.25)])
+    empty = log_probs_on(z, [0, 0], [])  # no rows: empty arrays
+    assert empty["predicted"].shape == (0,) and empty["true"].shape == (0,)
 
 
 def test_predictive_distribution_hand_computed():
@@ -52,6 +59,15 @@ def test_predictive_distribution_ties_go_to_lower_class_id():
     np.testing.assert_allclose(d["probs"], [0.25] * 3)
 
 
+def test_logprob_hist_counts_share_edges_and_count_log_zero_in_the_lowest_bin():
+    edges, counts = logprob_hist_counts({"a": [-np.inf, -1.0, -0.5, np.nan], "b": [-0.25]}, bins=2)
+    np.testing.assert_allclose(edges, [-1.0, -0.5, 0.0])
+    assert counts["a"].tolist() == [2, 1] and counts["b"].tolist() == [0, 1]
+    edges, counts = logprob_hist_counts({"a": [0.0, -np.inf]}, bins=1)  # no value below 0
+    np.testing.assert_allclose(edges, [-1e-3, 0.0])
+    assert counts["a"].tolist() == [2]
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: misclassified_by_all({}, Y),
      "logits_by_run must be a non-empty dict of run name -> (N, C) logits"),
@@ -65,6 +81,8 @@ def test_predictive_distribution_ties_go_to_lower_class_id():
     (lambda: predictive_distribution(A, Y, 0, k=4),
      "k must be at most the number of classes (3); got 4"),
     (lambda: log_probs_on(A, Y, [5]), "idx must lie in [0, 4); got values in [5, 5]"),
+    (lambda: logprob_hist_counts({}), "logprobs_by_run is empty; pass at least one run"),
+    (lambda: logprob_hist_counts({"a": [-1.0]}, bins=0), "bins must be a positive integer; got 0"),
 ])
 def test_input_checks(call, message):
     with pytest.raises(ValueError) as err:

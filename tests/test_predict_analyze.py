@@ -1,41 +1,111 @@
+"""`cskd predict` and `cskd analyze`: the predictions file, its freshness and damage rules, the
+metrics against independent computations, and the report folder replaced as a whole."""
+
 import json
-import os
 import shutil
-import time
 
 import numpy as np
 import pytest
+from conftest import cli, copy_run, one_error_line
 
-from cskd.cli import main
+from cskd.errors import UserError
 from cskd.predict import predict
-from cskd.runs import load_predictions
+from cskd.runfolder import RunFolder
 
-
-def cli(*argv):
-    return main([str(a) for a in argv])
+pytestmark = pytest.mark.slow
 
 
 def test_predict_writes_the_documented_arrays_and_skips_when_fresh(digits_runs, tmp_path):
-    run = tmp_path / "copy"  # a copy: this test changes timestamps
-    shutil.copytree(digits_runs["ce"], run)
+    run = copy_run(digits_runs["ce"], tmp_path / "copy")
     path = predict(run, progress=False)
-    z = np.load(path)
-    assert z["logits"].dtype == np.float32 and z["logits"].shape == (360, 10)
-    assert z["features"].dtype == np.float16 and z["features"].shape == (360, 128)
-    assert z["labels"].shape == z["indices"].shape == (360,)
-    assert list(z["class_names"]) == [str(i) for i in range(10)]
-    assert z["images"].shape == (360, 8, 8, 1) and str(z["dataset"]) == "digits"
+    with np.load(path, allow_pickle=False) as z:  # a plain npz any numpy user can read
+        assert z["logits"].dtype == np.float32 and z["logits"].shape == (360, 10)
+        assert z["features"].dtype == np.float16 and z["features"].shape == (360, 128)
+        assert z["labels"].shape == z["indices"].shape == (360,)
+        assert z["images"].shape == (360, 8, 8, 1)
+        meta = json.loads(str(z["meta"]))
+    assert meta["class_names"] == [str(i) for i in range(10)] and meta["dataset"] == "digits"
+    assert meta["split"] == "test" and meta["checkpoint"] == "best" and meta["format"] == 2
+    folder = RunFolder(run)
+    assert meta["run_id"] == folder.run_id() and meta["checkpoint_sha256"] == folder.checkpoint_digest("best")
+    p = RunFolder(run).predictions("test")
+    assert isinstance(p.logits, np.memmap) and not p.logits.flags.writeable  # read lazily
     mtime = path.stat().st_mtime_ns
     predict(run, progress=False)
     assert path.stat().st_mtime_ns == mtime  # fresh: not recomputed
-    time.sleep(0.01)
-    os.utime(run / "best.pt")  # the checkpoint is now newer: predictions are stale
-    predict(run, progress=False)
-    assert path.stat().st_mtime_ns > mtime
     # predictions of best.pt are not those of last.pt: asking for last recomputes
-    mtime = path.stat().st_mtime_ns
     predict(run, checkpoint="last", progress=False)
-    assert path.stat().st_mtime_ns > mtime and str(np.load(path)["checkpoint"]) == "last"
+    assert path.stat().st_mtime_ns > mtime and RunFolder(run).predictions("test").meta["checkpoint"] == "last"
+
+
+def test_a_new_best_checkpoint_makes_predictions_stale(digits_runs, tmp_path):
+    import torch
+
+    run = copy_run(digits_runs["ce"], tmp_path / "copy")
+    predict(run, progress=False)
+    folder = RunFolder(run)
+    assert folder.predictions_status("test")[0] == "fresh"
+    state = torch.load(run / "best.pt", weights_only=True)
+    with folder.writing():  # the run trained further and found a better epoch
+        folder.save_checkpoint("best", {k: v for k, v in {**state, "epoch": 5}.items() if k != "format"})
+    assert folder.predictions_status("test") == ("stale", "made from an earlier best.pt")
+    predict(run, progress=False)
+    assert folder.predictions("test").meta["epoch"] == 6
+
+
+def test_damaged_bytes_are_found_and_predict_recomputes(digits_runs, tmp_path):
+    import os
+
+    run = copy_run(digits_runs["ce"], tmp_path / "copy")
+    path = predict(run, progress=False)
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    start = data.find(b"logits.npy") + 200
+    data[start] ^= 0x10  # a flipped bit inside the logits: same size, same time
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(UserError, match="do not match their checksum"):
+        RunFolder(run).predictions("test", verify=True)
+    predict(run, progress=False)
+    RunFolder(run).predictions("test", verify=True)  # whole again
+
+
+def test_a_file_of_another_split_or_run_is_refused_and_never_replaced(predicted_runs, tmp_path, capsys):
+    run = copy_run(predicted_runs["ce"], tmp_path / "copy")
+    shutil.copy(run / "predictions-val.npz", run / "predictions-test.npz")  # validation predictions as test ones
+    with pytest.raises(UserError, match="holds predictions of the val split, not of test"):
+        RunFolder(run).predictions("test")
+    assert cli("analyze", run, "--out", tmp_path / "out") == 2
+    assert "was not written by cskd in this run folder" in one_error_line(capsys)
+    other = copy_run(predicted_runs["cskd"], tmp_path / "other")
+    shutil.copy2(run / "predictions-val.npz", other / "predictions-val.npz")  # another run's file, times kept
+    with pytest.raises(UserError, match="was made by another run"):
+        RunFolder(other).predictions("val")
+    assert RunFolder(other).predictions_status("val")[0] == "foreign"
+
+
+def test_predictions_with_mismatched_shapes_or_bad_labels_are_refused(tmp_path):
+    from cskd.runfolder import Predictions
+    from cskd.runfolder.npz import write_npz
+
+    meta = {"format": 2, "kind": "predictions", "class_names": ["a", "b", "c"], "split": "test", "dataset": "x",
+            "checkpoint": "best"}
+    good = {"logits": np.zeros((5, 3), np.float32), "labels": np.zeros(5, np.int64), "indices": np.arange(5)}
+    for change, expected in (({"features": np.zeros((4, 2), np.float16)}, "features have shape"),
+                             ({"labels": np.array([0, 1, 2, 3, 0])}, "labels fall outside 0..2"),
+                             ({"labels": np.zeros(5)}, "labels are not integers"),
+                             ({"logits": np.zeros((5, 4), np.float32)}, "4 logit columns but 3 class names")):
+        with open(tmp_path / "p.npz", "wb") as f:
+            write_npz(f, {**good, **change}, meta)
+        with pytest.raises(UserError, match=expected):
+            Predictions(tmp_path / "p.npz", fix="fix it")
+    with open(tmp_path / "p.npz", "wb") as f:
+        write_npz(f, {**good, "logits": np.full((5, 3), np.nan, np.float32)}, meta)
+    with pytest.raises(UserError, match="not all finite"):
+        Predictions(tmp_path / "p.npz", fix="fix it").verify()
+    (tmp_path / "p.npz").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="p.npz is not usable: not a readable npz"):
+        Predictions(tmp_path / "p.npz", fix="fix it")
 
 
 def _ece(logits, labels, n_bins):
@@ -52,16 +122,16 @@ def _ece(logits, labels, n_bins):
     return total
 
 
-def test_analyze_two_runs_agrees_with_independent_computation(digits_runs, tmp_path, capsys):
+def test_analyze_two_runs_agrees_with_independent_computation(predicted_runs, tmp_path, capsys):
     from sklearn.neighbors import NearestNeighbors
 
     out = tmp_path / "report"
-    assert cli("analyze", digits_runs["ce"], digits_runs["cskd"], "--out", out) == 0
+    assert cli("analyze", predicted_runs["ce"], predicted_runs["cskd"], "--out", out) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"digits-ce", "digits-cskd"}
-    for name, run in (("digits-ce", digits_runs["ce"]), ("digits-cskd", digits_runs["cskd"])):
-        p = load_predictions(run / "predictions-test.npz")
-        logits, labels = p["logits"].astype(np.float64), p["labels"]
+    for name, run in (("digits-ce", predicted_runs["ce"]), ("digits-cskd", predicted_runs["cskd"])):
+        p = RunFolder(run).predictions("test")
+        logits, labels = np.asarray(p.logits, np.float64), np.asarray(p.labels)
         m = metrics[name]
         assert m["top1_error"] == pytest.approx((logits.argmax(1) != labels).mean())
         top5 = np.argsort(-logits, 1)[:, :5]
@@ -70,7 +140,7 @@ def test_analyze_two_runs_agrees_with_independent_computation(digits_runs, tmp_p
         logp = logits - logits.max(1, keepdims=True)
         logp -= np.log(np.exp(logp).sum(1, keepdims=True))
         assert m["nll"] == pytest.approx(-logp[np.arange(len(labels)), labels].mean(), rel=1e-5)
-        feats = p["features"].astype(np.float32)
+        feats = np.asarray(p.features, np.float32)
         _, nn = NearestNeighbors(n_neighbors=2).fit(feats).kneighbors(feats)
         other = np.where(nn[:, 0] == np.arange(len(labels)), nn[:, 1], nn[:, 0])
         assert m["recall_at_1"] == pytest.approx((labels[other] == labels).mean(), abs=1 / len(labels))
@@ -78,54 +148,58 @@ def test_analyze_two_runs_agrees_with_independent_computation(digits_runs, tmp_p
             assert 0 <= m[key] <= 1
     for name in ("table.md", "table.csv", "table.tex", "figures/reliability.png", "figures/reliability.pdf"):
         assert (out / name).stat().st_size > 0, name
-    assert (digits_runs["ce"] / "tsne-test.npz").is_file()  # cached next to the predictions
+    assert (predicted_runs["ce"] / "tsne-test.npz").is_file()  # cached next to the predictions
     assert "wrote" in capsys.readouterr().out
 
 
-def test_corrupt_predictions_file_is_named_in_a_one_line_error(digits_runs, tmp_path, capsys):
-    from cskd.errors import UserError
+def test_the_report_folder_is_replaced_as_a_whole(predicted_runs, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "report"
+    ce, ck = predicted_runs["ce"], predicted_runs["cskd"]
+    assert cli("analyze", ce, ck, "--out", out) == 0
+    assert (out / "figures" / "tsne_digits-cskd.png").is_file()
+    assert cli("analyze", ce, "--out", out) == 0  # exactly this call's report: no figure of the other run
+    assert not (out / "figures" / "tsne_digits-cskd.png").exists()
+    assert set(json.loads((out / "metrics.json").read_text())) == {"digits-ce"}
+    before = sorted(p.name for p in out.rglob("*"))
 
-    run = tmp_path / "copy"
-    shutil.copytree(digits_runs["ce"], run)
+    import analysis.report
+
+    def fail_midway(*args, **kwargs):
+        raise ValueError("boom midway")
+
+    monkeypatch.setattr(analysis.report, "analyze_runs", fail_midway)
+    assert cli("analyze", ce, ck, "--out", out) == 2
+    assert sorted(p.name for p in out.rglob("*")) == before  # the previous report, untouched
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # no half-written folder
+    capsys.readouterr()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    monkeypatch.undo()
+    assert cli("analyze", ce, "--out", tmp_path / "mine") == 2
+    assert "holds files that are not a cskd report" in one_error_line(capsys)
+
+
+def test_without_best_pt_a_damaged_predictions_file_names_what_is_missing(digits_runs, tmp_path, capsys):
+    run = copy_run(digits_runs["ce"], tmp_path / "copy")
     predict(run, progress=False)
-    (run / "predictions-test.npz").write_bytes(b"garbage")
-    with pytest.raises(UserError, match=r"predictions-test.npz is not a readable predictions file \(ValueError\); delete it"):
-        load_predictions(run / "predictions-test.npz")
-    # `cskd analyze` treats the file as a cache: a damaged one is recomputed from best.pt ...
-    assert cli("analyze", run, "--out", tmp_path / "out") == 0
-    assert load_predictions(run / "predictions-test.npz")["logits"].shape == (360, 10)
-    # ... and without best.pt to recompute from, the error names what is missing.
-    (run / "predictions-test.npz").write_bytes(b"garbage")
-    (run / "best.pt").unlink()
+    folder = RunFolder(run)
+    with folder.writing():
+        folder.remove("best.pt")
     assert cli("analyze", run, "--out", tmp_path / "out2") == 2
-    err = capsys.readouterr().err.strip()
-    assert "best.pt" in err and "\n" not in err
-
-
-def test_predictions_with_mismatched_shapes_are_refused(digits_runs, tmp_path):
-    from cskd.errors import UserError
-
-    path = tmp_path / "predictions-test.npz"
-    np.savez(path, logits=np.zeros((5, 3), np.float32), features=np.zeros((4, 2)), labels=np.zeros(5, int),
-             indices=np.arange(5), class_names=np.array(["a", "b", "c"]), dataset=np.array("x"),
-             split=np.array("test"))
-    with pytest.raises(UserError, match="disagree"):
-        load_predictions(path)
-    with pytest.raises(UserError, match="is missing; run `cskd predict"):
-        load_predictions(tmp_path / "nope.npz")
+    assert "best.pt" in one_error_line(capsys)
 
 
 def test_runs_on_different_data_sets_are_refused(digits_runs, tmp_path, capsys):
-    other = tmp_path / "other"
-    shutil.copytree(digits_runs["cskd"], other)
-    cfg = json.loads((other / "config.json").read_text())
-    cfg["config"]["dataset"] = "synthetic"
-    (other / "config.json").write_text(json.dumps(cfg))
+    other = copy_run(digits_runs["cskd"], tmp_path / "other")
+    folder = RunFolder(other)
+    record = folder.read_record()
+    with folder.writing():
+        folder.write_config({**record["config"], "dataset": "synthetic"}, record["meta"])
     assert cli("analyze", digits_runs["ce"], other, "--out", tmp_path / "out") == 2
-    assert "cannot compare runs made on different data sets" in capsys.readouterr().err
+    assert "cannot compare runs made on different data sets" in one_error_line(capsys)
     assert not (tmp_path / "out").exists()
 
 
 def test_analyze_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert cli("analyze", tmp_path, "--out", tmp_path / "out") == 2
-    assert "is not a cskd run" in capsys.readouterr().err
+    assert "is not a cskd run" in one_error_line(capsys)

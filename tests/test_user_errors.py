@@ -1,27 +1,43 @@
 """User mistakes end in one line `cskd: error: ...`, exit status 2, and nothing half-written."""
 
-import json
-import shutil
 
-import numpy as np
 import pytest
-import torch
-from PIL import Image
+from conftest import cli, copy_run, one_error_line, write_image_folder
 
-from cskd.cli import main
+BAD_INPUTS = [
+    (["--dataset", "mnist"], "unknown data set 'mnist'; choose one of: cifar100, cub200, digits"),
+    (["--model", "vgg"], "unknown model 'vgg'; choose one of:"),
+    (["--method", "foo"], "unknown method 'foo'; choose one of: adacos, byot, ce, cskd, cskd_e, ddgsd"),
+    (["--preset", "nope"], "unknown preset 'nope'; choose one of:"),
+    (["--temperature", "0"], "--temperature must be > 0; got 0.0"),
+    (["--temperature", "-1"], "--temperature must be > 0"),
+    (["--lambda-cls", "-0.5"], "--lambda-cls must be >= 0; got -0.5"),
+    (["--epochs", "0"], "--epochs must be a positive integer; got 0"),
+    (["--batch-size", "-4"], "--batch-size must be a positive integer; got -4"),
+    (["--momentum", "-0.5"], "--momentum must be in [0, 1); got -0.5"),
+    (["--weight-decay", "-1"], "--weight-decay must be >= 0; got -1.0"),
+    (["--protocol", "authors", "--val-fraction", "0.2"], "--val-fraction 0.2 contradicts --protocol authors"),
+    (["--train-per-class", "-2"], "--train-per-class must be >= 0"),
+    (["--preset", "cifar100-preact18", "--model", "resnet18", "--dataset", "synthetic"],
+     "--model resnet18 is made for 224-px input"),
+    (["--dataset", "digits", "--sync-bn"], "--sync-bn needs CUDA"),
+    (["--dataset", "cub200", "--data-root", "{tmp}/nodata"], "expected training images in"),
+    (["--dataset", "cifar100", "--data-root", "{tmp}/nodata"], "CIFAR-100 not found"),
+    (["--resume"], "holds no checkpoint"),
+]
 
 
-def cli(*argv):
-    try:
-        return main([str(a) for a in argv])
-    except SystemExit as e:  # argparse's own exit
-        return e.code
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("cskd: error: "), err
-    return err[0]
+@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_one_line_error_and_nothing_written(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--epochs" not in args:
+        args = ["--epochs", "1", *args]
+    code = cli("train", *args, "--out", out)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("cskd: error: ") and message in err and "\n" not in err, err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("args,expected", [
@@ -57,67 +73,19 @@ def test_an_output_path_that_cannot_be_a_folder_gives_one_line(tmp_path, capsys)
     assert f"Not a directory: {blocker / 'new'} line" in one_error_line(capsys)
 
 
-def test_damaged_training_state_and_metrics_log(digits_runs, tmp_path, capsys):
-    run = tmp_path / "run"
-    shutil.copytree(digits_runs["cskd"], run)
-    # metrics.jsonl lines that are not records are skipped, as a torn line is
-    with open(run / "metrics.jsonl", "ab") as f:
-        f.write(b'5\n[1]\n\xff\xfe\n')
-    state = torch.load(run / "last.pt", weights_only=True)
-    for damage, expected in ((lambda s: s.pop("optimizer"), "missing or malformed: optimizer"),
-                             (lambda s: s.update(sampler={}), "holds a damaged training state (KeyError"),
-                             (lambda s: s["config"].update(epochs=-3), "holds an invalid config")):
-        broken = {k: (dict(v) if isinstance(v, dict) else v) for k, v in state.items()}
-        damage(broken)
-        torch.save(broken, run / "last.pt")
-        assert cli("train", "--out", run, "--resume") == 2
-        assert expected in one_error_line(capsys)
-    torch.save({**state, "epoch": 0}, run / "last.pt")  # resumable again: one epoch left
-    assert cli("train", "--out", run, "--resume") == 0
-    assert [r["epoch"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())] == [1, 2]
-
-
-def test_predictions_copied_from_another_run_are_stale_and_damaged_ones_rejected(digits_runs, tmp_path):
-    from cskd.predict import is_fresh, predict, predictions_path
-    from cskd.runs import load_predictions
-    from cskd.errors import UserError
-
-    ce, cskd = tmp_path / "ce", tmp_path / "cskd"
-    shutil.copytree(digits_runs["ce"], ce)
-    shutil.copytree(digits_runs["cskd"], cskd)
-    predict(ce)
-    assert is_fresh(ce, "test")
-    shutil.copy(predictions_path(ce, "test"), predictions_path(cskd, "test"))
-    assert not is_fresh(cskd, "test")  # newer than best.pt and made from "best", but of another run
-
-    data = dict(np.load(predictions_path(ce, "test"), allow_pickle=False))
-    for key, value, expected in (("labels", data["labels"] + 10, "labels fall outside 0..9"),
-                                 ("labels", data["labels"].astype(float), "labels are not integers"),
-                                 ("logits", np.full_like(data["logits"], np.nan), "logits are not all finite")):
-        np.savez(tmp_path / "bad.npz", **{**data, key: value})
-        with pytest.raises(UserError, match=expected):
-            load_predictions(tmp_path / "bad.npz")
-
-
 def test_sweep_refuses_repeats_and_other_settings_before_training(tmp_path, capsys):
     runs = tmp_path / "runs"
     assert cli("sweep", "--methods", "ce", "--seeds", 0, 0, "--runs", runs) == 2
-    assert "names digits-small-ce-s0 more than once" in one_error_line(capsys)
+    assert "names digits-small-ce-e30-s0 more than once" in one_error_line(capsys)
     assert not runs.exists()
     assert cli("sweep", "--methods", "ce", "--seeds", 0, "--epochs", 1, "--runs", runs) == 0
     capsys.readouterr()
-    assert cli("sweep", "--methods", "ce", "--seeds", 0, "--epochs", 2, "--runs", runs) == 2
-    assert "holds a run with other settings (--epochs 1 -> 2)" in one_error_line(capsys)
+    assert cli("sweep", "--methods", "ce", "--seeds", 0, "--epochs", 1, "--val-fraction", 0.2, "--runs", runs) == 2
+    assert "holds a run with other settings (--val-fraction 0.1 -> 0.2)" in one_error_line(capsys)
 
 
 def test_unreadable_image_names_the_file_and_leaves_no_run_behind(tmp_path, capsys):
-    root = tmp_path / "data"
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c in ("a", "b"):
-            (root / split / c).mkdir(parents=True)
-            for i in range(6):
-                Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+    root = write_image_folder(tmp_path / "data", train=6, test=6)
     (root / "train" / "a" / "bad.png").write_text("not an image")
     for cache in ("on", "off"):
         out = tmp_path / f"run-{cache}"
@@ -130,24 +98,10 @@ def test_unreadable_image_names_the_file_and_leaves_no_run_behind(tmp_path, caps
 
 
 def test_unfinished_teacher_is_refused(digits_runs, tmp_path, capsys):
-    teacher = tmp_path / "teacher"
-    shutil.copytree(digits_runs["ce"], teacher)
+    teacher = copy_run(digits_runs["ce"], tmp_path / "teacher")
     (teacher / "summary.json").unlink()
     assert cli("train", "--preset", "digits-small", "--method", "kd", "--teacher", teacher, "--epochs", 1,
                "--out", tmp_path / "student") == 2
     assert "has not finished training (no summary.json)" in one_error_line(capsys)
 
 
-def test_resume_refuses_another_runs_checkpoint_and_repairs_a_lost_config(digits_runs, tmp_path, capsys):
-    run = tmp_path / "run"
-    shutil.copytree(digits_runs["cskd"], run)
-    other = torch.load(digits_runs["ce"] / "last.pt", weights_only=True)
-    torch.save({**other, "epoch": 0}, run / "last.pt")
-    assert cli("train", "--out", run, "--resume") == 2
-    line = one_error_line(capsys)
-    assert "belongs to another run" in line and "--method cskd -> ce" in line
-    own = torch.load(digits_runs["cskd"] / "last.pt", weights_only=True)
-    torch.save({**own, "epoch": 0}, run / "last.pt")
-    (run / "config.json").write_bytes(b"\xff\xfe garbage")
-    assert cli("train", "--out", run, "--resume") == 0
-    assert json.loads((run / "config.json").read_text())["config"]["method"] == "cskd"

@@ -1,14 +1,16 @@
-"""The device and host data paths agree, and in-batch pairing behaves as documented."""
+"""The data paths: device and host augmentation agree in their statistics; in-batch pairing
+behaves as documented; a step's batch depends only on (seed, epoch, step), so skipping steps
+(a mid-epoch resume) or splitting the batch over ranks gives the same samples and augmentations."""
 
 import collections
 
+import pytest
 import torch
 
 from cskd.config import resolve
 from cskd.data import DataBundle, Split
-from cskd.loaders import HostBatches, TensorBatches
-from cskd.methods import Context, cskd_step, paired_logits
-from cskd.loaders import Batch
+from cskd.loaders import Batch, HostBatches, TensorBatches
+from cskd.methods import StepContext, cskd_step, paired_logits
 from cskd.train import run_training
 
 
@@ -86,10 +88,11 @@ def test_in_batch_cskd_step_does_a_single_forward():
             return self.lin(x)
 
     cfg = resolve({"pairing": "in-batch"})
-    out = cskd_step(Context(cfg, Net()), Batch(torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])))
+    out = cskd_step(StepContext(cfg, Net()), Batch(torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])))
     assert calls == [6] and out.reg.item() > 0
 
 
+@pytest.mark.slow
 def test_in_batch_and_host_paths_train_on_digits(tmp_path):
     for name, extra in (("inbatch", {"pairing": "in-batch"}), ("host", {"loader": "host", "workers": 0})):
         cfg = resolve({"epochs": 1, "out": str(tmp_path / name), **extra}, "digits-small")
@@ -121,6 +124,7 @@ def test_device_random_resized_crop_follows_torchvision_statistics():
     assert torch.allclose(const, torch.full_like(const, 77.0))
 
 
+@pytest.mark.slow
 def test_tinyimagenet_is_moved_onto_the_device_path(tmp_path):
     import numpy as np
     from PIL import Image
@@ -163,3 +167,52 @@ def test_random_resized_crop_boxes_stay_inside_each_padded_image():
         ref = [RandomResizedCrop.get_params(torch.zeros(1, h, w), [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(2000)]
         ref_area = sum(p[2] * p[3] for p in ref) / len(ref) / (h * w)
         assert abs(area[k::4].mean() - ref_area) < 0.03, (h, w)
+
+
+@pytest.mark.parametrize("source", ["device", "host"])
+@pytest.mark.parametrize("partner", ["none", "class", "in-batch", "view"])
+def test_ranks_share_each_global_batch_exactly(source, partner):
+    """Rank r of W keeps [r::W] of every global batch: over the ranks, step k holds exactly the
+    anchors, partners and augmented images of single-process step k (a last batch of 7 split
+    unevenly included), and each batch says its share of the global batch mean."""
+    bundle = _bundle(30)
+    cls = TensorBatches if source == "device" else HostBatches
+    extra = {} if source == "device" else {"workers": 0}
+
+    def batches(rank=0, world=1, start_step=0):
+        src = cls(bundle, bundle.train, batch_size=8 if partner != "in-batch" else 16, seed=3,
+                  device=torch.device("cpu"), partner=partner, rank=rank, world=world, **extra)
+        return list(src.epoch(1, start_step))
+
+    single = batches()
+    ranks = [batches(r, 2) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(single)
+
+    def interleave(a, b):
+        out = torch.empty((len(a) + len(b), *a.shape[1:]), dtype=a.dtype)
+        out[0::2], out[1::2] = a, b
+        return out
+
+    for k, whole in enumerate(single):
+        parts = [ranks[r][k] for r in range(2)]
+        if partner == "in-batch":  # each rank: its anchors, then their partners
+            halves = [(p.x[: len(p.x) // 2], p.x[len(p.x) // 2:]) for p in parts]
+            n = len(whole.x) // 2
+            assert torch.equal(interleave(halves[0][0], halves[1][0]), whole.x[:n])
+            assert torch.equal(interleave(halves[0][1], halves[1][1]), whole.x[n:])
+        else:
+            assert torch.equal(interleave(parts[0].x, parts[1].x), whole.x)
+            if whole.partner is not None:
+                assert torch.equal(interleave(parts[0].partner, parts[1].partner), whole.partner)
+        for p in parts:  # this rank's anchors x W / the global batch's anchors
+            assert p.share == pytest.approx(len(p.y) * 2 / len(whole.y))
+        assert sum(p.share for p in parts) == pytest.approx(2)
+    assert [b.x.tolist() for b in batches(start_step=2)] == [b.x.tolist() for b in single[2:]]
+
+
+def test_host_augmentation_does_not_depend_on_the_number_of_workers():
+    bundle = _bundle(40)
+    kw = dict(batch_size=8, seed=5, device=torch.device("cpu"), partner="class")
+    a = [b.x for b in HostBatches(bundle, bundle.train, workers=0, **kw).epoch(0)]
+    b = [b.x for b in HostBatches(bundle, bundle.train, workers=2, **kw).epoch(0)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
