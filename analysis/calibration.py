@@ -194,6 +194,15 @@ def ece_bootstrap_ci(probs, labels, *, n_bins: int = 20, n_boot: int = 1000, lev
     result is a deterministic function of the inputs, n_bins, n_boot, level and seed.
     """
     conf, right = confidence_and_correctness(probs, labels)
+    return ece_bootstrap_ci_from_confidence(conf, right, n_bins=n_bins, n_boot=n_boot, level=level, seed=seed)
+
+
+def ece_bootstrap_ci_from_confidence(confidence, correct, *, n_bins: int = 20, n_boot: int = 1000,
+                                     level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """`ece_bootstrap_ci` from per-sample confidence (N,) in [0, 1] and correctness (N,) bool
+    (see confidence_and_correctness): the same replicates and interval, without the (N, C)
+    probabilities."""
+    conf, right = _checks.confidence_and_correct(confidence, correct)
     n_bins = _checks.positive_int(n_bins, "n_bins")
     n_boot = _checks.positive_int(n_boot, "n_boot")
     level = _checks.open_fraction(level, "level")

@@ -63,10 +63,27 @@ class LogProbDisplay:
                 description = "misclassified by every run" if len(logits_by_run) > 1 else "misclassified"
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         lp = {name: log_probs_on(z, labels, rows) for name, z in logits_by_run.items()}
+        return cls.from_log_probs(lp, rows, description=description or "selected", bins=bins,
+                                  min_samples=min_samples)
+
+    @classmethod
+    def from_log_probs(cls, log_probs_by_run: dict, rows, *, description: str = "selected", bins: int = 30,
+                       min_samples: int = 10) -> LogProbDisplay:
+        """From log-probabilities already computed on `rows`: {run: {"predicted": (M,), "true": (M,)}}
+        as analysis.misclassified.log_probs_on returns them (e.g. read from a cache), so no softmax
+        is taken again; the same display as from_logits on those rows."""
+        if not isinstance(log_probs_by_run, dict) or not log_probs_by_run:
+            raise ValueError("log_probs_by_run must be a non-empty dict of run name -> log-probabilities")
+        min_samples = _checks.nonnegative_int(min_samples, "min_samples")
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        for name, v in log_probs_by_run.items():
+            if any(np.shape(v[kind]) != rows.shape for kind in LOGPROB_KINDS):
+                raise ValueError(f"run {name!r}: need {rows.size} 'predicted' and 'true' log-probabilities")
         edges, counts = {}, {}
         for kind in LOGPROB_KINDS:
-            edges[kind], counts[kind] = logprob_hist_counts({n: v[kind] for n, v in lp.items()}, bins=bins)
-        return cls(tuple(logits_by_run), rows, description or "selected", edges, counts, min_samples)
+            edges[kind], counts[kind] = logprob_hist_counts({n: v[kind] for n, v in log_probs_by_run.items()},
+                                                            bins=bins)
+        return cls(tuple(log_probs_by_run), rows, description, edges, counts, min_samples)
 
     @property
     def n_samples(self) -> int:

@@ -1,278 +1,174 @@
-"""Cached reading of run files and cached analysis results.
+"""Cached reading of run folders, through cskd.runfolder and cskd.stats only.
 
-Every function takes file keys (resolved path, mtime_ns, size) from `app.paths`, never arrays, so
-a cache lookup hashes a few strings instead of megabytes, and a rewritten file gets a new entry.
+Every reader takes the run's `RunFiles` (app.paths): it first refuses a file with a problem
+(symlink loop, outside the runs folder, ...) with that problem as a UserError, then calls a cached
+function keyed by `RunFiles.key`, the stamps of the run's files, so a rewritten file is read
+again and anything else comes from the cache.
 
 Two caches, on purpose:
-- `st.cache_resource` holds the raw prediction arrays (tens of MB per 10k-sample run), read-only
-  and shared, because `st.cache_data` would pickle and copy them on every hit;
-- `st.cache_data` holds everything shown: metrics, bins, index lists, figure bytes. These are
-  small, so the copy is cheap and no session can mutate another's results.
-All metrics come from the `analysis` package; this module only wires files to it.
+- `st.cache_resource` holds opened Predictions and Stats: small objects whose arrays are
+  read-only memory maps (RunFolder's lazy npz), so the server holds only the pages of the arrays
+  a view touches, shared by every session, never a copied array;
+- `st.cache_data` holds small plain values (configs, summaries, curves, freshness).
+Which predictions are fresh is decided by RunFolder.predictions_status alone.
 """
 
 from __future__ import annotations
 
-import io
-import json
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import streamlit as st
-from matplotlib.figure import Figure
 
-from analysis import calibration as cal
-from analysis import figures
-from analysis.hierarchy import hierarchical_accuracy, hierarchical_confusion
-from analysis.metrics import softmax
-from analysis.misclassified import (
-    log_probs_on,
-    misclassified_by_all,
-    misclassified_by_first_not_second,
-    predictive_distribution,
-)
-from analysis.report import run_metrics
-from cskd import runs
-from cskd.errors import UserError
-from cskd.runs import load_predictions, read_config, read_metrics, read_tsne_cache
+from app.paths import RunFiles
+from cskd.errors import UserError, short_reason
+from cskd.runfolder import CONFIG, METRICS, SUMMARY, RunFolder, predictions_name, stats_name, tsne_name
 
-DPI = 150  # of the downloaded PNG figures
+TSNE_MAX_POINTS = 10_000  # cskd.analyze.TSNE_MAX_POINTS: the cache the dashboard reads was made with it
 
 
-@st.cache_data(show_spinner=False, max_entries=1024)
-def config(run: str, key) -> dict:
-    """The TrainConfig of the run folder `run` as a dict (UserError naming config.json when it is
-    damaged). `key` is config.json's file key: it only makes a rewritten file a new entry."""
-    if key is None:
-        raise UserError(f"{run}/config.json is missing; this folder is not a cskd run")
-    return read_config(Path(run)).to_dict()
+def _guard(files: RunFiles, *names: str) -> None:
+    for name in names:
+        files.check(name)
 
 
-@st.cache_data(show_spinner=False, max_entries=1024)
-def summary(key) -> dict:
-    """summary.json as a dict; {} when the run has none."""
-    if key is None:
-        return {}
+def _unexpected(files: RunFiles, what: str, e: Exception) -> UserError:
+    """An error no reader anticipated (an OSError mid-read, a malformed value) as a UserError
+    naming the run's file, so the page shows a card and goes on."""
+    return UserError(f"{files.path / what} cannot be read ({type(e).__name__}: {short_reason(e)})")
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def _record(path: str, key) -> dict:
+    folder = RunFolder(path)
+    record = folder.read_record()
+    cfg = folder.config_dict()
+    return {"kind": record["kind"], "config": cfg, "run_id": record["meta"].get("run_id")}
+
+
+def record(files: RunFiles) -> dict:
+    """{"kind": "trained" | "imported", "config": the run's settings as a dict, "run_id"}."""
+    _guard(files, CONFIG)
     try:
-        data = json.loads(Path(key[0]).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{key[0]} is not valid JSON ({type(e).__name__}); the run folder is damaged") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{key[0]} does not hold a JSON object; the run folder is damaged")
-    return data
+        return _record(str(files.path), files.key)
+    except UserError:
+        raise
+    except (OSError, ValueError, TypeError, AttributeError, KeyError) as e:
+        raise _unexpected(files, CONFIG, e) from None
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def _summary(path: str, key) -> dict | None:
+    return RunFolder(path).summary()
+
+
+def summary(files: RunFiles) -> dict | None:
+    """summary.json with checked types (None when absent)."""
+    _guard(files, SUMMARY)
+    try:
+        return _summary(str(files.path), files.key)
+    except UserError:
+        raise
+    except (OSError, ValueError, TypeError) as e:
+        raise _unexpected(files, SUMMARY, e) from None
 
 
 @st.cache_data(show_spinner=False, max_entries=1024)
-def curves(run: str, key) -> list[dict]:
-    """The per-epoch records of the run's metrics.jsonl ([] when absent); `key` as in config()."""
-    return [] if key is None else read_metrics(Path(run))
+def _curves(path: str, key) -> list:
+    return RunFolder(path).metrics()
 
 
-@st.cache_data(show_spinner=False, max_entries=1024)
-def made_by_run(run: str, key, config_key) -> bool:
-    """cskd.runs.made_by_run: whether the predictions file of file key `key` was made from best.pt
-    of the run in `run`. `config_key` (config.json's file key) only makes a rewritten config a new entry."""
-    return runs.made_by_run(Path(key[0]), Path(run))
+def curves(files: RunFiles) -> list[dict]:
+    """The per-epoch records of metrics.jsonl ([] when absent)."""
+    _guard(files, METRICS)
+    try:
+        return _curves(str(files.path), files.key)
+    except (OSError, ValueError) as e:
+        raise _unexpected(files, METRICS, e) from None
 
 
-@st.cache_resource(show_spinner=False, max_entries=12)
-def predictions(key) -> dict:
-    """A predictions-<split>.npz as returned by cskd.runs.load_predictions, arrays made read-only
-    because every session shares them."""
-    data = load_predictions(Path(key[0]))
-    for v in data.values():
-        if isinstance(v, np.ndarray):
-            v.flags.writeable = False
-    return data
+@st.cache_data(show_spinner=False, max_entries=4096)
+def _status(path: str, split: str, key) -> tuple[str, str]:
+    return RunFolder(path).predictions_status(split)
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
-def test_metrics(test, val) -> dict:
-    """analysis.report.run_metrics of the test predictions (20 bins, as the paper), temperature
-    fitted on the validation predictions when they exist."""
-    p = predictions(test)
-    run = {k: p[k] for k in ("logits", "labels", "features")}
-    if val is not None:
-        v = predictions(val)
-        run.update(val_logits=v["logits"], val_labels=v["labels"])
-    if "fine_to_coarse" in p:
-        run["fine_to_coarse"] = p["fine_to_coarse"]
-    return run_metrics(run, n_bins=20)
+def status(files: RunFiles, split: str = "test") -> tuple[str, str]:
+    """RunFolder.predictions_status: (missing|foreign|damaged|stale|fresh, reason). A file the
+    dashboard must not read counts as damaged, with its problem as the reason."""
+    for name in (predictions_name(split), CONFIG, "best.pt", ".cskd/manifest.json"):
+        if name in files.problems:
+            return "damaged", files.problems[name]
+    try:
+        return _status(str(files.path), split, files.key)
+    except UserError as e:
+        return "damaged", str(e)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        return "damaged", str(_unexpected(files, predictions_name(split), e))
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
-def temperature(val) -> float | None:
-    """Temperature fitted on the validation logits (None without validation predictions)."""
-    if val is None:
-        return None
-    v = predictions(val)
-    return cal.fit_temperature(v["logits"], v["labels"])
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _predictions(path: str, split: str, key):
+    return RunFolder(path).predictions(split)
 
 
-@st.cache_data(show_spinner=False, max_entries=512)
-def reliability(test, val, n_bins: int, scaled: bool):
-    """(ReliabilityBins, ECE, MCE) of the test predictions, temperature-scaled when `scaled`."""
-    p = predictions(test)
-    z = p["logits"]
-    if scaled:
-        z = cal.apply_temperature(z, temperature(val))
-    probs = softmax(z)
-    bins = cal.reliability_bins(probs, p["labels"], n_bins=n_bins)
-    return bins, cal.ece_from_bins(bins), cal.mce(probs, p["labels"], n_bins=n_bins)
+def predictions(files: RunFiles, split: str = "test"):
+    """The run's Predictions of `split` (lazy, read-only memory maps); call when status() is fresh."""
+    _guard(files, predictions_name(split))
+    try:
+        return _predictions(str(files.path), split, files.key)
+    except UserError:
+        raise
+    except (OSError, ValueError) as e:
+        raise _unexpected(files, predictions_name(split), e) from None
 
 
-def _fig_bytes(fig: Figure, fmt: str) -> bytes:
-    """The figure as PNG or PDF bytes, cropped to its content."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=DPI, bbox_inches="tight")
-    return buf.getvalue()
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _stats(path: str, split: str, key):
+    from cskd.stats import read_stats
+
+    return read_stats(path, split)
 
 
-@st.cache_data(show_spinner=False, max_entries=128)
-def reliability_figure(runs: tuple, n_bins: int, scaled: bool, fmt: str = "png") -> bytes:
-    """Reliability diagrams of `runs` ((name, test key, val key), ...) side by side, sharing
-    both axes, per-bin counts underneath."""
-    fig = Figure(figsize=(3.6 * len(runs) + 0.6, 4.6))
-    axes = fig.subplots(2, len(runs), sharex=True, sharey="row", squeeze=False,
-                        gridspec_kw={"height_ratios": [3, 1]})
-    for j, (name, test, val) in enumerate(runs):
-        bins, _, _ = reliability(test, val, n_bins, scaled)
-        figures.plot_reliability(axes[0, j], bins, label=None, color=f"C{j}", count_ax=axes[1, j])
-        title = f"{name}\n(T = {temperature(val):.2f})" if scaled else name
-        axes[0, j].set_title(title, fontsize="small")
-    return _fig_bytes(fig, fmt)
+def stats(files: RunFiles, split: str = "test"):
+    """cskd.stats.read_stats: the run's fresh stats cache, or None (to be computed)."""
+    _guard(files, stats_name(split), predictions_name(split), predictions_name("val"))
+    try:
+        return _stats(str(files.path), split, files.key)
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError) as e:
+        raise _unexpected(files, stats_name(split), e) from None
 
 
-def _same_samples(keys: tuple) -> None:
-    """Raise UserError unless all runs' predictions cover the same samples in the same order."""
-    first = predictions(keys[0])
-    for key in keys[1:]:
-        p = predictions(key)
-        if p["dataset"] != first["dataset"] or not np.array_equal(p["indices"], first["indices"]) \
-                or not np.array_equal(p["labels"], first["labels"]):
-            raise UserError(f"{key[0]} and {keys[0][0]} hold predictions on different samples; "
-                            "pick runs of one data set and split")
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _tsne(path: str, key):
+    folder = RunFolder(path)
+    return folder.tsne("test", folder.predictions("test"), max_points=TSNE_MAX_POINTS)
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
-def misclassified(keys: tuple, first_not_second: bool = False) -> np.ndarray:
-    """Rows misclassified by all runs of `keys`, or (first_not_second) by keys[0] but not keys[1]."""
-    _same_samples(keys)
-    labels = predictions(keys[0])["labels"]
-    if first_not_second:
-        return misclassified_by_first_not_second(predictions(keys[0])["logits"],
-                                                 predictions(keys[1])["logits"], labels)
-    return misclassified_by_all({k[0]: predictions(k)["logits"] for k in keys}, labels)
+def tsne(files: RunFiles):
+    """(coords, rows) of the run's t-SNE cache made from its current test predictions, or None."""
+    _guard(files, tsne_name("test"), predictions_name("test"))
+    try:
+        return _tsne(str(files.path), files.key)
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError) as e:
+        raise _unexpected(files, tsne_name("test"), e) from None
 
 
-@st.cache_data(show_spinner=False, max_entries=128)
-def _logprobs(named_keys: tuple, first_not_second: bool) -> dict:
-    """{run: analysis.misclassified.log_probs_on(...)} on the rows misclassified() picks."""
-    keys = tuple(k for _, k in named_keys)
-    idx = misclassified(keys, first_not_second)
-    labels = predictions(keys[0])["labels"]
-    return {name: log_probs_on(predictions(k)["logits"], labels, idx) for name, k in named_keys}
-
-
-@st.cache_data(show_spinner=False, max_entries=128)
-def logprob_figure(named_keys: tuple, first_not_second: bool = False, fmt: str = "png") -> bytes:
-    """Paper Fig. 2: histograms of the log-probability of the predicted and of the true class on
-    the misclassified samples, one colour per run."""
-    lp = _logprobs(named_keys, first_not_second)
-    fig = Figure(figsize=(10, 3.6))
-    ax_pred, ax_true = fig.subplots(1, 2)
-    figures.plot_logprob_hist(ax_pred, {n: v["predicted"] for n, v in lp.items()},
-                              xlabel="log-probability of the predicted class")
-    figures.plot_logprob_hist(ax_true, {n: v["true"] for n, v in lp.items()},
-                              xlabel="log-probability of the ground-truth class")
-    return _fig_bytes(fig, fmt)
-
-
-@st.cache_data(show_spinner=False, max_entries=128)
-def logprob_hist(named_keys: tuple, first_not_second: bool = False, bins: int = 30) -> pd.DataFrame:
-    """Histogram rows (run, order, of, lower, upper, zero, count) of the log-probabilities of
-    Fig. 2, binned by analysis.figures.logprob_hist_counts (as the downloaded figure)."""
-    lp = _logprobs(named_keys, first_not_second)
-    frames = []
-    for kind, of in (("predicted", "predicted class"), ("true", "ground-truth class")):
-        edges, counts = figures.logprob_hist_counts({n: v[kind] for n, v in lp.items()}, bins=bins)
-        for j, (name, count) in enumerate(counts.items()):
-            frames.append(pd.DataFrame({"run": name, "order": j, "of": of, "lower": edges[:-1],
-                                        "upper": edges[1:], "zero": 0, "count": count}))
-    return pd.concat(frames, ignore_index=True)
+def same_samples(runs) -> None:
+    """UserError unless every run's test predictions cover the same samples in the same order."""
+    first = runs[0]
+    for r in runs[1:]:
+        a, b = first.preds, r.preds
+        if a.dataset != b.dataset or a.num_samples != b.num_samples or a.num_classes != b.num_classes \
+                or not _same_rows(first.files.key, r.files.key, a, b):
+            raise UserError(f"{r.name} and {first.name} hold predictions on different samples "
+                            f"({b.dataset}, {b.num_samples} samples, {b.num_classes} classes vs {a.dataset}, "
+                            f"{a.num_samples}, {a.num_classes}); pick runs of one data set and split")
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def top_predictions(key, rows: tuple) -> list[int]:
-    """Top-1 predicted class of each of `rows`."""
-    return [int(c) for c in np.argmax(predictions(key)["logits"][list(rows)], axis=1)]
-
-
-@st.cache_data(show_spinner=False, max_entries=1024)
-def distribution(key, row: int, k: int = 5) -> dict:
-    """analysis.misclassified.predictive_distribution of one row (k capped at the class count)."""
-    p = predictions(key)
-    return predictive_distribution(p["logits"], p["labels"], row, k=min(k, p["logits"].shape[1]))
-
-
-def display_image(image: np.ndarray, min_side: int = 64) -> np.ndarray:
-    """An HxWxC uint8 image ready for st.image: grey if one channel, enlarged by an integer
-    factor (nearest neighbour, so 8x8 digits stay sharp) to at least `min_side` pixels."""
-    img = np.asarray(image)
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    factor = max(1, -(-min_side // max(img.shape[:2])))
-    return np.repeat(np.repeat(img, factor, axis=0), factor, axis=1)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def gallery(key, rows: tuple, min_side: int = 64) -> list | None:
-    """Display-ready images of `rows`, or None when the predictions carry no images."""
-    p = predictions(key)
-    if "images" not in p:
-        return None
-    return [display_image(p["images"][r], min_side) for r in rows]
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def tsne_points(tsne, test):
-    """(coords, rows) of the cached t-SNE when it is at least as new as the predictions, else
-    None (the cache must be recomputed). A damaged cache is a UserError naming the file."""
-    if tsne is None or test is None or tsne[1] < test[1]:
-        return None
-    return read_tsne_cache(Path(tsne[0]), Path(test[0]), len(predictions(test)["labels"]))
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def tsne_frame(tsne, test):
-    """The t-SNE points as a table (x, y, class, index) for a scatter chart, or None."""
-    points = tsne_points(tsne, test)
-    if points is None:
-        return None
-    coords, rows = points
-    p = predictions(test)
-    names = pd.Categorical.from_codes(p["labels"][rows], categories=p["class_names"])
-    return pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], "class": names, "index": p["indices"][rows]})
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def hierarchy(test):
-    """(hierarchical accuracy, coarse confusion matrix, coarse names) of a run whose predictions
-    carry fine_to_coarse."""
-    p = predictions(test)
-    mapping = p["fine_to_coarse"]
-    names = p.get("coarse_names") or [str(g) for g in range(int(mapping.max()) + 1)]
-    pred = np.argmax(p["logits"], axis=1)
-    h = hierarchical_confusion(pred, p["labels"], mapping, n_coarse=len(names))
-    return hierarchical_accuracy(pred, p["labels"], mapping), h, list(names)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def hierarchy_figure(test, fmt: str = "png") -> bytes:
-    """Paper Fig. 4 as PNG or PDF bytes (analysis.figures.plot_hierarchical_confusion)."""
-    _, h, names = hierarchy(test)
-    side = max(4.0, 0.4 * len(names) + 2)
-    fig = Figure(figsize=(side + 1, side))
-    figures.plot_hierarchical_confusion(fig.subplots(), h, names)
-    return _fig_bytes(fig, fmt)
+def _same_rows(key_a, key_b, _a, _b) -> bool:
+    """Whether predictions `_a` and `_b` (not hashed: the run keys stand for them) have the same
+    labels and data-set indices."""
+    return bool(np.array_equal(_a.labels, _b.labels) and np.array_equal(_a.indices, _b.indices))

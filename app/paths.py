@@ -1,26 +1,35 @@
-"""The runs folder and the only ways the dashboard turns names into paths.
+"""The runs folder, and the only ways the dashboard turns names into paths.
 
-Every file the dashboard opens goes through `run_file`: the run name must be one that
-`discover_runs` found, and the resolved path (symlinks followed) must lie inside the resolved
-runs folder. A run name from the URL (`?run=../../etc`) or a symlink pointing elsewhere is refused
-with a one-line `UserError`. Nothing here imports Streamlit, so it is tested on its own.
+Every run the dashboard opens is one `discover_runs` found, and every file it reads is first
+checked by `run_files`: it must be a regular file whose real location (symlinks followed) lies
+inside the resolved runs folder. A run name from the URL (`?run=../../etc`), a symlink pointing
+elsewhere, a symlink loop or a FIFO under one of cskd's names becomes a one-line problem naming
+the file, so the page shows an error card for that file instead of reading it (or hanging on it).
+Nothing here imports Streamlit, so it is tested on its own.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from cskd.errors import UserError
+from cskd.errors import UserError, short_reason
+from cskd.runfolder import CONFIG, METRICS, SUMMARY, predictions_name, stats_name, tsne_name
 
 MAX_DEPTH = 3  # runs may sit in sub-folders (e.g. sweeps/T4/run-s0) up to this depth
-CONFIG = "config.json"
+# The files a page may read, in the order their problems are reported.
+FILES = (CONFIG, SUMMARY, METRICS, "best.pt", predictions_name("test"), predictions_name("val"),
+         stats_name("test"), tsne_name("test"), ".cskd/manifest.json")
 
 
 def resolve_root(runs_dir) -> Path:
     """The runs folder, absolute and with symlinks resolved, or a UserError when it is not a folder."""
-    root = Path(os.path.expanduser(str(runs_dir))).resolve()
+    try:
+        root = Path(os.path.expanduser(str(runs_dir))).resolve()
+    except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise UserError(f"runs folder {runs_dir} cannot be resolved ({short_reason(e)})") from None
     if not root.is_dir():
         raise UserError(f"runs folder {runs_dir} does not exist or is not a folder; "
                         f"create a run with `cskd demo --runs {runs_dir}`")
@@ -28,8 +37,13 @@ def resolve_root(runs_dir) -> Path:
 
 
 def inside(root: Path, path: Path) -> Path:
-    """`path` resolved (symlinks followed), or a UserError when that leaves `root`."""
-    resolved = Path(path).resolve()
+    """`path` resolved (symlinks followed), or a UserError when that leaves `root` or loops."""
+    try:
+        resolved = Path(path).resolve(strict=True)
+    except FileNotFoundError:
+        resolved = Path(path).resolve()
+    except (OSError, RuntimeError):  # ELOOP, or RuntimeError for a loop before Python 3.13
+        raise UserError(f"{path} is a symlink loop or cannot be resolved; the dashboard does not read it") from None
     if resolved != root and root not in resolved.parents:
         raise UserError(f"{path} is outside the runs folder {root}; the dashboard reads nothing there")
     return resolved
@@ -49,17 +63,17 @@ def discover_runs(root: Path) -> list[str]:
         except OSError:  # unreadable folder: nothing to list there
             return
         for e in entries:
-            if e.name.startswith(".") or not e.is_dir():
-                continue
-            sub = Path(e.path)
             try:
+                if e.name.startswith(".") or not e.is_dir():
+                    continue
+                sub = Path(e.path)
                 inside(root, sub)
+                if os.path.lexists(sub / CONFIG):
+                    found.append(sub.relative_to(root).as_posix())
+                elif depth < MAX_DEPTH:
+                    walk(sub, depth + 1)
             except (UserError, OSError):
                 continue
-            if (sub / CONFIG).exists():
-                found.append(sub.relative_to(root).as_posix())
-            elif depth < MAX_DEPTH:
-                walk(sub, depth + 1)
 
     walk(root, 1)
     return found
@@ -72,55 +86,50 @@ def run_dir(root: Path, name: str, known) -> Path:
     return inside(root, root / name)
 
 
-def run_file(root: Path, name: str, filename: str, known) -> Path:
-    """The resolved path of `filename` in run `name`, checked to lie inside `root`."""
-    if "/" in filename or "\\" in filename or filename in ("", ".", ".."):
-        raise UserError(f"{filename!r} is not a file name")
-    return inside(root, run_dir(root, name, known) / filename)
-
-
-FileKey = tuple  # (resolved path, mtime_ns, size): what the caches key on
-
-
-def file_key(path: Path) -> FileKey | None:
-    """Cache key of a file: a rewritten file (new mtime or size) gets a new key; None if absent."""
-    try:
-        s = path.stat()
-    except OSError:
-        return None
-    if not path.is_file():
-        return None
-    return (str(path), s.st_mtime_ns, s.st_size)
+Stamp = tuple  # (mtime_ns, size, inode) of a file: what the caches key on
 
 
 @dataclass(frozen=True)
 class RunFiles:
-    """One run's files as cache keys (None where the file is absent), read at the start of a rerun."""
+    """One run's files as seen at the start of a rerun: `stamps` holds a Stamp for each of FILES
+    present (a rewritten file gets a new one), `problems` a one-line reason for each present
+    file that must not be read (outside the runs folder, a symlink loop, not a regular file)."""
 
     name: str
     path: Path
-    config: FileKey | None
-    summary: FileKey | None
-    metrics: FileKey | None
-    test: FileKey | None
-    val: FileKey | None
-    tsne: FileKey | None
-    best: FileKey | None
+    stamps: dict = field(default_factory=dict)
+    problems: dict = field(default_factory=dict)
 
     @property
-    def stale(self) -> bool:
-        """True when best.pt is newer than the test predictions made from it."""
-        return bool(self.test and self.best and self.best[1] > self.test[1])
+    def key(self) -> tuple:
+        """Everything the caches of this run depend on: any file rewritten, every entry is new."""
+        return (str(self.path), tuple(sorted(self.stamps.items())), tuple(sorted(self.problems.items())))
+
+    def has(self, filename: str) -> bool:
+        return filename in self.stamps
+
+    def check(self, filename: str) -> None:
+        """Raise the file's problem as a UserError, if it has one."""
+        if filename in self.problems:
+            raise UserError(self.problems[filename])
 
 
 def run_files(root: Path, name: str, known) -> RunFiles:
-    """Stat the files of run `name` (every path checked to lie inside `root`)."""
-    def key(filename: str):
-        return file_key(run_file(root, name, filename, known))
-
-    best, val = key("best.pt"), key("predictions-val.npz")
-    if val and best and best[1] > val[1]:
-        val = None  # validation predictions of an older best.pt: never fit a temperature on them
-    return RunFiles(name=name, path=run_dir(root, name, known), config=key("config.json"),
-                    summary=key("summary.json"), metrics=key("metrics.jsonl"),
-                    test=key("predictions-test.npz"), val=val, tsne=key("tsne-test.npz"), best=best)
+    """Stat the files of run `name` (each checked as the module docstring says)."""
+    folder = run_dir(root, name, known)
+    stamps, problems = {}, {}
+    for filename in FILES:
+        path = folder / filename
+        if not os.path.lexists(path):
+            continue
+        try:
+            real = inside(root, path)
+            s = os.stat(real)
+            if not stat.S_ISREG(s.st_mode):
+                raise UserError(f"{path} is not a regular file; the dashboard does not read it")
+            stamps[filename] = (s.st_mtime_ns, s.st_size, s.st_ino)
+        except UserError as e:
+            problems[filename] = str(e)
+        except OSError as e:
+            problems[filename] = f"{path} cannot be read ({short_reason(e)})"
+    return RunFiles(name, folder, stamps, problems)

@@ -133,6 +133,27 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 TRAIN_ONLY = ("preset", "resume", "overwrite", "progress", "command", "func")
+# TrainConfig fields given as a bare flag when True (argparse store_const)
+FLAG_FIELDS = ("download", "allow_self_pair", "compile", "sync_bn")
+
+
+def train_arguments(cfg: TrainConfig) -> list[str]:
+    """`cskd train` options that resolve to exactly `cfg` (every field explicit), e.g. for a run
+    launched by torchrun from `cskd sweep --nproc-per-node`."""
+    args = []
+    for key, value in cfg.to_dict().items():
+        flag = "--" + key.replace("_", "-")
+        if key in FLAG_FIELDS:
+            args += [flag] if value else []
+        elif key == "channels_last":
+            args += [] if value is None else ["--channels-last" if value else "--no-channels-last"]
+        elif isinstance(value, list):
+            args += [flag, *map(str, value)] if value else []
+        elif value == "" and key in ("teacher", "decode_cache_dir", "out", "preset"):
+            continue
+        else:
+            args += [flag, str(value)]
+    return args
 
 
 def config_from_args(args: argparse.Namespace):
@@ -143,11 +164,15 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args) -> int:
+    from .distributed import close_world
     from .train import run_training
 
     cfg = config_from_args(args)
     explicit = {k: v for k, v in vars(args).items() if k not in TRAIN_ONLY and v is not None}
-    run_training(cfg, resume=args.resume, overwrite=args.overwrite, progress=args.progress, explicit=explicit)
+    try:
+        run_training(cfg, resume=args.resume, overwrite=args.overwrite, progress=args.progress, explicit=explicit)
+    finally:
+        close_world()
     return 0
 
 
@@ -201,7 +226,8 @@ def cmd_sweep(args) -> int:
 
     overrides = {k: getattr(args, k) for k in SWEEP_OVERRIDES if getattr(args, k) is not None}
     run_sweep(presets=args.presets, methods=args.methods, seeds=args.seeds, temperatures=args.temperatures,
-              lambdas=args.lambdas, overrides=overrides, runs_root=args.runs, report=args.out, progress=args.progress)
+              lambdas=args.lambdas, overrides=overrides, runs_root=args.runs, report=args.out, progress=args.progress,
+              nproc_per_node=args.nproc_per_node)
     return 0
 
 
@@ -272,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--data-root", type=nonempty_path, help="folder holding the data sets (as for cskd train)")
     sw.add_argument("--download", action="store_const", const=True, help="fetch CIFAR-100 if it is missing")
     sw.add_argument("--device", choices=DEVICES)
+    sw.add_argument("--nproc-per-node", type=int, default=1,
+                    help="train each run with torchrun over this many local processes (GPUs); default 1")
     sw.add_argument("--threads", type=int)
     sw.add_argument("--runs", default="checkpoints/sweep", type=nonempty_path,
                     help="folder of the sweep's runs (checkpoints/sweep)")
@@ -313,8 +341,12 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+class Terminated(SystemExit):
+    """SIGTERM outside training: unwinds like any exit (temporary files removed, locks released)."""
+
+
 def _terminate(signum, frame):
-    raise SystemExit(128 + signum)  # unwinds: temporary files are removed, locks released
+    raise Terminated(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cskd: interrupted; the run folder keeps its last complete checkpoint (use --resume)", file=sys.stderr)
         return 130
+    except Terminated as e:
+        print("cskd: stopped by SIGTERM; files being written were left in their previous version", file=sys.stderr)
+        return e.code
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError, choose
+from .errors import UserError, choose, short_reason
 
 # Per-channel statistics used for normalisation (fractions of 255).
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))  # CIFAR-100's own training set
@@ -193,10 +193,24 @@ def load_cifar100_bundle(root: Path, download: bool) -> DataBundle:
         raise UserError(f"CIFAR-100 not found: expected {folder / 'cifar-100-python'}; "
                         f"pass --download to fetch it (about 170 MB) or --data-root to point elsewhere")
     import torchvision
+    from torchvision.datasets.utils import check_integrity
 
     from .cifar100_meta import CIFAR100_COARSE_NAMES, CIFAR100_COARSE_OF_FINE
 
-    sets = [torchvision.datasets.CIFAR100(str(folder), train=t, download=download) for t in (True, False)]
+    cifar = torchvision.datasets.CIFAR100
+    if not download:
+        # The files are pickles: check them against the published MD5s BEFORE torchvision unpickles
+        # them, so a damaged or foreign file is a one-line error and never runs code.
+        for name, md5 in [*cifar.train_list, *cifar.test_list, (cifar.meta["filename"], cifar.meta["md5"])]:
+            path = folder / cifar.base_folder / name
+            if not check_integrity(str(path), md5):
+                raise UserError(f"{path} is missing, damaged or not CIFAR-100's (its MD5 differs from the "
+                                f"published one); delete {folder / cifar.base_folder} and pass --download")
+    try:
+        sets = [cifar(str(folder), train=t, download=download) for t in (True, False)]
+    except (OSError, RuntimeError) as e:  # a failed download, a damaged archive
+        raise UserError(f"CIFAR-100 could not be read or fetched into {folder} ({short_reason(e)}); "
+                        f"delete that folder and try --download again") from None
     train, test = (_tensor_split(s.data, np.asarray(s.targets)) for s in sets)
     return DataBundle("cifar100", list(sets[0].classes), 3, 32, *CIFAR100_STATS, train, None, test,
                       fine_to_coarse=list(CIFAR100_COARSE_OF_FINE), coarse_names=list(CIFAR100_COARSE_NAMES))
@@ -224,6 +238,15 @@ def _class_folders(folder: Path) -> tuple[list[str], list[str], list[int]]:
     return classes, files, labels
 
 
+def _no_empty_class(classes: list[str], labels: list[int], folder: Path) -> None:
+    """A training class without images cannot be learned (and breaks the stratified splits)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if empty:
+        raise UserError(f"class folder {folder / empty[0]} holds no images ({len(empty)} such folder(s)); "
+                        f"add images or remove the folder")
+
+
 def _tinyimagenet_val(folder: Path, classes: list[str]) -> tuple[list[str], list[int]]:
     """The official TinyImageNet layout: val/images/*.JPEG listed in val/val_annotations.txt."""
     index = {c: i for i, c in enumerate(classes)}
@@ -247,6 +270,7 @@ def load_folder_bundle(name: str, folder: Path) -> DataBundle:
     classes, files, labels = _class_folders(train_dir)
     if not files:
         raise UserError(f"data set {name!r}: no images found under {train_dir}/<class>/")
+    _no_empty_class(classes, labels, train_dir)
     if name == "tinyimagenet" and (folder / "val" / "val_annotations.txt").is_file() and not (folder / "test").is_dir():
         test_files, test_labels = _tinyimagenet_val(folder / "val", classes)
     else:

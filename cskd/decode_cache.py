@@ -14,8 +14,10 @@ Layout of a cache folder (one per list of files; the name is a hash of the paths
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import UserError, short_reason
-from .runfolder.store import atomic_write
+from .runfolder.store import FolderLock, atomic_write
 
 SHORT_SIDE = 256
 
@@ -64,10 +66,38 @@ class DecodeCache:
 
     def __init__(self, files: list[str], root: Path, *, short_side: int = SHORT_SIDE, progress: bool | None = None):
         self.folder = Path(root) / f"{_key(files)}-s{short_side}"
-        if not (self.folder / "index.npy").is_file():
-            self._build(files, short_side, progress)
-        self.index = np.load(self.folder / "index.npy", allow_pickle=False)
+        self.index = self._valid_index(len(files))
+        if self.index is None:  # absent, damaged (a truncated pixels.u8) or foreign: built (again)
+            created = not self.folder.exists()
+            try:
+                with FolderLock(self.folder, "cskd decode cache"):  # one builder at a time
+                    self.index = self._valid_index(len(files))  # another process may have built it meanwhile
+                    if self.index is None:
+                        for name in ("index.npy", "pixels.u8"):
+                            with contextlib.suppress(FileNotFoundError):
+                                (self.folder / name).unlink()
+                        self._build(files, short_side, progress)
+                        self.index = self._valid_index(len(files))
+            except BaseException:
+                if created:  # leave no empty cache folder behind
+                    shutil.rmtree(self.folder, ignore_errors=True)
+                raise
+            if self.index is None:
+                raise UserError(f"the decode cache {self.folder} could not be built whole; check the disk")
         self.pixels = np.memmap(self.folder / "pixels.u8", dtype=np.uint8, mode="r")
+
+    def _valid_index(self, n: int) -> np.ndarray | None:
+        """The cache's index when it describes `n` images whose bytes pixels.u8 holds exactly, else None."""
+        try:
+            index = np.load(self.folder / "index.npy", allow_pickle=False)
+            size = os.path.getsize(self.folder / "pixels.u8")
+        except (OSError, ValueError):
+            return None
+        if index.shape != (n, 3) or index.dtype != np.int64 or (n and (index[:, 1:] <= 0).any()):
+            return None
+        ends = index[:, 0] + index[:, 1] * index[:, 2] * 3
+        starts_ok = n == 0 or (index[0, 0] == 0 and np.array_equal(index[1:, 0], ends[:-1]))
+        return index if starts_ok and (ends[-1] if n else 0) == size else None
 
     def _build(self, files, short_side, progress) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -83,12 +113,7 @@ class DecodeCache:
                 offset += arr.size
 
         # pixels first, index last: an index file only exists next to complete pixels
-        try:
-            atomic_write(self.folder / "pixels.u8", write, hashed=False)
-        except BaseException:
-            if not any(self.folder.iterdir()):  # leave no empty cache folder behind
-                self.folder.rmdir()
-            raise
+        atomic_write(self.folder / "pixels.u8", write, hashed=False)
         atomic_write(self.folder / "index.npy", lambda f: np.save(f, index), hashed=False)
 
     def __len__(self) -> int:

@@ -59,6 +59,12 @@ def init_world(device_name: str) -> World:
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def close_world() -> None:
+    """Leave the process group (a process that exits with gloo's threads still running aborts)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def device_of(world: World, device: torch.device) -> torch.device:
     """One device per local rank: cuda:<local rank> under torchrun on CUDA, else `device`."""
     if world.distributed and device.type == "cuda":

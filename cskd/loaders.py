@@ -65,7 +65,7 @@ class TensorBatches:
         self.mean = torch.tensor(bundle.mean, device=device)
         self.std = torch.tensor(bundle.std, device=device)
         self.partner, self.clean, self.seed = partner, clean, seed
-        self.sampler = _sampler(self.labels, batch_size, seed, allow_self_pair, partner, drop_last)
+        self.sampler = _sampler(self.labels, batch_size, seed, allow_self_pair, partner, drop_last, world)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -104,9 +104,11 @@ class TensorBatches:
                         len(mine) * w / len(anchors))
 
 
-def _sampler(labels, batch_size: int, seed: int, allow_self_pair: bool, partner: str,
-             drop_last: bool) -> ClassPairSampler:
-    """In-batch pairing draws B/2 anchors per step, each followed by its partner in the same batch."""
+def _sampler(labels, batch_size: int, seed: int, allow_self_pair: bool, partner: str, drop_last: bool,
+             world: int = 1) -> ClassPairSampler:
+    """In-batch pairing draws B/2 anchors per step, each followed by its partner in the same batch.
+    With several processes, a last global batch of fewer anchors than processes is dropped (a
+    rank without samples would stall the others); otherwise every sample is used once."""
     if partner not in PARTNER_MODES:
         raise ValueError(f"partner must be one of {PARTNER_MODES}; got {partner!r}")
     if partner == "in-batch":
@@ -114,8 +116,10 @@ def _sampler(labels, batch_size: int, seed: int, allow_self_pair: bool, partner:
             raise UserError(f"--pairing in-batch needs an even --batch-size >= 2; got {batch_size}")
         batch_size //= 2
     # In-batch pairing: one epoch = N images, N/2 anchors plus their N/2 partners.
+    anchors = len(labels) // 2 if partner == "in-batch" else len(labels)
+    drop_last = drop_last or 0 < anchors % batch_size < world
     return ClassPairSampler(labels, batch_size=batch_size, seed=seed, allow_self_pair=allow_self_pair,
-                            drop_last=drop_last, anchors_per_epoch=len(labels) // 2 if partner == "in-batch" else None)
+                            drop_last=drop_last, anchors_per_epoch=anchors if partner == "in-batch" else None)
 
 
 def tensor_eval_batches(bundle: DataBundle, split: Split, *, batch_size: int, device: torch.device):
@@ -237,7 +241,7 @@ class HostBatches:
                  drop_last: bool = False, rank: int = 0, world: int = 1):
         clean_tf = host_transforms(bundle, train=False) if clean else None
         self.dataset = SplitImages(split, host_transforms(bundle, train=True), clean_tf, bundle.decode_cache)
-        self.sampler = _sampler(split.labels, batch_size, seed, allow_self_pair, partner, drop_last)
+        self.sampler = _sampler(split.labels, batch_size, seed, allow_self_pair, partner, drop_last, world)
         self.device, self.partner, self.clean, self.seed, self.workers = device, partner, clean, seed, workers
         self.rank, self.world = rank, world
 

@@ -93,7 +93,7 @@ def load_run_model(run, *, checkpoint: str = "best", device: torch.device, bundl
     folder = RunFolder(run)
     cfg = folder.config()
     state = folder.checkpoint(checkpoint, fields=BEST_FIELDS, map_location=device,
-                              fix="train the run again (cskd train --overwrite)")
+                              fix=f"train {folder} again (cskd train --out {folder} --overwrite)")
     bundle = bundle or bundle_for(cfg)
     model = build_run_model(cfg, bundle)
     load_model_state(model, state["model"], folder.file(f"{checkpoint}.pt"))
@@ -124,7 +124,11 @@ def load_teacher(cfg: TrainConfig, *, bundle, device: torch.device) -> nn.Module
         raise UserError(f"--teacher {cfg.teacher} used another validation split (--split-seed {tcfg.split_seed}, "
                         f"--val-fraction {tcfg.val_fraction}, --train-per-class {tcfg.train_per_class}); "
                         f"train the teacher with this run's split options")
-    _, _, model, _ = load_run_model(Path(cfg.teacher), device=device, bundle=bundle)
+    try:
+        _, _, model, _ = load_run_model(Path(cfg.teacher), device=device, bundle=bundle)
+    except UserError as e:
+        raise UserError(f"--teacher {cfg.teacher} cannot be used: {e}. Retrain the teacher or give another "
+                        f"--teacher (this run's folder is not the problem)") from None
     for p in model.parameters():
         p.requires_grad_(False)
     return model

@@ -65,9 +65,29 @@ def check_data(configs) -> None:
             load_bundle_of(cfg)
 
 
+def _torchrun(cfg, nproc_per_node: int) -> None:
+    """`torchrun --standalone --nproc-per-node N -m cskd train ... --resume auto` for one run."""
+    import subprocess
+    import sys
+
+    from .cli import train_arguments
+
+    if nproc_per_node < 1:
+        raise UserError(f"--nproc-per-node must be a positive integer; got {nproc_per_node}")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc_per_node),
+               "-m", "cskd", "train", *train_arguments(cfg), "--resume", "auto"]
+    status = subprocess.run(command).returncode
+    if status != 0:
+        raise UserError(f"torchrun ended with status {status} on {cfg.out} (its output above says why); run the "
+                        f"same sweep again to continue")
+
+
 def run_sweep(*, presets, methods, seeds, temperatures=(4.0,), lambdas=(1.0,), overrides=None,
-              runs_root: str = "checkpoints/sweep", report: str | None = None, progress: bool | None = None) -> dict:
+              runs_root: str = "checkpoints/sweep", report: str | None = None, progress: bool | None = None,
+              nproc_per_node: int = 1) -> dict:
     """Train (or skip, or resume) every run of the grid, then analyse each data set's runs.
+    `nproc_per_node` > 1: each run is trained by torchrun over that many local processes (one run
+    at a time across all local GPUs).
 
     Returns {"trained": [...], "resumed": [...], "skipped": [...], "reports": {dataset: folder}}.
     """
@@ -87,7 +107,10 @@ def run_sweep(*, presets, methods, seeds, temperatures=(4.0,), lambdas=(1.0,), o
             done["skipped"].append(out.name)
             continue
         resumed = (out / "last.pt").is_file()
-        run_training(cfg, resume="auto", progress=progress)
+        if nproc_per_node > 1:
+            _torchrun(cfg, nproc_per_node)
+        else:
+            run_training(cfg, resume="auto", progress=progress)
         done["resumed" if resumed else "trained"].append(out.name)
     by_dataset: dict[str, list[str]] = {}
     for out, cfg in items:

@@ -252,11 +252,9 @@ def build_training(cfg: TrainConfig, bundle: DataBundle, device: torch.device, w
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay, **opt_kw)
     method = method_for(cfg)
-    # Several processes: a last global batch smaller than the world would leave a rank without samples.
-    drop_last = world.distributed and len(bundle.train) % cfg.batch_size not in range(world.size, cfg.batch_size)
     source = train_batches(bundle, loader=cfg.loader, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
                            partner=method.partner, clean=method.clean, allow_self_pair=cfg.allow_self_pair,
-                           workers=cfg.workers, drop_last=drop_last, rank=world.rank, world=world.size,
+                           workers=cfg.workers, rank=world.rank, world=world.size,
                            channels_last=channels_last)
     trainer = TrainingModel(net)
     # compile, then wrap: the partner's no-grad forward and evaluation call the compiled module

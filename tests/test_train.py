@@ -67,19 +67,22 @@ def test_kill_and_resume_gives_identical_weights(tmp_path):
     assert [r["epoch"] for r in records[1]] == [1, 2, 3] and records[0] == records[1]
 
 
-def test_sigterm_mid_epoch_saves_a_checkpoint_and_resume_is_exact(tmp_path):
-    """SIGTERM (and SLURM's SIGUSR1) within an epoch: the step finishes, last.pt is written with
-    the step, the command exits 143 with one line saying how to resume; the resumed run ends with
-    the weights and the epoch records of an uninterrupted one."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_stop_signal_mid_epoch_saves_a_checkpoint_and_resume_is_exact(tmp_path, signum):
+    """SIGTERM (how clusters stop jobs) or SIGUSR1 (SLURM's --signal warning) within an epoch: the
+    step finishes, last.pt is written with the step, the command exits 128 + signal with one line
+    saying how to resume; the resumed run ends with the weights and the epoch records of an
+    uninterrupted one."""
     base = ["train", "--preset", "digits-small", "--method", "cskd", "--epochs", "2", "--batch-size", "32",
             "--seed", "3", "--log-interval", "1000"]
     assert cli(*base, "--out", tmp_path / "full") == 0
-    env = {**os.environ, "CSKD_TEST_SIGNAL_AT_STEP": "7"}  # the test hook below sends the signal itself
+    env = {**os.environ, "CSKD_TEST_SIGNAL_AT_STEP": "7", "CSKD_TEST_SIGNAL": str(int(signum))}
     code = subprocess.run([sys.executable, "-c", _SELF_SIGNAL, *base, "--out", str(tmp_path / "cut")],
                           capture_output=True, text=True, env=env, timeout=300)
-    assert code.returncode == 128 + signal.SIGTERM, code.stderr
+    assert code.returncode == 128 + signum, code.stderr
     err = code.stderr.strip().splitlines()
-    assert err[-1].startswith("cskd: stopped by SIGTERM at epoch 1, step 7/41;") and "--resume" in err[-1]
+    assert err[-1].startswith(f"cskd: stopped by {signal.Signals(signum).name} at epoch 1, step 7/41;")
+    assert "--resume" in err[-1]
     state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
     assert (state["epoch"], state["step"]) == (-1, 7)
     assert cli("train", "--out", tmp_path / "cut", "--resume") == 0
@@ -91,8 +94,8 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_and_resume_is_exact(tmp_path):
     assert records[0] == records[1]
 
 
-# Runs `cskd ARGV`, sending itself SIGTERM right after training step N (a real signal, delivered
-# while the step loop runs).
+# Runs `cskd ARGV`, sending itself the signal $CSKD_TEST_SIGNAL right after training step N (a real
+# signal, delivered while the step loop runs).
 _SELF_SIGNAL = """
 import os, signal, sys
 import cskd.train as t
@@ -102,7 +105,7 @@ def counted(*a, **k):
     out = real(*a, **k)
     step[0] += 1
     if step[0] == n:
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), int(os.environ["CSKD_TEST_SIGNAL"]))
     return out
 t.train_step = counted
 from cskd.cli import main

@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import choose
 from .cifar import densenet121_cifar, preact_resnet18, preact_resnet18_he, resnet10_cifar
 from .imagenet import densenet121, resnet10, resnet18, resnet50, resnet101, resnext101_32x4d
-from .small import small_cnn
+from .small import small_cnn, small_cnn_nobn
 
 
 class ModelSpec(NamedTuple):
@@ -32,6 +32,8 @@ class ModelSpec(NamedTuple):
 
 MODELS: dict[str, ModelSpec] = {
     "small": ModelSpec(small_cnn, 8, "small CNN for the embedded 8x8 digits data set (cskd's own)"),
+    "small_nobn": ModelSpec(small_cnn_nobn, 8,
+                            "the small CNN without BatchNorm: results independent of the process count (tests)"),
     "preact_resnet18": ModelSpec(
         preact_resnet18, 32,
         "authors' CIFAR_ResNet18 (alinlab/cs-kd models/resnet.py; mixup-cifar10 ResNet-18), the paper's 32-px "

@@ -71,8 +71,16 @@ def record_of(path: Path, sha256: str | None = None) -> FileRecord:
     return FileRecord(st.st_size, st.st_mtime_ns, sha256 or sha256_of(path))
 
 
-def _is_disk_full(e: OSError) -> bool:
-    return e.errno in (errno.ENOSPC, errno.EDQUOT)
+def _is_disk_full(e: BaseException | None) -> bool:
+    """Whether `e`, or an exception it was raised from or during, is a full disk or quota. Writers
+    such as torch.save turn the OSError into a RuntimeError of their own."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def disk_full_error(path: Path) -> UserError:
@@ -111,7 +119,7 @@ def atomic_write(path: Path, write, *, hashed: bool = True, before_replace=None)
             before_replace(record)
         os.replace(tmp, path)
         return record
-    except OSError as e:
+    except Exception as e:
         if _is_disk_full(e):
             raise disk_full_error(path) from None
         raise

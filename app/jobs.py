@@ -1,0 +1,186 @@
+"""Computations the dashboard starts in the background: a run's predictions, its stats cache or its
+t-SNE cache, written through cskd (predict, cskd.stats.ensure_stats, cskd.analyze.cached_tsne),
+which take the run folder's writer lock.
+
+Jobs run one at a time, in the order asked for, each in a child process (`python -m app.worker`,
+at a lower CPU priority): a page never waits for one, a page switch never cancels one, and the
+memory a computation needs (an exact neighbour search holds the features as float32) is the
+child's, returned when it ends, never the server's. CSKD_DASHBOARD_JOBS=thread runs them in a
+thread of the server instead (the tests do: no interpreter start per job).
+
+The registry is shared by every session of the server. A job that failed is not started again
+for the same files (`stamp`) unless asked (`retry`), so a broken run does not loop.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TASKS = {"predict": "predictions", "stats": "metrics", "tsne": "t-SNE"}
+REPO = str(Path(__file__).resolve().parents[1])
+KEEP_LINES = 20  # of a child's non-progress output, for the error card
+
+
+@dataclass
+class Job:
+    path: str  # the run folder
+    name: str  # the run's name in the dashboard
+    task: str  # a key of TASKS
+    stamp: tuple  # the run's files (app.paths.RunFiles.key) when asked for
+    estimate_s: float | None = None
+    state: str = "queued"  # queued, running, done, failed
+    fraction: float = 0.0
+    text: str = "waiting for the jobs before it"
+    error: str | None = None
+    submitted: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    finished: float | None = None
+    peak_mb: float | None = None
+
+    @property
+    def key(self) -> tuple:
+        return (self.path, self.task)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "running")
+
+    def remaining_s(self) -> float | None:
+        """Seconds left: extrapolated from the progress once there is some, else the estimate."""
+        if self.state == "queued":
+            return self.estimate_s
+        if self.state != "running" or self.started is None:
+            return None
+        elapsed = time.monotonic() - self.started
+        if self.fraction >= 0.05:
+            return max(0.0, elapsed * (1 - self.fraction) / self.fraction)
+        return None if self.estimate_s is None else max(0.0, self.estimate_s - elapsed)
+
+
+_lock = threading.Lock()
+_jobs: dict[tuple, Job] = {}
+_queue: collections.deque = collections.deque()
+_runner: threading.Thread | None = None
+_finished = 0  # jobs ended so far: a page that saw fewer knows it must rerun
+
+
+def submit(path, name: str, task: str, *, stamp: tuple, estimate_s: float | None = None,
+           retry: bool = False) -> Job:
+    """Queue `task` for the run at `path` unless it is queued or running, or it failed (or was done)
+    for the same files and `retry` is False; returns the run's job of that task."""
+    global _runner
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}")
+    key = (str(path), task)
+    with _lock:
+        job = _jobs.get(key)
+        if job is not None and (job.active or (job.stamp == stamp and not retry)):
+            return job
+        job = Job(str(path), name, task, stamp, estimate_s)
+        _jobs[key] = job
+        _queue.append(job)
+        if _runner is None or not _runner.is_alive():
+            _runner = threading.Thread(target=_run_queue, name="cskd-dashboard-jobs", daemon=True)
+            _runner.start()
+    return job
+
+
+def get(path, task: str) -> Job | None:
+    with _lock:
+        return _jobs.get((str(path), task))
+
+
+def active() -> list[Job]:
+    with _lock:
+        return [j for j in _jobs.values() if j.active]
+
+
+def finished_count() -> int:
+    return _finished
+
+
+def wait_idle(timeout_s: float = 120.0) -> bool:
+    """Block until no job is queued or running (True), or `timeout_s` passed (False)."""
+    deadline = time.monotonic() + timeout_s
+    while active():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def forget_all() -> None:
+    """Drop the finished jobs from the registry (tests start from a clean slate)."""
+    with _lock:
+        for key in [k for k, j in _jobs.items() if not j.active]:
+            del _jobs[key]
+
+
+def _run_queue() -> None:
+    global _finished
+    while True:
+        with _lock:
+            if not _queue:
+                return
+            job = _queue.popleft()
+            job.state, job.started, job.text = "running", time.monotonic(), "starting"
+        try:
+            if os.environ.get("CSKD_DASHBOARD_JOBS") == "thread":
+                _in_thread(job)
+            else:
+                _in_process(job)
+        except Exception as e:  # noqa: BLE001 -- a job must never stop the queue
+            job.error = job.error or f"{type(e).__name__}: {e}"
+        with _lock:
+            job.state = "failed" if job.error else "done"
+            job.fraction = 1.0 if not job.error else job.fraction
+            job.finished = time.monotonic()
+            _finished += 1
+
+
+def _report(job: Job, fraction: float, text: str) -> None:
+    job.fraction, job.text = min(max(float(fraction), 0.0), 1.0), str(text)
+
+
+def _in_thread(job: Job) -> None:
+    from app.worker import run_task
+    from cskd.errors import UserError
+
+    try:
+        run_task(job.path, job.task, lambda f, t: _report(job, f, t))
+    except UserError as e:
+        job.error = str(e)
+
+
+def _in_process(job: Job) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)}
+    cmd = [sys.executable, "-m", "app.worker", "--run", job.path, "--task", job.task]
+    other = collections.deque(maxlen=KEEP_LINES)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          cwd=REPO) as proc:
+        for line in proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                msg = None
+            if not isinstance(msg, dict):
+                other.append(line.rstrip())
+                continue
+            if "fraction" in msg:
+                _report(job, msg["fraction"], msg.get("text", ""))
+            if "error" in msg:
+                job.error = str(msg["error"])
+            if "peak_mb" in msg:
+                job.peak_mb = float(msg["peak_mb"])
+        rc = proc.wait()
+    if rc != 0 and not job.error:
+        tail = " / ".join(line for line in other if line.strip())[-400:]
+        job.error = f"the {TASKS[job.task]} computation stopped (exit status {rc}){': ' + tail if tail else ''}"

@@ -1,0 +1,86 @@
+"""One background computation of the dashboard (see app.jobs), in its own process:
+
+    python -m app.worker --run RUN_DIR --task predict|stats|tsne
+
+prints one JSON object per line: {"fraction", "text"} as it goes, then {"error": message} on
+failure, and {"peak_mb": ...} (its peak resident memory) at the end; exit status 0, 2 for a
+user-facing error (UserError, e.g. a folder locked by another writer), 1 for a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+
+from cskd.errors import UserError
+
+
+def run_task(run, task: str, report) -> None:
+    """Compute `task` for the run folder `run` through cskd; `report(fraction, text)`."""
+    from cskd.runfolder import RunFolder
+    from cskd.stats import ensure_stats
+
+    folder = RunFolder(run)
+    if task == "predict":  # test (and validation) predictions and the t-SNE, then the metrics
+        from cskd.analyze import prepare_run
+
+        prepare_run(folder.path, progress=False, on_step=lambda f, t: report(0.7 * f, t))
+        ensure_stats(folder, on_step=lambda f, t: report(0.7 + 0.3 * f, f"metrics: {t}"))
+    elif task == "stats":
+        ensure_stats(folder, on_step=report)
+    elif task == "tsne":
+        from cskd.analyze import cached_tsne
+
+        preds = folder.predictions("test")
+        if preds.features is None:
+            raise UserError(f"{folder.file('predictions-test.npz')} holds no features: there is nothing to embed")
+        report(0.05, "t-SNE of the test features")
+        cached_tsne(folder, "test", preds)
+        report(1.0, "done")
+    else:
+        raise UserError(f"unknown task {task!r}")
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to stop this process when the dashboard server that started it dies."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.worker")
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--task", required=True, choices=("predict", "stats", "tsne"))
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    os.nice(10)  # the server (and the person using it) comes first
+
+    def say(**msg) -> None:
+        print(json.dumps(msg), flush=True)
+
+    status = 0
+    try:
+        run_task(args.run, args.task, lambda f, t: say(fraction=float(f), text=str(t)))
+    except UserError as e:
+        say(error=str(e))
+        status = 2
+    except Exception as e:  # noqa: BLE001 -- reported on the run's card; the traceback goes to the log
+        import traceback
+
+        traceback.print_exc(file=sys.stdout)
+        say(error=f"{type(e).__name__}: {e}")
+        status = 1
+    say(peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

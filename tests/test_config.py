@@ -1,0 +1,86 @@
+"""The run configuration: field kinds (the one source of "what does not change results"), what an
+older config.json means, the authors' protocol, run names, and options that rebuild a config."""
+
+import dataclasses
+
+import pytest
+
+from cskd.cli import build_parser, config_from_args, train_arguments
+from cskd.config import (
+    CONFIG_FORMAT,
+    FORMAT1_ABSENT,
+    NOT_EXPERIMENT,
+    RESUME_MAY_CHANGE,
+    TrainConfig,
+    fields_of_kind,
+    resolve,
+)
+from cskd.errors import UserError
+from cskd.runfolder.naming import run_name
+
+
+def test_every_field_has_one_kind_and_the_derived_lists_agree():
+    kinds = {f.name: f.metadata.get("kind", "experiment") for f in dataclasses.fields(TrainConfig)}
+    assert set(kinds.values()) == {"experiment", "execution", "naming", "seed"}
+    assert set(RESUME_MAY_CHANGE) == {k for k, v in kinds.items() if v in ("execution", "naming")}
+    assert set(NOT_EXPERIMENT) == set(RESUME_MAY_CHANGE) | {"seed"}
+    # where and how fast a run ran never distinguishes experiments; what it computes always does
+    assert {"device", "threads", "workers", "compile", "channels_last", "loader", "data_root"} <= set(NOT_EXPERIMENT)
+    assert not {"method", "temperature", "precision", "decode_cache", "protocol", "train_per_class"} & \
+        set(NOT_EXPERIMENT)
+    assert fields_of_kind("seed") == ("seed",)
+
+
+def test_a_format_1_config_keeps_its_meaning():
+    # a cskd 0.1 record: today's fields minus those added since (and one 0.1 added late)
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("protocol", "train_per_class", "sync_bn",
+                                                                          "pairing")}
+    old.update(dataset="cifar100", model="preact_resnet18", method="cskd", epochs=200, seed=1)
+    cfg = TrainConfig.from_record(old, version=1)
+    # cskd 0.1's preact_resnet18 was the textbook network; the name now means the authors'
+    assert cfg.model == "preact_resnet18_he"
+    assert (cfg.protocol, cfg.train_per_class, cfg.sync_bn, cfg.pairing) == ("clean", 0, False, "paper")
+    assert set(FORMAT1_ABSENT) | {"dataset", "model", "method", "temperature", "lambda_cls", "epochs", "batch_size",
+                                  "lr", "momentum", "weight_decay", "val_fraction", "split_seed", "select_on",
+                                  "seed"} == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def test_a_config_that_cannot_be_read_faithfully_is_refused():
+    full = TrainConfig().to_dict()
+    assert TrainConfig.from_record(full, version=CONFIG_FORMAT) == TrainConfig()
+    with pytest.raises(UserError, match="lacks the fields protocol that config format 2 always holds"):
+        TrainConfig.from_record({k: v for k, v in full.items() if k != "protocol"}, version=2)
+    with pytest.raises(UserError, match=r"newer cskd \(config format 3; this cskd reads formats 1-2\)"):
+        TrainConfig.from_record(full, version=3)
+    with pytest.raises(UserError, match="unknown fields"):
+        TrainConfig.from_record({**full, "frobnicate": 1}, version=2)
+
+
+def test_the_authors_protocol_fixes_its_fields_and_refuses_contradictions():
+    cfg = resolve({"protocol": "authors"}, "cifar100-preact18")
+    assert (cfg.val_fraction, cfg.select_on, cfg.allow_self_pair) == (0.0, "test", True)
+    assert resolve({"protocol": "authors", "select_on": "test"}).select_on == "test"  # agreeing is fine
+    for key, value in (("select_on", "val"), ("val_fraction", 0.1), ("allow_self_pair", False)):
+        with pytest.raises(UserError, match=f"--{key.replace('_', '-')} {value} contradicts --protocol authors"):
+            resolve({"protocol": "authors", key: value})
+
+
+@pytest.mark.parametrize("overrides, name", [
+    ({"method": "ce"}, "digits-small-ce-e30-s0"),
+    ({"method": "cskd", "temperature": 1.0, "lambda_cls": 2.0, "seed": 3}, "digits-small-cskd-T1-L2-e30-s3"),
+    ({"method": "kd", "teacher": "t"}, "digits-small-kd-T4-e30-s0"),
+    ({"method": "label_smoothing"}, "digits-small-label_smoothing-e30-s0"),
+    ({"method": "cskd", "train_per_class": 20, "protocol": "authors"}, "digits-small-cskd-T4-L1-n20-authors-e30-s0"),
+])
+def test_run_names_show_what_distinguishes_runs(overrides, name):
+    assert run_name(resolve(overrides, "digits-small")) == name
+
+
+@pytest.mark.parametrize("overrides, preset", [
+    ({"method": "cskd", "channels_last": True, "compile": True}, "cifar100-preact18"),
+    ({"method": "mixup", "dataset": "mixed", "mixed_roots": ("a", "b"), "channels_last": False}, "digits-small"),
+    ({"method": "kd", "teacher": "t", "protocol": "authors", "download": True, "train_per_class": 5}, None),
+])
+def test_train_arguments_rebuild_the_same_config(overrides, preset):
+    cfg = resolve({**overrides, "out": "x"}, preset)
+    assert config_from_args(build_parser().parse_args(["train", *train_arguments(cfg)])) == cfg

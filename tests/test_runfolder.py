@@ -1,0 +1,186 @@
+"""The run folder's machinery on its own: atomic writes (umask, full disk, interruptions), the
+manifest of cskd's own files, the writer lock, the lazily readable npz and its checksums."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from cskd.errors import UserError
+from cskd.runfolder import RunFolder
+from cskd.runfolder.npz import NpzError, NpzFile, write_npz
+from cskd.runfolder.store import FolderLock, Manifest, atomic_write
+
+
+def test_atomic_write_follows_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        atomic_write(tmp_path / "a.txt", lambda f: f.write(b"x"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600
+
+
+@pytest.mark.parametrize("where", ["write", "fsync", "rename"])
+def test_a_full_disk_is_one_line_and_the_old_file_stays(tmp_path, monkeypatch, where):
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"previous")
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "write":
+        writer = full
+    else:
+        writer = lambda f: f.write(b"new")  # noqa: E731
+        monkeypatch.setattr(os, "fsync" if where == "fsync" else "replace", full)
+    with pytest.raises(UserError, match=r"no space left to write .*last.pt \(\d+\.\d MiB free\).*previous version"):
+        atomic_write(path, writer)
+    monkeypatch.undo()
+    assert path.read_bytes() == b"previous" and os.listdir(tmp_path) == ["last.pt"]  # no temporary file left
+
+
+def test_an_interrupted_write_leaves_the_old_file_and_no_temporary_file(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("old")
+    for exc in (KeyboardInterrupt, SystemExit):
+        def boom(f, exc=exc):
+            f.write(b"half")
+            raise exc
+
+        with pytest.raises(exc):
+            atomic_write(path, boom)
+        assert path.read_text() == "old" and os.listdir(tmp_path) == ["config.json"]
+
+
+def test_temporary_files_of_a_killed_writer_are_removed_when_the_folder_is_next_opened(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    with run.writing():
+        run.write_config({"dataset": "x", "model": "m", "method": "ce"}, {}, kind="imported")
+    stale = [run.path / ".last.pt.k2j3h4.tmp", run.path / ".cskd" / ".manifest.json.abc.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a file from a kill -9")
+    (run.path / ".notes.txt.tmp").write_text("the user's")  # not a name cskd writes: kept
+    with run.writing():
+        pass
+    assert not any(p.exists() for p in stale) and (run.path / ".notes.txt.tmp").exists()
+
+
+def test_the_manifest_tells_cskd_files_from_the_users(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    with run.writing():
+        run.write_config({"dataset": "x", "model": "m", "method": "ce"}, {}, kind="imported")
+        run.write_summary({"finished": True})
+    assert run.owns("config.json") and run.owns("summary.json")
+    assert run.owns("metrics.jsonl")  # absent: nothing to protect
+    copied = RunFolder(tmp_path / "copy")
+    shutil.copytree(run.path, copied.path)  # copy2: times kept
+    assert copied.owns("config.json")
+    shutil.rmtree(copied.path)
+    shutil.copytree(run.path, copied.path, copy_function=shutil.copyfile)  # new times, same bytes: the checksum decides
+    assert copied.owns("config.json") and copied.holds_run()
+    (run.path / "summary.json").write_text('{"finished": true}\n')  # changed behind cskd's back
+    assert not run.owns("summary.json") and run.foreign_files() == ["summary.json"]
+    with run.writing(), pytest.raises(UserError, match="summary.json was not written by cskd .* never replaces"):
+        run.write_summary({"finished": False})
+    with run.writing(), pytest.raises(UserError, match="never deletes such a file"):
+        run.remove("summary.json")
+    assert run.path.joinpath("summary.json").read_text() == '{"finished": true}\n'
+
+
+def test_a_users_own_config_json_is_not_a_run(tmp_path, capsys):
+    from conftest import cli, one_error_line
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.json").write_text('{"learning_rate": 3}')
+    assert not RunFolder(out).holds_run() and RunFolder(out).foreign_files() == ["config.json"]
+    assert cli("train", "--epochs", 1, "--out", out, "--overwrite") == 2
+    assert "holds config.json, which cskd did not write" in one_error_line(capsys)
+    assert (out / "config.json").read_text() == '{"learning_rate": 3}'
+
+
+def test_a_folder_written_by_cskd_0_1_is_adopted(tmp_path):
+    """cskd 0.1 wrote no manifest: its files are recognised by their content and adopted."""
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps({"config": {"dataset": "digits"}, "meta": {}}))
+    (old / "metrics.jsonl").write_text('{"epoch": 1}\n{"epo')  # a torn last line, as 0.1 could leave
+    (old / "summary.json").write_text('["not", "cskd"]')
+    folder = RunFolder(old)
+    assert folder.owns("config.json") and folder.owns("metrics.jsonl") and not folder.owns("summary.json")
+    with folder.writing():
+        pass
+    manifest = Manifest(old)
+    assert manifest.exists and set(manifest.entries) == {"config.json", "metrics.jsonl"}
+
+
+def test_one_writer_at_a_time_and_the_lock_dies_with_its_process(tmp_path):
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom cskd.runfolder.store import FolderLock\n"
+        f"with FolderLock({str(folder)!r}, 'cskd train --out run --seed 7'):\n"
+        "    print('locked', flush=True)\n    time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UserError, match=rf"is being written by PID {holder.pid} \(cskd train --out run --seed 7\)"):
+            with FolderLock(folder):
+                pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+        with FolderLock(folder):  # no stale lock after kill -9
+            with FolderLock(folder):  # re-entrant in one process
+                pass
+    finally:
+        holder.kill()
+
+
+def test_npz_arrays_are_memory_mapped_checked_and_never_unpickled(tmp_path):
+    path = tmp_path / "a.npz"
+    arrays = {"x": np.arange(12, dtype=np.float32).reshape(3, 4), "f": np.asfortranarray(np.ones((2, 3))),
+              "empty": np.zeros((0, 5), np.float16), "names": np.array(["a", "bc"])}
+    with open(path, "wb") as f:
+        write_npz(f, arrays, {"k": [1, 2]})
+    z = NpzFile(path)
+    assert z.meta == {"k": [1, 2]} and set(z.names()) == set(arrays)
+    assert isinstance(z.array("x"), np.memmap) and not z.array("x").flags.writeable
+    for name, a in arrays.items():
+        assert np.array_equal(z.array(name), a) and z.array(name).dtype == a.dtype
+    z.verify()
+    with pytest.raises(ValueError, match="object dtype"), open(tmp_path / "o.npz", "wb") as f:
+        write_npz(f, {"o": np.array([{"a": 1}], dtype=object)}, {})
+    np.savez(tmp_path / "obj.npz", o=np.array([print], dtype=object))
+    with pytest.raises(NpzError, match="object array"):
+        NpzFile(tmp_path / "obj.npz")
+    np.savez_compressed(tmp_path / "c.npz", x=np.arange(5))  # another program's compressed npz still reads
+    assert np.array_equal(NpzFile(tmp_path / "c.npz").array("x"), np.arange(5))
+    data = path.read_bytes()
+    (tmp_path / "t.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(NpzError, match="not a readable npz"):
+        NpzFile(tmp_path / "t.npz")
+    with zipfile.ZipFile(path) as zf:
+        offset = zf.getinfo("x.npy").header_offset
+    flipped = bytearray(data)
+    flipped[offset + 200] ^= 1
+    (tmp_path / "b.npz").write_bytes(bytes(flipped))
+    with pytest.raises(NpzError, match="x.npy do not match their checksum"):
+        NpzFile(tmp_path / "b.npz").verify()
+
+
+def test_summary_values_are_checked(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    (run.path / "summary.json").write_text('{"test_acc": null, "best_val_acc": 0.5, "best_epoch": 3}')
+    s = run.summary()  # a missing number is None, and cskd 0.1's key is read as today's
+    assert s["test_acc"] is None and (s["best_acc"], s["selected_on"]) == (0.5, "val")
+    for bad in ('{"test_acc": "high"}', '{"best_epoch": 2.5}', "[1, 2]", "{broken"):
+        (run.path / "summary.json").write_text(bad)
+        with pytest.raises(UserError, match="summary.json"):
+            run.summary()
