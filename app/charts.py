@@ -1,192 +1,230 @@
-"""Charts drawn by the browser (Vega-Lite), for the on-screen views.
+"""Vega-Lite specs (plain dicts: no Altair, whose validation costs ~0.1 s a chart) that draw the
+`frame()` of an analysis.displays object, so the screen shows exactly the numbers the PNG/PDF
+figures draw. Data goes to the browser as Arrow (the DataFrame passed next to the spec).
 
-Building an Altair chart and validating it (`to_dict`) costs about 0.1 s, too much to repeat on
-every run-set change. So each chart's spec is built once, without data, as a template reading a
-named data source "table"; a rerun only fills in the rows (`_fill`), and st.vega_lite_chart sends
-them to the browser as Arrow. The downloadable PNG/PDF figures are the paper-style matplotlib
-figures of analysis.figures (see app.data).
+Runs are coloured with `run_scale` (each run's colour fixed by its place among the picked runs,
+as the `color` column says) on every page. Text in specs is drawn as text by Vega (never read as
+Markdown or HTML); the one HTML-rendering path, the tooltip's `image` field, only ever holds data
+URLs made here.
 """
 
 from __future__ import annotations
 
-import json
-
-import altair as alt
-import numpy as np
 import pandas as pd
-import streamlit as st
 
 from analysis.figures import GT_COLOR
-from app import data
 
-COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-          "#bcbd22", "#17becf"]  # matplotlib's C0..C9, so the screen matches the downloaded figures
-SIDE = 260  # pixels of one reliability panel
-TABLE = alt.NamedData(name="table")
-UNIT = alt.Scale(domain=[0, 1])
+UNIT = {"domain": [0, 1]}
+SIDE = 300  # pixels of one reliability panel
+GAP_TEXT = "gap: mean confidence − accuracy (above the bar or the dots: over-confident)"
 
 
-def _fill(template: dict, rows, **top) -> dict:
-    """The template with its data source holding `rows` (a DataFrame or records) and top-level
-    keys (e.g. title) set. st.cache_data hands out a fresh copy of the template each call."""
-    template["datasets"] = {"table": pd.DataFrame(rows)}
-    config = {**template.get("config", {}), **top.pop("config", {})}
-    template.update(top, config=config)
-    return template
+def run_scale(frame: pd.DataFrame, field: str = "run") -> dict:
+    """Colour scale mapping each value of `field` to its run's colour (frame's `color` column)."""
+    pairs = frame.drop_duplicates(field)[[field, "color"]]
+    return {"domain": list(pairs[field]), "range": list(pairs["color"])}
 
 
-def _run_color():
-    # Colour by the run's position among the picked runs, in matplotlib's order.
-    return alt.Color("order:N", scale=alt.Scale(range=COLORS), legend=None)
+def _legend(orient: str = "top", **more) -> dict:
+    return {"orient": orient, "title": None, "labelLimit": 600, **more}
 
 
-@st.cache_data(show_spinner=False)
-def _reliability_template() -> dict:
-    x = alt.X("lower:Q", scale=UNIT, title="confidence (max softmax)")
-    tip = [alt.Tooltip("label:N", title="run"), alt.Tooltip("lower:Q", title="bin from", format=".2f"),
-           alt.Tooltip("upper:Q", title="to", format=".2f"), alt.Tooltip("accuracy:Q", format=".3f"),
-           alt.Tooltip("confidence:Q", format=".3f"), "count:Q"]
-    full = alt.Chart().transform_filter("datum.count > 0")
-    # Rectangles with both ends given: a bar with x2 would be drawn as a thin tick.
-    acc = full.mark_rect(stroke="black", strokeWidth=0.5).encode(
-        x=x, x2="upper:Q", y=alt.Y("zero:Q", scale=UNIT, title="accuracy"), y2="accuracy:Q",
-        color=_run_color(), tooltip=tip)
-    gap = full.mark_rect(color=GT_COLOR, opacity=0.3).encode(x=x, x2="upper:Q", y="accuracy:Q", y2="confidence:Q",
-                                                              tooltip=tip)
-    # The identity line, as one segment per bin: (lower, lower) to (upper, upper).
-    diagonal = alt.Chart().mark_rule(color="black", strokeDash=[4, 4]).encode(
-        x=x, y=alt.Y("lower:Q", scale=UNIT), x2="upper:Q", y2="upper:Q")
-    column = dict(sort=alt.EncodingSortField("order", op="min"), title=None)
-    top = alt.layer(acc, gap, diagonal).properties(width=SIDE, height=SIDE).facet(
-        column=alt.Column("label:N", header=alt.Header(labelFontSize=12, labelLimit=SIDE + 40), **column),
-        data=TABLE)
-    # Facets share their scales: one count axis for all runs.
-    counts = alt.Chart().mark_rect(stroke="black", strokeWidth=0.5).encode(
-        x=x, x2="upper:Q", y=alt.Y("zero:Q", title="count"), y2="count:Q", color=_run_color(), tooltip=tip,
-    ).properties(width=SIDE, height=70).facet(
-        column=alt.Column("label:N", header=alt.Header(labels=False), **column), data=TABLE)
-    return alt.vconcat(top, counts, spacing=4).to_dict()
+def reliability_overlay(frame: pd.DataFrame, *, log_counts: bool) -> dict:
+    """Paper Fig. 5 with every run on one axes: each bin's accuracy as a segment across the bin and a
+    dot at the bin's mean confidence, a dotted segment from the dot to the diagonal (the gap),
+    the diagonal, and per-bin counts underneath (step lines; log scale with `log_counts`)."""
+    color = {"field": "label", "type": "nominal", "scale": run_scale(frame, "label"), "legend": _legend(columns=1)}
+    x = {"field": "lower", "type": "quantitative", "scale": UNIT, "title": "confidence (max softmax)"}
+    tips = [{"field": "run"}, {"field": "lower", "format": ".2f", "title": "bin from"},
+            {"field": "upper", "format": ".2f", "title": "to"}, {"field": "accuracy", "format": ".3f"},
+            {"field": "confidence", "format": ".3f", "title": "mean confidence"}, {"field": "count"}]
+    dash = {"field": "what", "type": "nominal", "title": None, "legend": _legend(columns=1),
+            "scale": {"domain": ["accuracy of the bin (solid)", GAP_TEXT, "perfect calibration"],
+                      "range": [[1, 0], [2, 2], [6, 4]]}}
+    full = {"filter": "datum.count > 0"}
+    top = {"width": SIDE * 2, "height": SIDE, "layer": [
+        {"transform": [full, {"calculate": "'accuracy of the bin (solid)'", "as": "what"}],
+         "mark": {"type": "rule", "strokeWidth": 2.5},
+         "encoding": {"x": x, "x2": {"field": "upper"}, "y": {"field": "accuracy", "type": "quantitative",
+                                                               "scale": UNIT, "title": "accuracy"},
+                      "color": color, "strokeDash": dash, "tooltip": tips}},
+        {"transform": [full], "mark": {"type": "point", "filled": True, "size": 30},
+         "encoding": {"x": {"field": "confidence", "type": "quantitative", "scale": UNIT},
+                      "y": {"field": "accuracy", "type": "quantitative"}, "color": color, "tooltip": tips}},
+        {"transform": [full, {"calculate": f"'{GAP_TEXT}'", "as": "what"}], "mark": {"type": "rule", "strokeWidth": 1.5},
+         "encoding": {"x": {"field": "confidence", "type": "quantitative", "scale": UNIT},
+                      "y": {"field": "accuracy", "type": "quantitative"}, "y2": {"field": "confidence"},
+                      "color": color, "strokeDash": dash, "tooltip": tips}},
+        {"data": {"values": [{"a": 0, "b": 1, "what": "perfect calibration"}]},
+         "mark": {"type": "rule", "color": "black", "strokeWidth": 1},
+         "encoding": {"x": {"field": "a", "type": "quantitative"}, "x2": {"field": "b"},
+                      "y": {"field": "a", "type": "quantitative"}, "y2": {"field": "b"}, "strokeDash": dash}},
+    ]}
+    counts = {"width": SIDE * 2, "height": 90, "transform": [full], "mark": {"type": "rule", "strokeWidth": 2},
+              "encoding": {"x": x, "x2": {"field": "upper"},
+                           "y": _count_axis(log_counts), "color": color, "tooltip": tips}}
+    return {"vconcat": [top, counts], "spacing": 6, "resolve": {"scale": {"color": "shared"}}}
 
 
-def reliability(runs: tuple, n_bins: int, scaled: bool) -> dict:
-    """Reliability diagrams of `runs` ((name, test key, val key), ...) side by side on the same
-    axes: accuracy per confidence bin, the gap to the bin's mean confidence shaded, the diagonal,
-    and the per-bin counts underneath on one count scale."""
-    frames = []
-    for j, (name, test, val) in enumerate(runs):
-        bins, ece, mce = data.reliability(test, val, n_bins, scaled)
-        frames.append(pd.DataFrame({
-            "label": f"{name}: ECE {100 * ece:.2f}%, MCE {100 * mce:.2f}%", "order": j,
-            "lower": bins.lower, "upper": bins.upper, "zero": 0.0, "count": bins.count,
-            "accuracy": np.nan_to_num(bins.accuracy), "confidence": np.nan_to_num(bins.confidence)}))
-    return _fill(_reliability_template(), pd.concat(frames, ignore_index=True))
+def _count_axis(log_counts: bool) -> dict:
+    scale = {"type": "log"} if log_counts else {"zero": True}
+    return {"field": "count", "type": "quantitative", "scale": scale,
+            "title": "samples (log)" if log_counts else "samples"}
 
 
-@st.cache_data(show_spinner=False)
-def _distribution_template() -> dict:
-    base = alt.Chart(TABLE).encode(
-        # Room right of 1.0 for the value printed after the longest bar.
-        x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1.15]), title="softmax probability",
-                axis=alt.Axis(values=[0, 0.2, 0.4, 0.6, 0.8, 1.0])),
-        y=alt.Y("class:N", sort=alt.EncodingSortField("rank", op="min"), title=None),
-        tooltip=["class:N", alt.Tooltip("probability:Q", format=".3f"), alt.Tooltip("truth:N", title="ground truth")])
-    bars = base.mark_bar().encode(
-        color=alt.condition(alt.datum["truth"], alt.value(GT_COLOR), alt.value("#4c78a8")))
-    values = base.mark_text(align="left", dx=3, fontSize=11).encode(text=alt.Text("probability:Q", format=".3f"))
-    return alt.layer(bars, values).to_dict()
+def reliability_side_by_side(frame: pd.DataFrame, *, log_counts: bool) -> dict:
+    """One reliability diagram per run, side by side on shared axes: accuracy bars spanning each
+    non-empty bin in the run's colour, the gap to the bin's mean confidence shaded red (legend),
+    the diagonal, and the per-bin counts underneath on one scale."""
+    color = {"field": "run", "type": "nominal", "scale": run_scale(frame), "legend": None}
+    x = {"field": "lower", "type": "quantitative", "scale": UNIT, "title": "confidence (max softmax)"}
+    tips = [{"field": "run"}, {"field": "lower", "format": ".2f", "title": "bin from"},
+            {"field": "upper", "format": ".2f", "title": "to"}, {"field": "accuracy", "format": ".3f"},
+            {"field": "confidence", "format": ".3f", "title": "mean confidence"}, {"field": "count"}]
+    column = {"field": "label", "type": "nominal", "title": None, "sort": {"field": "order"},
+              "header": {"labelFontSize": 12, "labelLimit": SIDE + 60}}
+    full = {"filter": "datum.count > 0"}
+    gap_fill = {"field": "what", "type": "nominal", "title": None, "legend": _legend(),
+                "scale": {"domain": [GAP_TEXT], "range": [GT_COLOR]}}
+    top = {"facet": {"column": column}, "spec": {"width": SIDE, "height": SIDE, "layer": [
+        {"transform": [full], "mark": {"type": "rect", "stroke": "black", "strokeWidth": 0.5},
+         "encoding": {"x": x, "x2": {"field": "upper"},
+                      "y": {"datum": 0, "type": "quantitative", "scale": UNIT, "title": "accuracy"},
+                      "y2": {"field": "accuracy"}, "color": color, "tooltip": tips}},
+        {"transform": [full, {"calculate": f"'{GAP_TEXT}'", "as": "what"}], "mark": {"type": "rect", "opacity": 0.35},
+         "encoding": {"x": x, "x2": {"field": "upper"}, "y": {"field": "accuracy", "type": "quantitative"},
+                      "y2": {"field": "confidence"}, "fill": gap_fill, "tooltip": tips}},
+        {"transform": [{"filter": "datum.bin == 0"}], "mark": {"type": "rule", "color": "black", "strokeDash": [6, 4]},
+         "encoding": {"x": {"datum": 0, "type": "quantitative"}, "x2": {"datum": 1},
+                      "y": {"datum": 0, "type": "quantitative"}, "y2": {"datum": 1}}},
+    ]}}
+    counts = {"facet": {"column": {**column, "header": {"labels": False}}}, "spec": {
+        "width": SIDE, "height": 90, "transform": [full], "mark": {"type": "rect", "stroke": "black", "strokeWidth": 0.5},
+        "encoding": {"x": x, "x2": {"field": "upper"}, "y": _count_axis(log_counts),
+                     "y2": {"datum": 1 if log_counts else 0}, "color": color, "tooltip": tips}}}
+    return {"vconcat": [top, counts], "spacing": 4}
 
 
-def distribution(name: str, test, row: int) -> dict:
-    """One run's top-5 softmax on one sample as bars, the ground truth in red, also its axis
-    label (appended below the top 5 when it is not among them)."""
-    dist = data.distribution(test, row)
-    class_names = data.predictions(test)["class_names"]
-    classes, probs = list(dist["classes"]), list(dist["probs"])
-    if not dist["true_in_topk"]:
-        classes.append(dist["true_class"])
-        probs.append(dist["true_prob"])
-    rows = {"class": [class_names[c] for c in classes], "probability": probs, "rank": range(len(classes)),
-            "truth": [c == dist["true_class"] for c in classes]}
-    true_name = class_names[dist["true_class"]]
-    label_color = {"condition": {"test": f"datum.value === {json.dumps(true_name)}", "value": GT_COLOR},
-                   "value": "#444"}
-    # The height covers title and axis too (Streamlit fits the whole chart into it).
-    return _fill(_distribution_template(), rows, title=name, height=30 * len(classes) + 100,
-                 config={"axisY": {"labelColor": label_color, "labelFontSize": 12}})
+def logprob(frame: pd.DataFrame) -> dict:
+    """Paper Fig. 2: overlaid histograms of the log-probability of the predicted and of the true
+    class, one translucent colour per run (LogProbDisplay.frame)."""
+    return {"facet": {"column": {"field": "of", "type": "nominal", "title": None,
+                                 "sort": ["predicted class", "ground-truth class"],
+                                 "header": {"labelExpr": "'log-probability of the ' + datum.value",
+                                            "labelFontSize": 12}}},
+            "spec": {"width": 380, "height": 220, "mark": {"type": "rect", "opacity": 0.45},
+                     "encoding": {"x": {"field": "lower", "type": "quantitative", "title": "log-probability"},
+                                  "x2": {"field": "upper"},
+                                  "y": {"datum": 0, "type": "quantitative", "title": "samples"},
+                                  "y2": {"field": "count"},
+                                  "color": {"field": "run", "type": "nominal", "scale": run_scale(frame),
+                                            "legend": _legend()},
+                                  "tooltip": [{"field": "run"}, {"field": "lower", "format": ".2f"},
+                                              {"field": "upper", "format": ".2f"}, {"field": "count"}]}},
+            "resolve": {"scale": {"x": "independent", "y": "independent"}}}
 
 
-@st.cache_data(show_spinner=False)
-def _logprob_template() -> dict:
-    return alt.Chart(TABLE).mark_rect(opacity=0.45, stroke=None).encode(
-        x=alt.X("lower:Q", title="log-probability"), x2="upper:Q",
-        y=alt.Y("zero:Q", title="samples"), y2="count:Q", color=alt.Color(
-            "run:N", sort=alt.EncodingSortField("order", op="min"), scale=alt.Scale(range=COLORS),
-            legend=alt.Legend(orient="top", title=None)),
-        tooltip=["run:N", alt.Tooltip("lower:Q", format=".2f"), alt.Tooltip("upper:Q", format=".2f"), "count:Q"],
-    ).properties(width=380, height=220).facet(
-        column=alt.Column("of:N", title=None, sort=["predicted class", "ground-truth class"],
-                          header=alt.Header(labelExpr="'log-probability of the ' + datum.value", labelFontSize=12)),
-    ).resolve_scale(x="independent", y="independent").to_dict()
+def distributions(frame: pd.DataFrame, *, shared_axis: bool, true_name: str) -> dict:
+    """Paper Fig. 1b: the softmax probabilities of one sample (PredictiveDistributionDisplay.frame).
+    Shared axis: one bar per run for each class, grouped; otherwise one panel per run with its own
+    top classes. The ground-truth class's bars are outlined and its label red."""
+    color = {"field": "run", "type": "nominal", "scale": run_scale(frame), "legend": _legend()}
+    label_color = {"condition": {"test": f"datum.value === {_js(true_name)}", "value": GT_COLOR}, "value": "#333"}
+    y = {"field": "class_name", "type": "nominal", "title": None, "sort": {"field": "position", "op": "min"},
+         "axis": {"labelColor": label_color, "labelFontSize": 12, "labelLimit": 220}}
+    bars = {"mark": {"type": "bar"}, "encoding": {
+        "x": {"field": "probability", "type": "quantitative", "scale": {"domain": [0, 1]},
+              "title": "softmax probability"},
+        "y": y, "color": color,
+        "stroke": {"condition": {"test": "datum.is_true", "value": "black"}, "value": None},
+        "strokeWidth": {"value": 1.5},
+        "tooltip": [{"field": "run"}, {"field": "class_name", "title": "class"},
+                    {"field": "probability", "format": ".4f"}, {"field": "is_true", "title": "ground truth"}]}}
+    if shared_axis:
+        bars["encoding"]["yOffset"] = {"field": "run", "type": "nominal", "sort": {"field": "order"}}
+        return {**bars, "width": "container", "height": {"step": max(6, 44 // max(1, frame["run"].nunique()))}}
+    return {"facet": {"row": {"field": "run", "type": "nominal", "title": None, "sort": {"field": "order"},
+                              "header": {"labelAngle": 0, "labelAlign": "left", "labelLimit": 300}}},
+            "spec": {**bars, "width": 320, "height": {"step": 18}},
+            "resolve": {"scale": {"y": "independent"}}, "spacing": 6}
 
 
-def logprob(named_keys: tuple, first_not_second: bool) -> dict:
-    """Paper Fig. 2 on screen: overlaid histograms of the log-probability of the predicted and of
-    the true class on the misclassified samples, one colour per run."""
-    return _fill(_logprob_template(), data.logprob_hist(named_keys, first_not_second))
+def _js(text: str) -> str:
+    import json
+
+    return json.dumps(str(text))
 
 
-@st.cache_data(show_spinner=False)
-def _hierarchy_template() -> dict:
-    order = alt.EncodingSortField("g", op="min")
-    base = alt.Chart(TABLE).encode(
-        x=alt.X("predicted group:N", sort=alt.EncodingSortField("h", op="min"),
-                title="coarse group of the predicted fine label"),
-        y=alt.Y("true group:N", sort=order, title="true coarse group"))
-    cells = base.mark_rect().encode(
-        color=alt.Color("percent:Q", scale=alt.Scale(scheme="blues", domain=[0, 100]), title="% of true group",
-                        legend=alt.Legend(orient="bottom", gradientLength=200)),
-        tooltip=["true group:N", "predicted group:N", alt.Tooltip("percent:Q", format=".1f")])
-    text = base.mark_text(fontSize=9).encode(
-        text=alt.Text("percent:Q", format=".0f"),
-        color=alt.condition(alt.datum.percent > 50, alt.value("white"), alt.value("black")))
-    return alt.layer(cells, text).to_dict()
+def heatmap(frame: pd.DataFrame, *, x: str, y: str, value: str, text: str | None, x_title: str, y_title: str,
+            value_title: str, scheme: str = "blues", domain=None, select: str | None = None,
+            tooltip=()) -> dict:
+    """Cells of `value` at (`x`, `y`) in the frame's row order (sort by the `x_order`/`y_order`
+    columns), annotated with `text` when given; `select` names a point selection on the cells."""
+    scale = {"scheme": scheme}
+    if domain is not None:
+        scale["domain"] = domain
+    enc = {"x": {"field": x, "type": "nominal", "title": x_title, "sort": {"field": "x_order", "op": "min"},
+                 "axis": {"labelLimit": 160}},
+           "y": {"field": y, "type": "nominal", "title": y_title, "sort": {"field": "y_order", "op": "min"},
+                 "axis": {"labelLimit": 160}}}
+    cells = {"mark": {"type": "rect"}, "encoding": {
+        **enc, "color": {"field": value, "type": "quantitative", "scale": scale, "title": value_title,
+                         "legend": {"orient": "right"}},
+        "tooltip": [{"field": y, "title": y_title}, {"field": x, "title": x_title},
+                    {"field": value, "title": value_title, "format": ".2f"}, *tooltip]}}
+    if select:
+        cells["params"] = [{"name": select, "select": {"type": "point", "fields": [y, x]}}]
+        cells["encoding"]["opacity"] = {"condition": {"param": select, "value": 1, "empty": True}, "value": 0.35}
+    layers = [cells]
+    if text:
+        layers.append({"mark": {"type": "text", "fontSize": 9}, "encoding": {
+            **enc, "text": {"field": text},
+            "color": {"condition": {"test": f"datum['{value}'] > 0.5 * ({domain[1] if domain else 1})",
+                                    "value": "white"}, "value": "black"}}})
+    return {"layer": layers, "width": "container"}
 
 
-def hierarchy(test) -> dict:
-    """The coarse confusion matrix (percent of the true group) as a heat map."""
-    _, matrix, names = data.hierarchy(test)
-    g, h = np.meshgrid(np.arange(len(names)), np.arange(len(names)), indexing="ij")
-    names = np.asarray(names, dtype=object)
-    rows = {"g": g.ravel(), "h": h.ravel(), "true group": names[g.ravel()], "predicted group": names[h.ravel()],
-            "percent": np.nan_to_num(100 * matrix.ravel())}
-    return _fill(_hierarchy_template(), rows, height=max(300, 22 * len(names) + 160))
+def grouped_bars(frame: pd.DataFrame, *, x: str, y: str, y_title: str, x_title: str) -> dict:
+    """One bar per run in each `x` group (DomainErrorDisplay.frame), runs in their colours."""
+    return {"mark": {"type": "bar"}, "width": "container", "height": 260, "encoding": {
+        "x": {"field": x, "type": "nominal", "title": x_title, "sort": {"field": "group", "op": "min"},
+              "axis": {"labelAngle": -40, "labelLimit": 140}},
+        "xOffset": {"field": "run", "type": "nominal", "sort": {"field": "order"}},
+        "y": {"field": y, "type": "quantitative", "title": y_title},
+        "color": {"field": "run", "type": "nominal", "scale": run_scale(frame), "legend": _legend()},
+        "tooltip": [{"field": "run"}, {"field": x}, {"field": y, "format": ".2f"}, {"field": "n"}]}}
 
 
-@st.cache_data(show_spinner=False)
-def _curves_template() -> dict:
-    return alt.Chart(TABLE).mark_line().encode(
-        x=alt.X("epoch:Q"), y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
-        color=alt.Color("run:N", sort=alt.EncodingSortField("order", op="min"), scale=alt.Scale(range=COLORS),
-                        legend=alt.Legend(orient="bottom", columns=2, title=None)),
-        tooltip=["run:N", "epoch:Q", alt.Tooltip("value:Q", format=".4f")],
-    ).properties(height=300).to_dict()
+def curves(frame: pd.DataFrame, *, title: str, y_title: str) -> dict:
+    """One line per run and quantity against the epoch; quantities told apart by the dash."""
+    return {"title": title, "mark": {"type": "line", "point": {"size": 12}}, "width": "container", "height": 280,
+            "encoding": {
+                "x": {"field": "epoch", "type": "quantitative"},
+                "y": {"field": "value", "type": "quantitative", "title": y_title, "scale": {"zero": False}},
+                "color": {"field": "run", "type": "nominal", "scale": run_scale(frame),
+                          "legend": _legend("bottom", columns=1)},
+                "strokeDash": {"field": "quantity", "type": "nominal", "title": None,
+                               "legend": _legend("bottom", columns=1)},
+                "tooltip": [{"field": "run"}, {"field": "quantity"}, {"field": "epoch"},
+                            {"field": "value", "format": ".4f"}]}}
 
 
-def curves(runs: tuple, metric: str, title: str) -> dict | None:
-    """One line per run ((name, folder, metrics.jsonl key), ...) of `metric` against the epoch;
-    None if no run logs it."""
-    rows = [{"run": name, "order": j, "epoch": r["epoch"], "value": r[metric]}
-            for j, (name, folder, key) in enumerate(runs) for r in data.curves(folder, key)
-            if isinstance(r.get(metric), (int, float)) and "epoch" in r]
-    return _fill(_curves_template(), rows, title=title) if rows else None
-
-
-def scatter(df, n_classes: int) -> alt.Chart:
-    """t-SNE points coloured by class; hover shows class and data-set index. Built per call:
-    one layer is cheap, and its 10,000 rows go to the browser as Arrow."""
-    legend = alt.Legend(columns=2, symbolLimit=20) if n_classes <= 20 else None
-    return alt.Chart(df).mark_circle(size=9, opacity=0.7).encode(
-        x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None),
-        color=alt.Color("class:N", legend=legend, sort=None),
-        tooltip=["class:N", "index:Q"],
-    ).properties(height=420).interactive()
+def scatter(frame: pd.DataFrame, *, palette: dict, legend: bool, thumbnails: bool, select: str) -> dict:
+    """t-SNE points (TSNEDisplay.frame) coloured by category with the display's palette; hover
+    shows the class, the data-set index and, with `thumbnails`, the image; clicking selects."""
+    tips = [{"field": "class_name", "title": "class"}, {"field": "index", "title": "data-set index"},
+            {"field": "group_name", "title": "coarse group"}]
+    if thumbnails:
+        tips.append({"field": "image"})
+    return {"mark": {"type": "circle", "size": 12, "opacity": 0.75}, "width": "container", "height": 460,
+            "params": [{"name": select, "select": {"type": "point", "fields": ["row"], "on": "click"}},
+                       {"name": "zoom", "select": "interval", "bind": "scales"}],
+            "encoding": {
+                "x": {"field": "x", "type": "quantitative", "axis": None},
+                "y": {"field": "y", "type": "quantitative", "axis": None},
+                "color": {"field": "category", "type": "nominal", "title": None,
+                          "scale": {"domain": list(palette), "range": list(palette.values())},
+                          "legend": {"columns": 4 if len(palette) > 24 else 2, "symbolLimit": 0, "labelLimit": 120,
+                                     "orient": "bottom"} if legend else None},
+                "size": {"condition": {"param": select, "value": 160, "empty": False}, "value": 12},
+                "tooltip": tips}}

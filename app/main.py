@@ -2,8 +2,9 @@
 `streamlit run app/main.py -- --runs checkpoints`.
 
 Each rerun it resolves the runs folder, lists the runs in it, draws the shared run picker in the
-sidebar (kept in st.session_state["picked"], seeded once from `?run=NAME&run=NAME`) and hands
-over to the page chosen in the navigation.
+sidebar (st.session_state["picked"], seeded once from `?run=NAME&run=NAME` or, without it, with
+runs that compare something) and keeps `?run=` equal to the picked runs from the first render on,
+shows the background computations, and hands over to the page chosen in the navigation.
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ _REPO = str(Path(__file__).resolve().parents[1])
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-from app import paths, ui  # noqa: E402
+from app import data, paths, ui  # noqa: E402
 from cskd.errors import UserError  # noqa: E402
 
 # Not "pages/": a folder of that name turns on Streamlit's older, file-based navigation.
 PAGES = Path(__file__).resolve().parent / "views"
-DEFAULT_PICKS = 2
 KEPT = "_kept:picked"
 
 
@@ -38,34 +38,48 @@ def runs_dir_argument() -> str:
     return args.runs or os.environ.get("CSKD_RUNS_DIR") or "checkpoints"
 
 
-def has_predictions(root: Path, runs: list, name: str) -> bool:
+def describe(root: Path, runs: list, name: str) -> dict | None:
+    """(dataset, seed, method, has fresh predictions) of a run, or None when it cannot be read."""
     try:
-        return paths.file_key(paths.run_file(root, name, "predictions-test.npz", runs)) is not None
+        files = paths.run_files(root, name, runs)
+        cfg = data.record(files)["config"]
+        return {"dataset": cfg.get("dataset"), "seed": cfg.get("seed"), "method": cfg.get("method"),
+                "ready": data.status(files)[0] == "fresh"}
     except UserError:
-        return False
+        return None
+
+
+def default_picks(root: Path, runs: list) -> list:
+    """Two runs that compare something: one of each of the first two methods (in name order) on the
+    same data set with the same seed, runs with predictions preferred; else the first two runs
+    (those with predictions first)."""
+    info = {r: describe(root, runs, r) for r in runs}
+    readable = [r for r in runs if info[r] is not None]
+    ranked = sorted(readable, key=lambda r: not info[r]["ready"])  # stable: keeps name order
+    for first in ranked:
+        a = info[first]
+        for other in ranked:
+            b = info[other]
+            if (b["dataset"], b["seed"]) == (a["dataset"], a["seed"]) and b["method"] != a["method"]:
+                return [first, other] if runs.index(first) < runs.index(other) else [other, first]
+    return (ranked + [r for r in runs if r not in ranked])[:2]
 
 
 def first_picks(root: Path, runs: list) -> list:
-    """The runs named in the URL (`?run=`) that exist under the runs folder, else the first two
-    (those with predictions first). Anything else in the URL (`../../etc`, absolute paths) is
-    refused with a warning."""
+    """The runs named in the URL (`?run=`) that exist under the runs folder, else default_picks.
+    Anything else in the URL (`../../etc`, absolute paths, Markdown) is refused with a warning
+    that shows it literally."""
     asked = st.query_params.get_all("run")
     if not asked:
-        ranked = sorted(runs, key=lambda r: not has_predictions(root, runs, r))  # stable: keeps name order
-        return ranked[:DEFAULT_PICKS]
-    good = [r for r in asked if r in runs]
+        return default_picks(root, runs)
     for bad in (r for r in asked if r not in runs):
-        st.warning(f"Ignored run {bad!r} from the URL: it is not a run folder under the runs folder.")
-    return good
-
-
-def sync_url() -> None:
-    st.query_params["run"] = st.session_state[ui.PICKED_KEY]
+        st.warning(f"Ignored run {ui.literal(repr(bad))} from the URL: it is not a run folder under the runs folder.")
+    return list(dict.fromkeys(r for r in asked if r in runs))
 
 
 def sidebar(root: Path, runs: list) -> None:
     state = st.session_state
-    # Streamlit may drop a widget's value when the page changes; a plain copy survives.
+    # Streamlit drops a widget's value when the page changes; a plain copy survives.
     if KEPT not in state:
         state[KEPT] = first_picks(root, runs)
     if ui.PICKED_KEY not in state:
@@ -73,10 +87,13 @@ def sidebar(root: Path, runs: list) -> None:
     if any(r not in runs for r in state[ui.PICKED_KEY]):  # runs deleted since the last rerun
         state[ui.PICKED_KEY] = [r for r in state[ui.PICKED_KEY] if r in runs]
     with st.sidebar:
-        st.multiselect("Runs to compare", runs, key=ui.PICKED_KEY, on_change=sync_url,
-                       help="Every page shows the runs picked here.")
-        st.caption(f"{len(runs)} run(s) in `{root}`")
+        st.multiselect("Runs to compare", runs, key=ui.PICKED_KEY,
+                       help="Every page shows the runs picked here, each in its own colour.")
+        st.caption(f"{len(runs)} run(s) in {ui.literal(root)}")
+        ui.progress_panel()
     state[KEPT] = state[ui.PICKED_KEY]
+    if st.query_params.get_all("run") != state[ui.PICKED_KEY]:
+        st.query_params["run"] = state[ui.PICKED_KEY]  # from the first render on: a reload shows the same runs
 
 
 def main() -> None:
@@ -84,7 +101,7 @@ def main() -> None:
     try:
         root = paths.resolve_root(runs_dir_argument())
     except UserError as e:
-        st.error(str(e))
+        st.error(ui.literal(e))
         st.stop()
     runs = paths.discover_runs(root)
     st.session_state[ui.ROOT_KEY] = str(root)
@@ -95,6 +112,7 @@ def main() -> None:
         st.Page(PAGES / "runs.py", title="Runs", icon=":material/table:", default=True),
         st.Page(PAGES / "calibration.py", title="Calibration", icon=":material/bar_chart:"),
         st.Page(PAGES / "misclassified.py", title="Misclassified", icon=":material/image_search:"),
+        st.Page(PAGES / "confusion.py", title="Confusion", icon=":material/grid_on:"),
         st.Page(PAGES / "embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
         st.Page(PAGES / "hierarchy.py", title="Hierarchy", icon=":material/account_tree:"),
     ]
@@ -102,7 +120,8 @@ def main() -> None:
     # Last element of every page: the picked runs. The browser test waits for it to know a
     # rerun has finished.
     with st.container(key="cskd-footer"):
-        st.caption(f"Runs picked: {', '.join(st.session_state.get(ui.PICKED_KEY, [])) or 'none'}")
+        picked = ", ".join(st.session_state.get(ui.PICKED_KEY, [])) or "none"
+        st.caption(f"Runs picked: {ui.literal(picked)}")
 
 
 main()

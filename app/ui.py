@@ -1,17 +1,35 @@
-"""Pieces every page uses: the shared context, per-run error cards, the compute-predictions
-button, figure downloads and widget state that survives page switches."""
+"""Pieces every page uses: the shared context, literal text, per-run error cards, the runs a page can
+show (with what is missing computed in the background, or a button for it), the progress of those
+computations, figure downloads and colours.
+
+Text that comes from outside the code (run and class names from the folder, the URL or a
+config, error messages quoting them) is shown literally: through `literal()` wherever Streamlit
+would read Markdown (st.markdown, st.caption, st.error, st.warning, st.info, labels, captions,
+progress texts), and as plain cells or chart text elsewhere. Nothing from a run folder can make
+the page render a link or fetch an image.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
-from app import data, paths
+from analysis.figures import run_color
+from app import data, jobs, paths
 from cskd.errors import UserError
 
 ROOT_KEY, RUNS_KEY, PICKED_KEY = "_cskd_root", "_cskd_runs", "picked"
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character: CommonMark can escape each
+
+
+def literal(text) -> str:
+    """`text` as Markdown that renders exactly as written: every ASCII punctuation character
+    backslash-escaped (no link, image, emphasis, HTML, math, :icon: or :color[] survives) and
+    line breaks as spaces."""
+    return _PUNCTUATION.sub(r"\\\1", " ".join(str(text).splitlines()))
 
 
 @dataclass
@@ -19,6 +37,10 @@ class Context:
     root: Path  # resolved runs folder
     runs: list  # every run name found under it
     picked: list  # the runs picked in the sidebar, in the sidebar's order
+
+    def color(self, name: str) -> str:
+        """The run's colour: by its place among the picked runs, the same on every page."""
+        return run_color(self.picked.index(name)) if name in self.picked else "#7f7f7f"
 
 
 def context() -> Context:
@@ -36,79 +58,17 @@ def context() -> Context:
 
 
 def empty_message(root: Path) -> None:
-    st.info(f"No runs in `{root}` yet. A run folder holds a `config.json`; create some with\n\n"
-            f"```\ncskd demo --runs {root}\n```\n"
-            f"(cross-entropy and CS-KD on the embedded digits data set, about half a minute), or\n\n"
-            f"```\ncskd train --method cskd --epochs 3 --out {root}/my-run\n```\n"
-            "then reload this page.")
+    st.info("No runs in this folder yet. A run folder holds a `config.json`; create some with the commands "
+            "below (the first trains cross-entropy and CS-KD on the embedded digits data set in about half a "
+            "minute; `cskd import` brings in predictions of a model trained elsewhere), then reload this page.")
+    st.code(f"cskd demo --runs {root}\ncskd train --method cskd --epochs 3 --out {root}/my-run\n"
+            f"cskd import {root}/my-model --logits logits.npy --labels labels.npy", language="text")
 
 
-def error_card(name: str, err: Exception) -> None:
+def error_card(name: str, err) -> None:
     """One run's problem, naming the file (UserError messages do); the page goes on."""
-    if isinstance(err, UserError):
-        st.error(f"**{name}**: {err}")
-    else:  # a bug or an unexpected file: keep the type so it can be reported
-        st.error(f"**{name}**: {type(err).__name__}: {err}")
-
-
-def files_of(ctx: Context, name: str) -> paths.RunFiles | None:
-    """The run's file keys, or None after showing an error card (e.g. a symlink leaving the folder)."""
-    try:
-        files = paths.run_files(ctx.root, name, ctx.runs)
-    except Exception as e:  # noqa: BLE001 -- one bad run must not take the page down
-        error_card(name, e)
-        return None
-    if files.val and not data.made_by_run(str(files.path), files.val, files.config):
-        files = replace(files, val=None)  # another run's validation predictions: never fit a temperature on them
-    return files
-
-
-def compute_predictions(ctx: Context, name: str, *, where: str, verb: str = "Compute") -> None:
-    """A button that writes the run's test and validation predictions and its t-SNE cache (each
-    only when missing or older than best.pt), with a progress bar; reruns the app when done."""
-    if not st.button(f"{verb} predictions of {name}", key=f"predict:{where}:{name}",
-                     help="cskd predict (test and validation splits) and the t-SNE cache; "
-                          "reads best.pt and the data set"):
-        return
-    from cskd.analyze import prepare_run
-
-    run = paths.run_dir(ctx.root, name, ctx.runs)
-    bar = st.progress(0.0, text=f"{name}: predicting the test split")
-    try:
-        prepare_run(run, progress=False, on_step=lambda fraction, text: bar.progress(fraction, text=f"{name}: {text}"))
-    except Exception as e:  # noqa: BLE001 -- shown on the card; the rest of the page stays
-        bar.empty()
-        error_card(name, e)
-        return
-    st.rerun()
-
-
-def with_predictions(ctx: Context, names, *, where: str) -> list[paths.RunFiles]:
-    """The runs among `names` whose test predictions load; for the others an error card or a
-    compute button is shown instead."""
-    ready = []
-    for name in names:
-        files = files_of(ctx, name)
-        if files is None:
-            continue
-        if files.test is None:
-            st.warning(f"**{name}** has no predictions yet (`predictions-test.npz`).")
-            compute_predictions(ctx, name, where=where)
-            continue
-        try:
-            data.predictions(files.test)
-        except Exception as e:  # noqa: BLE001
-            error_card(name, e)
-            continue
-        if files.stale:
-            st.caption(f"{name}: best.pt is newer than its predictions; they show an earlier model.")
-            compute_predictions(ctx, name, where=where, verb="Recompute")
-        elif not data.made_by_run(str(files.path), files.test, files.config):
-            st.caption(f"{name}: its predictions were not made from this run's best.pt (copied from another run, "
-                       f"or from before it was trained again); they may show another model.")
-            compute_predictions(ctx, name, where=where, verb="Recompute")
-        ready.append(files)
-    return ready
+    text = str(err) if isinstance(err, (UserError, str)) else f"{type(err).__name__}: {err}"
+    st.error(f"**{literal(name)}**: {literal(text)}", icon=":material/error:")
 
 
 def need_picks(ctx: Context, at_least: int = 1) -> list:
@@ -119,22 +79,153 @@ def need_picks(ctx: Context, at_least: int = 1) -> list:
     return ctx.picked
 
 
-def downloads(stem: str, png, pdf, *, key: str) -> None:
-    """PNG and PDF download buttons in a row. Each file is bytes or a function drawing it when
-    the button is pressed. Neither reruns the page (on_click="ignore")."""
+def run_files(ctx: Context, name: str) -> paths.RunFiles | None:
+    try:
+        return paths.run_files(ctx.root, name, ctx.runs)
+    except UserError as e:
+        error_card(name, e)
+        return None
+
+
+@dataclass
+class Ready:
+    """A picked run whose test predictions are fresh and whose stats cache is there."""
+
+    name: str
+    files: paths.RunFiles
+    record: dict
+    preds: object  # cskd.runfolder.Predictions
+    stats: object  # cskd.stats.Stats
+    color: str
+
+
+def stats_estimate(preds) -> float | None:
+    from cskd.stats import estimate_seconds
+
+    try:
+        feats = preds.features
+        return estimate_seconds(preds.num_samples, preds.num_classes, None if feats is None else feats.shape[1])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def ask(files: paths.RunFiles, task: str, *, estimate_s=None, retry: bool = False) -> jobs.Job:
+    return jobs.submit(files.path, files.name, task, stamp=files.key, estimate_s=estimate_s, retry=retry)
+
+
+def ready_runs(ctx: Context, names, *, where: str) -> list[Ready]:
+    """The runs among `names` a page can show. For the others: an error card naming the bad file,
+    the progress of their metrics (computed in the background for picked runs), or a button that
+    computes their predictions."""
+    ready = []
+    for name in names:
+        files = run_files(ctx, name)
+        if files is None:
+            continue
+        try:
+            record = data.record(files)
+        except UserError as e:
+            error_card(name, e)
+            continue
+        state, reason = data.status(files)
+        if state != "fresh":
+            missing_predictions(ctx, files, record, state, reason, where=where)
+            continue
+        try:
+            preds = data.predictions(files)
+            stats = data.stats(files)
+        except UserError as e:
+            error_card(name, e)
+            job = jobs.get(files.path, "stats")
+            if job is None or job.stamp != files.key:
+                ask(files, "stats")  # a damaged cache: computed again
+            continue
+        if stats is None or not stats.complete:
+            job = ask(files, "stats", estimate_s=stats_estimate(preds))
+            if stats is None:
+                job_caption(job)
+                continue
+        ready.append(Ready(name, files, record, preds, stats, ctx.color(name)))
+    return ready
+
+
+def missing_predictions(ctx: Context, files, record: dict, state: str, reason: str, *, where: str) -> None:
+    name = files.name
+    if state in ("damaged", "foreign"):
+        error_card(name, reason if state == "damaged" else
+                   f"{files.path / 'predictions-test.npz'}: {reason}; cskd never replaces it: move it away")
+        if state == "foreign":
+            return
+    elif record["kind"] == "imported":
+        st.warning(f"**{literal(name)}** is an imported run without test predictions: import them with "
+                   f"`cskd import RUN --split test ...`.")
+        return
+    else:
+        st.warning(f"**{literal(name)}**: {'no test predictions yet' if state == 'missing' else literal(reason)}.")
+    if record["kind"] == "imported":
+        return
+    job = jobs.get(files.path, "predict")
+    if job is not None and job.active:
+        job_caption(job)
+        return
+    if job is not None and job.state == "failed" and job.stamp == files.key:
+        error_card(name, job.error)
+    label = "Compute" if state == "missing" else "Recompute"
+    if st.button(f"{label} predictions of {literal(name)}", key=f"predict:{where}:{name}",
+                 help="cskd predict (test and validation splits), then the metrics and the t-SNE; reads best.pt "
+                      "and the data set"):
+        ask(files, "predict", retry=True)
+        st.rerun()
+
+
+def job_caption(job: jobs.Job) -> None:
+    """One line on where the run's background computation stands."""
+    what = jobs.TASKS[job.task]
+    if job.state == "failed":
+        error_card(job.name, job.error)
+    elif job.active:
+        left = job.remaining_s()
+        eta = f", about {left:.0f} s left" if left is not None else ""
+        st.caption(f":material/hourglass_top: {literal(job.name)}: computing its {what} "
+                   f"({100 * job.fraction:.0f} %{eta}); the page updates when it is done.")
+
+
+@st.fragment(run_every=1.0)
+def _progress_live(seen: int) -> None:
+    if jobs.finished_count() != seen:
+        st.rerun(scope="app")  # a computation ended: every page shows its result
+    for job in jobs.active():
+        left = job.remaining_s()
+        eta = f" · about {left:.0f} s left" if left is not None else ""
+        st.progress(job.fraction, text=f"{literal(job.name)}: {literal(jobs.TASKS[job.task])} · "
+                                       f"{literal(job.text)}{eta}")
+
+
+def progress_panel() -> None:
+    """In the sidebar: the background computations, refreshed every second while there are any."""
+    if jobs.active():
+        st.caption("Computing in the background")
+        _progress_live(jobs.finished_count())
+
+
+def downloads(stem: str, draw, *, key: str) -> None:
+    """PNG and PDF download buttons in a row; `draw()` returns the matplotlib Figure (from the
+    page's Display objects), called only when a button is pressed."""
+    import io
+
+    def render(fmt: str):
+        def write() -> bytes:
+            buf = io.BytesIO()
+            draw().savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
+            return buf.getvalue()
+        return write
+
     row = st.container(horizontal=True)
-    row.download_button("PNG", png, file_name=f"{stem}.png", mime="image/png", key=f"png:{key}",
+    row.download_button("PNG", render("png"), file_name=f"{stem}.png", mime="image/png", key=f"png:{key}",
                         on_click="ignore", icon=":material/download:")
-    row.download_button("PDF", pdf, file_name=f"{stem}.pdf", mime="application/pdf",
-                        key=f"pdf:{key}", on_click="ignore", icon=":material/download:")
+    row.download_button("PDF", render("pdf"), file_name=f"{stem}.pdf", mime="application/pdf", key=f"pdf:{key}",
+                        on_click="ignore", icon=":material/download:")
 
 
-def kept(key: str, default):
-    """Initial value for the widget `key`, restored from a copy because Streamlit forgets a
-    widget's value once its page is left. Call `keep(key)` after creating the widget."""
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(f"_kept:{key}", default)
-
-
-def keep(key: str) -> None:
-    st.session_state[f"_kept:{key}"] = st.session_state[key]
+def safe_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "run"

@@ -56,7 +56,7 @@ def image_lookup(preds):
 
 
 def prepare_run(run: Path, *, split: str = "test", progress: bool | None = None,
-                tsne_max_points: int = TSNE_MAX_POINTS, on_step=None):
+                tsne_max_points: int = TSNE_MAX_POINTS, on_step=None, with_tsne: bool = True):
     """Predict `split` where its predictions are missing, stale or damaged, and for the test split
     also the validation split (temperature scaling is fitted there, never on the test split) when
     the run has one; then cache the t-SNE. Returns (predictions of `split`, validation predictions
@@ -72,8 +72,10 @@ def prepare_run(run: Path, *, split: str = "test", progress: bool | None = None,
         step(0.4, "predicting the validation split")
         predict(folder.path, split="val", progress=progress)
         val = folder.predictions("val")
-    step(0.7, f"t-SNE of the {split} features")
-    tsne = cached_tsne(folder, split, preds, max_points=tsne_max_points) if preds.features is not None else None
+    tsne = None
+    if with_tsne and preds.features is not None:
+        step(0.7, f"t-SNE of the {split} features")
+        tsne = cached_tsne(folder, split, preds, max_points=tsne_max_points)
     step(1.0, "done")
     return preds, val, tsne
 
@@ -86,10 +88,11 @@ def _has_val(folder: RunFolder) -> bool:
 
 
 def run_arrays(run: Path, *, split: str = "test", progress: bool | None = None,
-               tsne_max_points: int = TSNE_MAX_POINTS) -> dict:
+               tsne_max_points: int = TSNE_MAX_POINTS, with_tsne: bool = True) -> dict:
     """Everything `analysis.report.analyze_runs` takes for one run, predicting first where needed.
     Arrays are read-only memory maps of the predictions file."""
-    preds, val, tsne = prepare_run(run, split=split, progress=progress, tsne_max_points=tsne_max_points)
+    preds, val, tsne = prepare_run(run, split=split, progress=progress, tsne_max_points=tsne_max_points,
+                                   with_tsne=with_tsne)
     arrays = {"logits": preds.logits, "features": preds.features, "labels": preds.labels, "indices": preds.indices,
               "class_names": preds.class_names, "dataset": preds.dataset, "split": preds.split,
               "config": RunFolder(run).config_dict(), "images": image_lookup(preds), "tsne": tsne}

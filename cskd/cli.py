@@ -176,6 +176,23 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _table_name(text: str) -> str:
+    from .reproduce_plan import TABLES
+
+    if text not in TABLES:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(TABLES)})")
+    return text
+
+
+def cmd_reproduce(args) -> int:
+    from .reproduce import reproduce
+
+    reproduce(args.table, datasets=args.datasets, seeds=args.seeds, protocol=args.protocol, scale=args.scale,
+              runs_root=args.runs, out=args.out, data_root=args.data_root, dry_run=args.dry_run,
+              nproc_per_node=args.nproc_per_node, tflops=args.tflops, epochs=args.epochs, progress=args.progress)
+    return 0
+
+
 def cmd_models(args) -> int:
     from .models import describe_models
 
@@ -320,6 +337,30 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the digits-small preset's)")
     d.add_argument("--dashboard", action="store_true", help="start the dashboard on the demo runs at the end")
     d.set_defaults(func=cmd_demo)
+
+    rp = sub.add_parser("reproduce", help="train what one of the paper's tables needs; ours beside the paper's",
+                        description="Plan the runs of a table of the paper (presets x methods x seeds; the T x lambda "
+                                    "grid for table7; the CS-KD DenseNet-121 teachers before Table 4's students), "
+                                    "train what is missing (a killed reproduction continues with the same command), "
+                                    "then write <table>.md/.csv/.tex with the paper's numbers beside ours.")
+    rp.add_argument("table", type=_table_name, metavar="TABLE", help="table1 ... table7, or fig4")
+    rp.add_argument("--datasets", nargs="+", help="only these of the table's data sets (e.g. cifar100 cub200)")
+    rp.add_argument("--seeds", nargs="+", type=int, help="(0 1 2; one seed for table5 and table7, as the paper)")
+    rp.add_argument("--protocol", choices=PROTOCOLS, default="authors",
+                    help="authors (default: the experiment the paper's numbers come from) or clean")
+    rp.add_argument("--scale", choices=("full", "smoke"), default="full",
+                    help="smoke: the same plan on digits with a small CNN and 2 epochs (tests the path on a CPU; "
+                         "its numbers mean nothing and are labelled so)")
+    rp.add_argument("--dry-run", action="store_true", help="print the plan and the estimated GPU-hours; train nothing")
+    rp.add_argument("--runs", type=nonempty_path, help="runs folder (checkpoints/reproduce; -smoke for smoke runs)")
+    rp.add_argument("--out", type=nonempty_path, help="tables folder (RUNS/tables)")
+    rp.add_argument("--data-root", type=nonempty_path, default="data", help="folder holding the data sets (data)")
+    rp.add_argument("--epochs", type=int, help="override the presets' epochs (a shorter trial run)")
+    rp.add_argument("--nproc-per-node", type=int, default=1, help="train each run with torchrun over N processes")
+    rp.add_argument("--tflops", type=float, default=50.0,
+                    help="assumed sustained TFLOP/s of one GPU for the --dry-run estimate (50)")
+    rp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    rp.set_defaults(func=cmd_reproduce)
 
     from .prepare import add_arguments as prepare_arguments
     from .prepare import cmd_prepare

@@ -65,6 +65,15 @@ def check_data(configs) -> None:
             load_bundle_of(cfg)
 
 
+def train_item(cfg, *, nproc_per_node: int = 1, progress: bool | None = None) -> None:
+    """Train (start, continue, or skip when finished) one run of a grid: in this process, or under
+    torchrun over `nproc_per_node` local processes."""
+    if nproc_per_node > 1:
+        _torchrun(cfg, nproc_per_node)
+    else:
+        run_training(cfg, resume="auto", progress=progress)
+
+
 def _torchrun(cfg, nproc_per_node: int) -> None:
     """`torchrun --standalone --nproc-per-node N -m cskd train ... --resume auto` for one run."""
     import subprocess
@@ -107,10 +116,7 @@ def run_sweep(*, presets, methods, seeds, temperatures=(4.0,), lambdas=(1.0,), o
             done["skipped"].append(out.name)
             continue
         resumed = (out / "last.pt").is_file()
-        if nproc_per_node > 1:
-            _torchrun(cfg, nproc_per_node)
-        else:
-            run_training(cfg, resume="auto", progress=progress)
+        train_item(cfg, nproc_per_node=nproc_per_node, progress=progress)
         done["resumed" if resumed else "trained"].append(out.name)
     by_dataset: dict[str, list[str]] = {}
     for out, cfg in items:

@@ -1,73 +1,136 @@
-"""Calibration: reliability diagrams of the picked runs side by side (same axes), per-bin counts,
-ECE / MCE for a chosen number of bins, before and after temperature scaling fitted on the
-validation predictions (paper §3.1, Fig. 5)."""
+"""Calibration (paper §3.1, Fig. 5): reliability diagrams of the picked runs overlaid on one axes or
+side by side, equal-width or equal-mass bins, counts on a log or linear axis, before or after
+temperature scaling (fitted on the validation split, never on the test split), with ECE/MCE for
+the chosen bins beside the stats cache's NLL, adaptive and class-wise ECE, Brier score, bootstrap
+interval and over-/under-confidence, seed groups as mean ± std, and PNG/PDF downloads drawn from
+the same ReliabilityDisplay objects."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, ui
+from analysis.displays import ReliabilityDisplay, overlay, side_by_side
+from analysis.tables import group_by_seed, row_labels
+from app import charts, ui
+from cskd.config import NOT_EXPERIMENT
+
+STRATEGIES = {"equal-width": "uniform", "equal-mass": "quantile"}
+GROUPED = {"ece": "ECE (20 bins)", "adaptive_ece": "adaptive ECE", "classwise_ece": "class-wise ECE",
+           "nll": "NLL", "brier": "Brier", "overconfidence": "over-confidence", "ece_after_ts": "ECE after TS"}
 
 
-def metrics_table(ready, n_bins: int) -> pd.DataFrame:
+@st.cache_data(show_spinner=False, max_entries=512)
+def display(key, name: str, _stats, n_bins: int, strategy: str, scaled: bool) -> ReliabilityDisplay:
+    """The run's reliability bins from its cached per-sample confidence and correctness (no softmax)."""
+    conf = _stats.ts_confidence if scaled else _stats.confidence
+    correct = _stats.ts_correct if scaled else _stats.correct
+    return ReliabilityDisplay.from_confidence(conf, correct, n_bins=n_bins, strategy=strategy, name=name)
+
+
+def controls() -> tuple[int, str, str, bool, bool]:
+    row = st.container(horizontal=True, vertical_alignment="bottom")
+    with row:
+        n_bins = st.number_input("Bins", min_value=1, max_value=200, value=20, step=1, key="n_bins",
+                                 persist_state="session", help="The paper uses 20 equal-width bins.", width=120)
+        strategy = st.segmented_control("Bins of", list(STRATEGIES), default="equal-width", key="cal_strategy",
+                                        persist_state="session", required=True,
+                                        help="equal-width: (m/M, (m+1)/M]; equal-mass: the same number of samples each")
+        layout = st.segmented_control("Layout", ["overlaid", "side by side"], default="overlaid", key="cal_layout",
+                                      persist_state="session", required=True)
+        counts = st.segmented_control("Count axis", ["log", "linear"], default="log", key="cal_counts",
+                                      persist_state="session", required=True,
+                                      help="log: bins holding a few samples stay visible")
+        scaled = st.toggle("Temperature-scaled", key="cal_scaled", persist_state="session",
+                           help="softmax(logits / T), T fitted on the run's validation predictions")
+    return int(n_bins), STRATEGIES[strategy or "equal-width"], layout or "overlaid", (counts or "log") == "log", scaled
+
+
+def metrics_table(ready, displays: dict) -> pd.DataFrame:
     rows = []
-    for f in ready:
-        _, ece, mce = data.reliability(f.test, f.val, n_bins, False)
-        row = {"run": f.name, "ECE %": 100 * ece, "MCE %": 100 * mce,
-               "T (fit on val)": None, "ECE after TS %": None, "MCE after TS %": None}
-        if f.val is not None:
-            _, ece_t, mce_t = data.reliability(f.test, f.val, n_bins, True)
-            row.update({"T (fit on val)": data.temperature(f.val), "ECE after TS %": 100 * ece_t,
-                        "MCE after TS %": 100 * mce_t})
-        rows.append(row)
+    for r in ready:
+        m, d = r.stats.metrics, displays.get(r.name)
+        over = m["overconfidence"]
+        ci = (m.get("ece_ci_low"), m.get("ece_ci_high"))
+        rows.append({
+            "run": r.name, "ECE % (shown bins)": 100 * d.ece if d else None, "MCE % (shown bins)": 100 * d.mce if d else None,
+            "ECE % (20)": 100 * m["ece"], "95% CI": f"{100 * ci[0]:.2f}–{100 * ci[1]:.2f}" if None not in ci else "—",
+            "adaptive ECE %": 100 * m["adaptive_ece"], "class-wise ECE %": 100 * m["classwise_ece"],
+            "NLL": m["nll"], "Brier": m["brier"],
+            "confidence − accuracy %": 100 * over,
+            "calibration": ("over-confident" if over > 0 else "under-confident" if over < 0 else "even"),
+            "T (fit on val)": m.get("temperature"), "ECE after TS %": _pct(m.get("ece_after_ts")),
+            "NLL after TS": m.get("nll_after_ts")})
     return pd.DataFrame(rows)
 
 
-def counts_table(ready, n_bins: int) -> pd.DataFrame:
-    first, _, _ = data.reliability(ready[0].test, ready[0].val, n_bins, False)
-    table = {"confidence bin": [f"({lo:.2f}, {hi:.2f}]" for lo, hi in zip(first.lower, first.upper)]}
-    for f in ready:
-        bins, _, _ = data.reliability(f.test, f.val, n_bins, False)
-        table[f.name] = bins.count
-    return pd.DataFrame(table)
+def _pct(x):
+    return None if x is None else 100 * x
 
 
-def figure(runs: tuple, n_bins: int, scaled: bool, title: str, stem: str) -> None:
-    st.markdown(f"**{title}**")
-    st.vega_lite_chart(spec=charts.reliability(runs, n_bins, scaled))
-    ui.downloads(f"{stem}-{n_bins}bins", lambda: data.reliability_figure(runs, n_bins, scaled, "png"),
-                 lambda: data.reliability_figure(runs, n_bins, scaled, "pdf"), key=f"{stem}:{n_bins}")
+def seed_table(ready) -> None:
+    records = [{"run": r.name, "config": r.record["config"],
+                "metrics": {k: v for k, v in r.stats.metrics.items() if k in GROUPED and v is not None}} for r in ready]
+    groups = [g for g in group_by_seed(records, ignore=NOT_EXPERIMENT)] if records else []
+    labels = row_labels(groups) if groups else []
+    shown = [(label, g) for label, g in zip(labels, groups) if len(g.runs) > 1]
+    if not shown:
+        return
+    st.markdown("**Seed groups** (picked runs that differ only by seed): mean ± sample std")
+    rows = []
+    for label, g in shown:
+        row = {"group": label, "n": len(g.runs)}
+        for k, title in GROUPED.items():
+            s = 1.0 if k == "nll" or k == "brier" else 100.0
+            row[title + ("" if s == 1.0 else " %")] = (f"{g.mean[k] * s:.2f} ± {g.std[k] * s:.2f}" if g.n.get(k, 0) >= 2
+                                                      else "—")
+        rows.append(row)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
 def page() -> None:
     ctx = ui.context()
     st.title("Calibration")
-    ui.kept("n_bins", 20)
-    st.number_input("Number of equal-width confidence bins", min_value=1, max_value=200, step=1,
-                    key="n_bins", help="The paper uses 20.")
-    ui.keep("n_bins")
-    n_bins = int(st.session_state["n_bins"])
-    ready = ui.with_predictions(ctx, ui.need_picks(ctx), where="calibration")
+    n_bins, strategy, layout, log_counts, scaled = controls()
+    ready = ui.ready_runs(ctx, ui.need_picks(ctx), where="calibration")
     if not ready:
         return
+    shown = [r for r in ready if not scaled or r.stats.temperature is not None]
+    if scaled and len(shown) < len(ready):
+        st.caption(f"Not temperature-scaled (no validation predictions to fit T on; it is never fitted on the test "
+                   f"split): {ui.literal(', '.join(r.name for r in ready if r not in shown))}.")
+    displays = {r.name: display(r.files.key, r.name, r.stats, n_bins, strategy, scaled) for r in shown}
+    column = {c: st.column_config.NumberColumn(c, format="%.2f") for c in (
+        "ECE % (shown bins)", "MCE % (shown bins)", "ECE % (20)", "adaptive ECE %", "class-wise ECE %",
+        "confidence − accuracy %", "ECE after TS %")}
+    column.update({c: st.column_config.NumberColumn(c, format="%.3f") for c in ("NLL", "Brier", "T (fit on val)",
+                                                                                "NLL after TS")})
+    st.dataframe(metrics_table(ready, displays), hide_index=True, width="stretch", column_config=column)
+    st.caption("95% CI: percentile bootstrap of the 20-bin ECE (1,000 resamples). confidence − accuracy: mean "
+               "max-softmax minus accuracy; above 0 the run is over-confident on average.")
+    seed_table(ready)
+    if not displays:
+        return
+    frame = pd.concat([d.frame(order=ctx.picked.index(name)) for name, d in displays.items()], ignore_index=True)
+    what = ("after temperature scaling" if scaled else "test split") + f", {n_bins} {'equal-width' if strategy == 'uniform' else 'equal-mass'} bins"
+    st.markdown(f"**Reliability diagrams** ({what})")
+    spec = (charts.reliability_overlay if layout == "overlaid" else charts.reliability_side_by_side)(
+        frame, log_counts=log_counts)
+    st.vega_lite_chart(frame, spec, key="reliability-chart")
+    ordered = list(displays.values())
 
-    st.dataframe(metrics_table(ready, n_bins), hide_index=True, column_config={
-        c: st.column_config.NumberColumn(format="%.2f")
-        for c in ("ECE %", "MCE %", "T (fit on val)", "ECE after TS %", "MCE after TS %")})
-    runs = tuple((f.name, f.test, f.val) for f in ready)
-    figure(runs, n_bins, False, "Reliability diagrams (test split)", "reliability")
+    def figure():
+        if layout == "overlaid":
+            return overlay(ordered, log_counts=log_counts)[0].figure
+        return side_by_side(ordered, log_counts=log_counts)
 
-    scaled = tuple(r for r in runs if r[2] is not None)
-    no_val = [r[0] for r in runs if r[2] is None]
-    if no_val:
-        st.caption(f"No validation predictions (`predictions-val.npz`) for {', '.join(no_val)}: "
-                   "temperature scaling is fitted on them, never on the test split.")
-    if scaled:
-        figure(scaled, n_bins, True, "After temperature scaling (T fitted on the validation split)",
-               "reliability-ts")
+    ui.downloads(f"reliability-{'ts-' if scaled else ''}{n_bins}{strategy}-{layout.replace(' ', '-')}", figure,
+                 key="reliability")
     with st.expander("Samples per bin"):
-        st.dataframe(counts_table(ready, n_bins), hide_index=True)
+        table = frame.pivot_table(index=["bin"], columns="run", values="count", aggfunc="first")
+        table.insert(0, "bin (first run's edges)", [f"({lo:.3f}, {hi:.3f}]" for lo, hi in zip(
+            frame[frame["order"] == frame["order"].min()]["lower"], frame[frame["order"] == frame["order"].min()]["upper"])])
+        st.dataframe(table.reset_index(drop=True), hide_index=True)
 
 
 page()

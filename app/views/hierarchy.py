@@ -1,41 +1,70 @@
-"""Hierarchy: for runs whose predictions carry a coarse grouping (`fine_to_coarse`,
-`coarse_names`, e.g. CIFAR-100's 20 superclasses), the confusion between coarse groups of the
-true label and of the predicted fine label, and the hierarchical accuracy (paper §3.3, Fig. 4)."""
+"""Hierarchy (paper §3.3, Fig. 4): for runs whose predictions carry a coarse grouping (CIFAR-100's 20
+superclasses, the mixed data set's domains), the confusion between the coarse groups of the true
+and of the predicted fine label with the hierarchical accuracy, and the fine-label top-1 error per
+coarse group of every such run side by side."""
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
-from app import charts, data, ui
+from analysis.displays import DomainErrorDisplay, HierarchyDisplay
+from app import charts, ui
+
+
+def coarse(r) -> tuple[np.ndarray, list]:
+    mapping = np.asarray(r.preds.fine_to_coarse)
+    names = r.preds.coarse_names or [str(g) for g in range(int(mapping.max()) + 1)]
+    return mapping, list(names)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def hierarchy_display(key, name: str, _r) -> HierarchyDisplay:
+    mapping, names = coarse(_r)
+    return HierarchyDisplay.from_predictions(np.asarray(_r.stats.pred), np.asarray(_r.preds.labels), mapping,
+                                             coarse_names=names, name=name)
 
 
 def page() -> None:
     ctx = ui.context()
     st.title("Hierarchy")
-    st.caption("Row g, column h: share of the test samples of true coarse group g whose predicted "
-               "fine class belongs to coarse group h. Hierarchical accuracy: share on the diagonal.")
-    ready = ui.with_predictions(ctx, ui.need_picks(ctx), where="hierarchy")
-    grouped = [f for f in ready if "fine_to_coarse" in data.predictions(f.test)]
-    flat = [f for f in ready if f not in grouped]
+    st.caption("Row g, column h: share of the test samples of true coarse group g whose predicted fine class "
+               "belongs to coarse group h. Hierarchical accuracy: share on the diagonal.")
+    ready = ui.ready_runs(ctx, ui.need_picks(ctx), where="hierarchy")
+    grouped = [r for r in ready if r.preds.fine_to_coarse is not None]
+    flat = [r for r in ready if r not in grouped]
     if flat:
-        sets = sorted({data.predictions(f.test)["dataset"] for f in flat})
-        st.info(f"{', '.join(f.name for f in flat)}: the data set ({', '.join(sets)}) has no coarse grouping, "
-                "so there is no hierarchical confusion to show. Predictions carry `fine_to_coarse` and "
-                "`coarse_names` only for data sets with superclasses, such as CIFAR-100 (20 of them).")
+        sets = sorted({r.preds.dataset for r in flat})
+        st.info(f"{ui.literal(', '.join(r.name for r in flat))}: the data set ({ui.literal(', '.join(sets))}) has "
+                "no coarse grouping, so there is no hierarchical confusion to show. Predictions carry "
+                "`fine_to_coarse` only for data sets with superclasses, such as CIFAR-100 (20 of them).")
     cols = st.columns(2) if len(grouped) > 1 else [st.container()]
-    for j, f in enumerate(grouped):
+    for j, r in enumerate(grouped):
         with cols[j % len(cols)]:
-            try:
-                acc, _, _ = data.hierarchy(f.test)
-            except Exception as e:  # noqa: BLE001
-                ui.error_card(f.name, e)
-                continue
-            st.markdown(f"**{f.name}** · hierarchical accuracy {100 * acc:.2f}%")
-            spec = charts.hierarchy(f.test)
-            st.vega_lite_chart(spec=spec, width="stretch", height=spec["height"])
-            ui.downloads(f"hierarchy-{f.name.replace('/', '_')}",
-                         lambda test=f.test: data.hierarchy_figure(test, "png"),
-                         lambda test=f.test: data.hierarchy_figure(test, "pdf"), key=f"hier:{f.name}")
+            d = hierarchy_display(r.files.key, r.name, r)
+            st.markdown(f"**{ui.literal(r.name)}** · hierarchical accuracy {100 * d.accuracy:.2f}%")
+            frame = d.frame().assign(x_order=lambda f: f["h"], y_order=lambda f: f["g"])
+            frame["percent_text"] = frame["percent"].map(lambda v: "" if np.isnan(v) else f"{v:.0f}")
+            spec = charts.heatmap(frame, x="predicted_group", y="true_group", value="percent",
+                                  text="percent_text", x_title="coarse group of the predicted fine label",
+                                  y_title="true coarse group", value_title="% of true group", domain=[0, 100],
+                                  tooltip=[{"field": "n_true_group", "title": "samples in the group"}])
+            spec["height"] = max(260, 22 * len(d.coarse_names))
+            st.vega_lite_chart(frame, spec, width="stretch")
+            ui.downloads(f"hierarchy-{ui.safe_stem(r.name)}", lambda d=d: d.plot().figure, key=f"hier:{r.name}")
+    if grouped:
+        same = [r for r in grouped if coarse(r)[1] == coarse(grouped[0])[1]]
+        st.subheader("Fine-label top-1 error per coarse group")
+        labels = np.asarray(same[0].preds.labels)
+        mapping, names = coarse(same[0])
+        d = DomainErrorDisplay.from_predictions({r.name: np.asarray(r.stats.pred) for r in same}, labels, mapping,
+                                                coarse_names=names)
+        frame = d.frame()
+        frame["color"] = frame["run"].map(ctx.color)
+        st.vega_lite_chart(frame, charts.grouped_bars(frame, x="group_name", y="top1_error_pct",
+                                                      y_title="top-1 error of the fine label (%)",
+                                                      x_title="coarse group of the true label"), width="stretch")
+        ui.downloads("domain-top1-error", lambda: d.plot().figure, key="domain")
 
 
 page()

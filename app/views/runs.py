@@ -1,5 +1,6 @@
-"""Runs: every run of the runs folder with its settings and test metrics, the runs grouped over
-seeds (mean ± std), and the training curves of the picked runs."""
+"""Runs: every run of the runs folder with its settings and the metrics its stats cache holds (never
+computed here for runs nobody picked: a button does that), the runs grouped over seeds (mean ±
+std), the T × λ grid when the runs span one, and the training curves of the picked runs."""
 
 from __future__ import annotations
 
@@ -8,95 +9,221 @@ import math
 import pandas as pd
 import streamlit as st
 
-from analysis.tables import format_table, group_by_seed
-from app import charts, data, ui
+from analysis.displays import TxLDisplay
+from analysis.tables import group_by_seed, row_labels
+from app import charts, data, jobs, ui
+from cskd.config import CLASS_WISE, NOT_EXPERIMENT, USES_TEMPERATURE
+from cskd.errors import UserError
 
-GROUP_METRICS = ("best_val_acc", "top1_error", "top5_error", "ece", "recall_at_1")
+GROUP_METRICS = {"top1_error": "top-1 err %", "top5_error": "top-5 err %", "nll": "NLL", "ece": "ECE %",
+                 "recall_at_1": "R@1 %", "best_acc": "best acc %"}
+PERCENT = {"top1_error", "top5_error", "ece", "recall_at_1", "best_acc"}
+NUMBERS = ("best acc %", "top-1 err %", "top-5 err %", "NLL", "ECE %", "R@1 %")
 
 
 def pct(x):
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else 100 * x
 
 
+def state_of(files, status: tuple, stats) -> str:
+    job = jobs.get(files.path, "stats") or jobs.get(files.path, "predict")
+    if job is not None and job.active:
+        return f"computing ({100 * job.fraction:.0f} %)"
+    state, _ = status
+    if state != "fresh":
+        return {"missing": "no predictions", "stale": "predictions stale"}.get(state, f"predictions {state}")
+    if stats is None:
+        return "metrics not computed"
+    return "metrics" if stats.complete else "metrics (R@1 pending)"
+
+
 def collect(ctx):
-    """One table row and one group_by_seed record per readable run; error cards for the rest."""
-    rows, records = [], []
+    """One table row and one group_by_seed record per readable run; error cards for the rest.
+    Only caches are read: a run without a stats cache shows training's own test accuracy."""
+    rows, records, missing = [], [], []
     for name in ctx.runs:
-        files = ui.files_of(ctx, name)
+        files = ui.run_files(ctx, name)
         if files is None:
             continue
         try:
-            cfg = data.config(str(files.path), files.config)
-            summ = data.summary(files.summary)
-        except Exception as e:  # noqa: BLE001 -- one damaged run keeps its card, the table goes on
+            rec = data.record(files)
+            summ = data.summary(files) or {}
+        except UserError as e:
             ui.error_card(name, e)
             continue
-        m = {}
-        if files.test is not None:
+        status, stats = data.status(files), None
+        if status[0] == "fresh":
             try:
-                m = data.test_metrics(files.test, files.val)
-            except Exception as e:  # noqa: BLE001
+                stats = data.stats(files)
+            except UserError as e:
                 ui.error_card(name, e)
-        if "best_val_acc" in summ:
-            m = {**m, "best_val_acc": summ["best_val_acc"]}
-        if "top1_error" not in m and "test_acc" in summ:
+        if stats is None and status[0] == "fresh":
+            missing.append(files)
+        m = dict(stats.metrics) if stats is not None else {}
+        if m.get("top1_error") is None and summ.get("test_acc") is not None:
             m["top1_error"] = 1 - summ["test_acc"]  # from training's own test pass
-        uses_t = cfg["method"] != "ce"  # CE has no T or λ; other methods' values are shown as set
+        if summ.get("best_acc") is not None:
+            m["best_acc"] = summ["best_acc"]
+        cfg = rec["config"]
+        method = cfg.get("method")
         rows.append({
-            "run": name, "dataset": cfg["dataset"], "model": cfg["model"], "method": cfg["method"],
-            "T": cfg["temperature"] if uses_t else None, "λ": cfg["lambda_cls"] if uses_t else None,
-            "seed": cfg["seed"], "epochs": cfg["epochs"],
-            "best val acc %": pct(summ.get("best_val_acc")),
-            "top-1 err %": pct(m.get("top1_error")), "top-5 err %": pct(m.get("top5_error")),
-            "ECE %": pct(m.get("ece")), "R@1 %": pct(m.get("recall_at_1")),
-            "predictions": files.test is not None,
+            "run": name, "dataset": cfg.get("dataset"), "model": cfg.get("model"), "method": method,
+            "T": cfg.get("temperature") if method in USES_TEMPERATURE else None,
+            "λ": cfg.get("lambda_cls") if method in CLASS_WISE else None,
+            "seed": cfg.get("seed"), "epochs": cfg.get("epochs"),
+            "selected on": summ.get("selected_on") or cfg.get("select_on") or ("—" if rec["kind"] == "imported" else None),
+            "best acc %": pct(summ.get("best_acc")), "top-1 err %": pct(m.get("top1_error")),
+            "top-5 err %": pct(m.get("top5_error")), "NLL": m.get("nll"), "ECE %": pct(m.get("ece")),
+            "R@1 %": pct(m.get("recall_at_1")), "state": state_of(files, status, stats),
         })
-        records.append({"run": name, "config": cfg, "metrics": {k: m[k] for k in GROUP_METRICS if k in m}})
-    return rows, records
+        records.append({"run": name, "config": cfg,
+                        "metrics": {k: m[k] for k in GROUP_METRICS if m.get(k) is not None}})
+    return rows, records, missing
 
 
-def curves_chart(ctx) -> None:
+def runs_table(rows) -> None:
+    df = pd.DataFrame(rows)
+    config = {c: st.column_config.NumberColumn(c, format="%.2f", width="small") for c in NUMBERS}
+    config.update({"run": st.column_config.TextColumn("run", width="medium", pinned=True),
+                   "T": st.column_config.NumberColumn("T", width="small", format="%g"),
+                   "λ": st.column_config.NumberColumn("λ", width="small", format="%g"),
+                   "seed": st.column_config.NumberColumn("seed", width="small"),
+                   "epochs": st.column_config.NumberColumn("epochs", width="small"),
+                   "selected on": st.column_config.TextColumn("selected on", width="small",
+                                                              help="the split the best epoch was picked on; "
+                                                                   "'test' is the authors' protocol"),
+                   "best acc %": st.column_config.NumberColumn("best acc %", format="%.2f", width="small",
+                                                               help="accuracy of the best epoch on that split")})
+    st.dataframe(df, hide_index=True, width="stretch", column_config=config, key="runs-table",
+                 height=min(38 * len(df) + 40, 520))
+
+
+def compute_others(ctx, missing) -> None:
+    others = [f for f in missing if f.name not in ctx.picked]
+    if not others:
+        return
+    waiting = [f for f in others if (j := jobs.get(f.path, "stats")) is None or not j.active]
+    if waiting and st.button(f"Compute the metrics of the {len(waiting)} other run(s) with predictions",
+                             key="stats:others", help="Picked runs get theirs automatically; these are not picked."):
+        for f in waiting:
+            ui.ask(f, "stats", retry=True)
+        st.rerun()
+
+
+def seed_groups(records) -> None:
+    st.subheader("Grouped over seeds")
+    if not records:
+        return
+    groups = group_by_seed(records, ignore=NOT_EXPERIMENT)
+    table = []
+    for label, g in zip(row_labels(groups), groups):
+        row = {"group": label, "n": len(g.runs), "runs": ", ".join(g.runs)}
+        for metric, column in GROUP_METRICS.items():
+            row[column] = _mean_std(g, metric)
+        table.append(row)
+    st.caption("Runs whose configs differ only in the seed (or where and how they ran): mean ± sample std "
+               "(ddof = 1) over the runs that have the metric; (n=k) when only k of them do.")
+    st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+    txl(groups)
+
+
+def _mean_std(g, metric: str) -> str:
+    n = g.n.get(metric, 0)
+    if not n:
+        return "—"
+    s = 100.0 if metric in PERCENT else 1.0
+    text = f"{g.mean[metric] * s:.2f}" + (f" ± {g.std[metric] * s:.2f}" if n >= 2 else "")
+    return text if n == len(g.runs) else f"{text} (n={n})"
+
+
+def txl(groups) -> None:
+    """The T × λ heat map (supplementary Table 7) of each data set, model and class-wise method whose
+    runs span at least two temperatures or two λ."""
+    grids: dict = {}
+    for g in groups:
+        c = g.config
+        if c.get("method") in CLASS_WISE and isinstance(c.get("temperature"), (int, float)) \
+                and isinstance(c.get("lambda_cls"), (int, float)):
+            grids.setdefault((c.get("dataset"), c.get("model"), c.get("method")), []).append(g)
+    grids = {k: v for k, v in grids.items()
+             if len({g.config["temperature"] for g in v}) > 1 or len({g.config["lambda_cls"] for g in v}) > 1}
+    if not grids:
+        return
+    st.subheader("T × λ")
+    metric = st.segmented_control("Metric", ["top1_error", "ece", "nll", "recall_at_1"], default="top1_error",
+                                  key="txl_metric", persist_state="session") or "top1_error"
+    for (dataset, model, method), grid in grids.items():
+        d = TxLDisplay.from_groups(grid, metric=metric, name=f"{dataset} · {model} · {method}")
+        frame = d.frame().assign(x_order=lambda f: f["lambda_cls"], y_order=lambda f: f["temperature"])
+        frame = frame.assign(**{"λ": frame["lambda_cls"].map("{:g}".format),
+                                "T": frame["temperature"].map("{:g}".format)})
+        st.markdown(f"**{ui.literal(d.name)}**: {ui.literal(d.value_label)}, mean over seeds")
+        finite = frame["value"].dropna()
+        spec = charts.heatmap(frame, x="λ", y="T", value="value", text="text", x_title="λ_cls", y_title="T",
+                              value_title=d.value_label, scheme="viridis",
+                              domain=[float(finite.min()), float(finite.max())] if len(finite) else None)
+        st.vega_lite_chart(frame, spec, width="stretch")
+        ui.downloads(f"txl-{ui.safe_stem(d.name)}-{metric}", lambda d=d: d.plot().figure, key=f"txl:{d.name}")
+
+
+def curves(ctx) -> None:
     st.subheader("Training curves")
     if not ctx.picked:
         st.info("Pick runs in the sidebar to see their training curves.")
         return
-    named = []
+    acc, loss = [], []
     for name in ctx.picked:
-        files = ui.files_of(ctx, name)
-        if files is not None:
-            named.append((name, str(files.path), files.metrics))
+        files = ui.run_files(ctx, name)
+        if files is None:
+            continue
+        try:
+            records, summ, cfg = data.curves(files), data.summary(files) or {}, data.record(files)["config"]
+        except UserError as e:
+            ui.error_card(name, e)
+            continue
+        split = summ.get("selected_on") or cfg.get("select_on") or "val"
+        what = "validation accuracy" if split == "val" else "TEST accuracy (the selection split)"
+        color = ctx.color(name)
+        for r in records:
+            if _number(r.get(f"{split}_acc")):
+                acc.append({"run": name, "color": color, "epoch": r["epoch"], "value": r[f"{split}_acc"],
+                            "quantity": what})
+            if _number(r.get("train_loss")):
+                loss.append({"run": name, "color": color, "epoch": r["epoch"], "value": r["train_loss"],
+                             "quantity": "CE + regulariser (the method's objective)"})
+            if _number(r.get("train_ce")) and cfg.get("method") != "ce":
+                loss.append({"run": name, "color": color, "epoch": r["epoch"], "value": r["train_ce"],
+                             "quantity": "CE alone"})
     left, right = st.columns(2)
-    for col, metric, title in ((left, "val_acc", "validation accuracy per epoch"),
-                               (right, "train_loss", "training loss per epoch")):
-        spec = charts.curves(tuple(named), metric, title)
-        if spec is None:
-            col.caption(f"No run logs {metric} in its metrics.jsonl.")
+    for col, rows, title, y in ((left, acc, "Accuracy on the selection split per epoch", "accuracy"),
+                                (right, loss, "Training loss per epoch", "loss (nats)")):
+        if rows:
+            frame = pd.DataFrame(rows)
+            col.vega_lite_chart(frame, charts.curves(frame, title=title, y_title=y), width="stretch")
         else:
-            col.vega_lite_chart(spec=spec, width="stretch")
+            col.caption(f"No picked run logs this in its metrics.jsonl ({title.lower()}).")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def page() -> None:
     ctx = ui.context()
     st.title("Runs")
-    st.caption("Test metrics come from `predictions-test.npz` (ECE with 20 bins, as in the paper); "
-               "runs without predictions show the accuracy of training's own test pass. "
-               "Pick the runs to compare in the sidebar: every page shows them.")
-    rows, records = collect(ctx)
+    st.caption("Metrics come from each run's stats cache (`stats-test.npz`: computed once from its test "
+               "predictions, ECE with 20 bins as in the paper). Picked runs get theirs computed in the background; "
+               "runs without one show the accuracy of training's own test pass. Pick the runs to compare in "
+               "the sidebar: every page shows them.")
+    rows, records, missing = collect(ctx)
     if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
-            c: st.column_config.NumberColumn(format="%.2f")
-            for c in ("best val acc %", "top-1 err %", "top-5 err %", "ECE %", "R@1 %")})
-    missing = [r["run"] for r in rows if not r["predictions"]]
-    if missing:
-        with st.expander(f"{len(missing)} run(s) without predictions"):
-            for name in missing:
-                ui.compute_predictions(ctx, name, where="runs")
-
-    st.subheader("Grouped over seeds")
-    st.caption("Runs whose configs differ only in the seed, as mean ± std over seeds (%).")
-    if records:
-        st.markdown(format_table(group_by_seed(records), metrics=GROUP_METRICS))
-    curves_chart(ctx)
+        runs_table(rows)
+    if ctx.picked:
+        with st.container(key="picked-status"):
+            ui.ready_runs(ctx, ctx.picked, where="runs")
+    compute_others(ctx, missing)
+    seed_groups(records)
+    curves(ctx)
 
 
 page()

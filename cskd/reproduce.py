@@ -1,0 +1,146 @@
+"""`cskd reproduce TABLE`: train what one of the paper's tables needs, then print our numbers next to
+the paper's, cell by cell.
+
+    cskd reproduce table1 --dry-run          the plan: runs, and the estimated GPU-hours
+    cskd reproduce table1                    train (or continue) every run, then write the table
+    cskd reproduce table1 --scale smoke      the same path on digits in minutes on a CPU
+
+Runs go to `--runs` (default checkpoints/reproduce; smoke runs to checkpoints/reproduce-smoke, so
+the two never mix) and are resumed like a sweep's, so a killed reproduction continues with the
+same command. The table is written as `<out>/<table>.md/.csv/.tex` (`<table>-smoke.*` for smoke)
+with ours as mean ± std (n), the paper's mean ± std, the difference, and "†" where the paper's
+mean lies outside ours ± 2 std; cells not run yet show as missing, never as zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .paper import TABLES as PAPER_TABLES
+from .paper import cells as paper_cells
+from .reproduce_plan import METRIC_LABELS, Item, gpu_hours, paper_cell_key, plan
+from .runfolder import RunFolder
+
+DEFAULT_TFLOPS = 50.0  # assumed sustained bf16 training throughput of one GPU (see gpu_hours)
+
+
+def _done(item: Item) -> bool:
+    folder = RunFolder(item.cfg.out)
+    try:
+        summary = folder.summary() if folder.holds_run() else None
+    except UserError:
+        return False
+    return bool(summary and summary.get("finished"))
+
+
+def print_plan(table: str, items: list[Item], *, tflops: float, scale: str) -> None:
+    todo = [i for i in items if not _done(i)]
+    hours = gpu_hours(todo, tflops=tflops)
+    print(f"{table}: {PAPER_TABLES.get(table, 'Figure 4(c): fine-label top-1 error per domain of the mixed set')}")
+    print(f"{len(items)} runs, {len(items) - len(todo)} finished, {len(todo)} to train"
+          + (" (smoke scale: digits, small CNN, 2 epochs)" if scale == "smoke" else ""))
+    print(f"estimated GPU time of the runs to train: {hours:.1f} GPU-hours at an assumed sustained "
+          f"{tflops:g} TFLOP/s (FLOPs counted per model; the throughput is an assumption, not a measurement "
+          f"— change it with --tflops)")
+    for item in items[:5]:
+        mark = "done " if _done(item) else "todo "
+        print(f"  {mark}{Path(item.cfg.out).name}" + ("   (teacher)" if item.teacher else ""))
+    if len(items) > 5:
+        print(f"  ... and {len(items) - 5} more")
+
+
+def run_metrics_of(item: Item) -> dict:
+    """The metrics of a finished run (predicting its test and validation splits where needed), as
+    percents of the paper's units; hierarchical accuracy and per-group errors when they exist."""
+    from analysis.report import run_metrics
+
+    from .analyze import run_arrays
+
+    arrays = run_arrays(Path(item.cfg.out), split="test", progress=False, with_tsne=False)
+    m = run_metrics(arrays, n_bins=20, n_boot=0)
+    return {k: 100 * v for k, v in m.items() if k not in ("nll", "nll_after_ts", "temperature")}
+
+
+def collect(items: list[Item]) -> dict:
+    """{(row, column, metric): (mean, std, n)} over the finished runs of each cell (std: sample std)."""
+    values: dict = {}
+    for item in items:
+        if not item.cells or not _done(item):
+            continue
+        m = run_metrics_of(item)
+        for cell in item.cells:
+            if cell[2] in m and math.isfinite(m[cell[2]]):
+                values.setdefault(cell, []).append(m[cell[2]])
+    return {k: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v)) for k, v in values.items()}
+
+
+def write_tables(table: str, items: list[Item], ours: dict, out: Path, *, protocol: str, scale: str) -> list[Path]:
+    """table.md/.csv/.tex (one section per metric) with the paper's numbers beside ours."""
+    from analysis.tables import comparison_table
+
+    paper = {paper_cell_key(c): (c.mean, c.std) for c in paper_cells(table=table)}
+    metrics = list(dict.fromkeys(cell[2] for item in items for cell in item.cells))
+    rows = list(dict.fromkeys(cell[0] for item in items for cell in item.cells))
+    smoke = scale == "smoke"
+    title = (f"{table}: ours vs the paper, protocol {protocol}" +
+             (" — SMOKE TEST on digits, not comparable to the paper" if smoke else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{table}-smoke" if smoke else table
+    paths = []
+    for fmt, ext in (("markdown", "md"), ("csv", "csv"), ("latex", "tex")):
+        parts = []
+        for metric in metrics:
+            columns = list(dict.fromkeys(cell[1] for item in items for cell in item.cells if cell[2] == metric))
+            sub_ours = {(r, c): v for (r, c, m), v in ours.items() if m == metric}
+            sub_paper = {(r, c): v for (r, c, m), v in paper.items() if m == metric}
+            label = f"{title} — {METRIC_LABELS.get(metric, metric)} (%)"
+            parts.append(comparison_table(rows, columns, sub_ours, sub_paper, title=label, fmt=fmt,
+                                          row_header="method" if table != "table7" else "T \\ λ"))
+        path = out / f"{stem}.{ext}"
+        path.write_text("\n".join(parts))
+        paths.append(path)
+    (out / f"{stem}.json").write_text(json.dumps(
+        {"table": table, "protocol": protocol, "scale": scale,
+         "ours": [{"row": r, "column": c, "metric": m, "mean": v[0], "std": v[1], "n": v[2]}
+                  for (r, c, m), v in ours.items()]}, indent=1) + "\n")
+    return paths
+
+
+def reproduce(table: str, *, datasets=None, seeds=None, protocol: str = "authors", scale: str = "full",
+              runs_root: str | None = None, out: str | None = None, data_root: str = "data", dry_run: bool = False,
+              nproc_per_node: int = 1, tflops: float = DEFAULT_TFLOPS, epochs: int | None = None,
+              progress: bool | None = None) -> list[Path]:
+    """Plan `table`, train what is missing (unless `dry_run`), write its comparison tables."""
+    from .sweep import train_item
+
+    if scale not in ("full", "smoke"):
+        raise UserError(f"--scale must be full or smoke; got {scale}")
+    if not (tflops > 0 and math.isfinite(tflops)):
+        raise UserError(f"--tflops must be a positive number; got {tflops}")
+    runs_root = runs_root or ("checkpoints/reproduce-smoke" if scale == "smoke" else "checkpoints/reproduce")
+    items = plan(table, datasets=datasets, seeds=seeds, protocol=protocol, scale=scale, runs_root=runs_root,
+                 data_root=data_root, epochs=epochs)
+    print_plan(table, items, tflops=tflops, scale=scale)
+    if dry_run:
+        return []
+    if scale == "full":
+        from .sweep import check_data
+
+        check_data([i.cfg for i in items if not _done(i)])  # a missing data set stops it now, not in hours
+    t0 = time.time()
+    for k, item in enumerate(items, 1):
+        if not _done(item):
+            print(f"[{k}/{len(items)}] {Path(item.cfg.out).name}")
+            train_item(item.cfg, nproc_per_node=nproc_per_node, progress=progress)
+    ours = collect(items)
+    paths = write_tables(table, items, ours, Path(out or Path(runs_root) / "tables"), protocol=protocol, scale=scale)
+    print(f"{table}: {len(ours)} of our cells filled in {time.time() - t0:.1f} s; wrote {paths[0]} (and .csv, .tex)")
+    print(paths[0].read_text())
+    return paths
+
