@@ -176,6 +176,33 @@ def _class_tables(runs: dict, k: int = 10) -> tuple[str, str]:
     return out[0], out[1]
 
 
+def _seed_paired_log_probs(groups, logits: dict, labels):
+    """Paper Fig. 2 with seeds: when the runs form exactly two seed groups (e.g. CE and CS-KD) that
+    share their seeds, the samples misclassified by BOTH runs of each seed, pooled over the seeds
+    (a sample counts once per seed it qualifies for): ({group label: {"predicted", "true"}}, rows,
+    description), or None. Pooling keeps the histogram readable where the samples that every run
+    of every seed gets wrong are few."""
+    from .misclassified import log_probs_on
+
+    if len(groups) != 2 or min(len(g.runs) for g in groups) < 2:
+        return None
+    seeds = [dict(zip(g.seeds, g.runs)) for g in groups]
+    shared = [s for s in seeds[0] if s in seeds[1]]
+    if len(shared) < 2:
+        return None
+    names = tables.row_labels(groups)
+    rows, pooled = [], {n: {"predicted": [], "true": []} for n in names}
+    for seed in shared:
+        both = misclassified_by_all({g: logits[seeds[k][seed]] for k, g in enumerate(names)}, labels)
+        rows.append(both)
+        for k, name in enumerate(names):
+            lp = log_probs_on(logits[seeds[k][seed]], labels, both)
+            for kind in ("predicted", "true"):
+                pooled[name][kind].append(lp[kind])
+    merged = {n: {kind: np.concatenate(v[kind]) for kind in v} for n, v in pooled.items()}
+    return merged, np.concatenate(rows), f"misclassified by both runs of a seed, pooled over {len(shared)} seeds"
+
+
 def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int = 10000, progress: bool = True,
                  overlay: bool = True, group_ignore=("seed",), n_boot: int = 1000, ci_level: float = 0.95,
                  log_counts: bool = False) -> dict:
@@ -242,6 +269,10 @@ def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int 
         if len(runs) >= 2:
             lp = LogProbDisplay.from_logits(logits, labels, rows=common, description="misclassified by every run")
             save(lp.plot()[0].figure, "logprob_misclassified_by_all")
+        paired = _seed_paired_log_probs(state["groups"], logits, labels)
+        if paired is not None:
+            lp = LogProbDisplay.from_log_probs(*paired[:2], description=paired[2])
+            save(lp.plot()[0].figure, "logprob_misclassified_by_both_per_seed")
         if images is not None and common.size:
             row = int(common[0])
             d = PredictiveDistributionDisplay.from_logits(logits, labels, row, k=5, class_names=first["class_names"],

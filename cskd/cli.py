@@ -209,7 +209,8 @@ def cmd_models(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(runs_root=args.runs, seeds=args.seeds, epochs=args.epochs, dashboard=args.dashboard)
+    return run_demo(runs_root=args.runs, seeds=args.seeds, epochs=args.epochs, per_class=args.per_class,
+                    dashboard=args.dashboard)
 
 
 def cmd_predict(args) -> int:
@@ -331,10 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     db.set_defaults(func=cmd_dashboard)
 
-    d = sub.add_parser("demo", help="the main job: CE and CS-KD on the embedded digits data set, then the comparison")
-    d.add_argument("--runs", default="checkpoints", type=nonempty_path, help="runs folder (default checkpoints)")
-    d.add_argument("--seeds", type=int, default=1, help="seeds per method (default 1)")
-    d.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the digits-small preset's)")
+    d = sub.add_parser("demo", help="the main job: CE and CS-KD on the embedded digits data set (low-data regime, "
+                                    "3 seeds each), then the comparison")
+    d.add_argument("--runs", default="checkpoints", type=nonempty_path,
+                   help="runs folder (default checkpoints; the demo's runs go to RUNS/demo)")
+    d.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
+    d.add_argument("--epochs", type=int, default=None, help="epochs per run (default 60)")
+    d.add_argument("--per-class", type=int, default=None, help="training images per class (default 50)")
     d.add_argument("--dashboard", action="store_true", help="start the dashboard on the demo runs at the end")
     d.set_defaults(func=cmd_demo)
 

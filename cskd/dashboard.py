@@ -45,6 +45,8 @@ def command(runs_dir: Path, port: int, host: str) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(app_script()),
             "--server.address", host, "--server.port", str(port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            # No Deploy button (the runs stay on this machine), no file watcher (nothing is edited).
+            "--client.toolbarMode", "minimal", "--server.fileWatcherType", "none",
             "--", "--runs", str(runs_dir)]
 
 

@@ -1,0 +1,38 @@
+"""`cskd demo`: CE and CS-KD over seeds in a low-data regime, the printed comparison, and reuse."""
+
+import pytest
+from conftest import cli
+
+from cskd.demo import demo_configs, summary_lines
+
+
+def test_the_summary_shows_mean_and_sample_std_and_the_paired_differences(tmp_path):
+    configs = demo_configs(str(tmp_path), seeds=2, epochs=5, per_class=20)
+    values = {("ce", 0): 0.05, ("ce", 1): 0.03, ("cskd", 0): 0.02, ("cskd", 1): 0.03}
+    metrics = {}
+    for c in configs:
+        v = values[(c.method, c.seed)]
+        metrics[c.out.split("/")[-1]] = {"top1_error": v, "ece": 2 * v, "ece_after_ts": v, "nll": 10 * v,
+                                         "recall_at_1": 1 - v}
+    text = "\n".join(summary_lines(metrics, configs, per_class=20, seeds=2))
+    assert "20 training images per class (200)" in text and "sample std (n - 1)" in text
+    assert "4.00 ± 1.41" in text  # CE top-1 error: mean of 5 % and 3 %, sample std sqrt(2)
+    assert "-3.00, +0.00  ->  -1.50 ± 2.12" in text  # CS-KD − CE per seed, then mean ± std
+    one = "\n".join(summary_lines(metrics, configs[:2], per_class=20, seeds=1))
+    assert "one seed (n = 1)" in one and "±" not in one.split("paired")[0].split("method")[1].split("\n")[1]
+
+
+@pytest.mark.slow
+def test_demo_trains_seeds_of_both_methods_prints_the_comparison_and_reuses_its_runs(tmp_path, capsys):
+    args = ("demo", "--runs", tmp_path, "--seeds", 2, "--epochs", 3, "--per-class", 10)
+    assert cli(*args) == 0
+    out = capsys.readouterr().out
+    assert "10 training images per class (100)" in out and "ECE after TS %" in out
+    assert "CS-KD − CE, paired by seed" in out and "R@1 %" in out
+    runs = sorted(p for p in (tmp_path / "demo").iterdir() if p.name.startswith("digits"))
+    assert [p.name for p in runs] == ["digits-small-ce-n10-e3-s0", "digits-small-ce-n10-e3-s1",
+                                      "digits-small-cskd-T4-L1-n10-e3-s0", "digits-small-cskd-T4-L1-n10-e3-s1"]
+    mtimes = [(p / "last.pt").stat().st_mtime_ns for p in runs]
+    assert cli(*args) == 0  # a second demo reuses the finished runs
+    assert [(p / "last.pt").stat().st_mtime_ns for p in runs] == mtimes
+    assert (tmp_path / "demo" / "analysis" / "table.md").is_file()
