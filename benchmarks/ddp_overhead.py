@@ -64,7 +64,7 @@ def worker(args) -> None:
 
     timed(args.warmup)
     step = timed(args.steps // 2)
-    local = timed(args.steps // 2, no_sync=True)
+    local = timed(args.steps // 2, no_sync=True) if world.distributed else None
     if world.main:
         Path(args.out).write_text(json.dumps({"procs": world.size, "step_s": step, "no_sync_s": local,
                                               "device": device.type}))
@@ -102,9 +102,13 @@ def main() -> None:
     print("\n| processes | step ms | step without all-reduce ms | communication share | efficiency vs 1 |")
     print("|---|---|---|---|---|")
     for r in rows:
-        share = 1 - r["no_sync_s"] / r["step_s"] if r["procs"] > 1 else 0.0
         eff = f"{base / (r['procs'] * r['step_s']):.2f}" if base else "—"
-        print(f"| {r['procs']} | {1e3 * r['step_s']:.1f} | {1e3 * r['no_sync_s']:.1f} | {100 * share:.0f} % | {eff} |")
+        if r["no_sync_s"] is None:
+            print(f"| {r['procs']} | {1e3 * r['step_s']:.1f} | — | — | {eff} |")
+        else:
+            share = 1 - r["no_sync_s"] / r["step_s"]
+            print(f"| {r['procs']} | {1e3 * r['step_s']:.1f} | {1e3 * r['no_sync_s']:.1f} | {100 * share:.0f} % | "
+                  f"{eff} |")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import numpy as np
 from .errors import UserError
 from .paper import TABLES as PAPER_TABLES
 from .paper import cells as paper_cells
-from .reproduce_plan import METRIC_LABELS, Item, gpu_hours, paper_cell_key, plan
+from .reproduce_plan import METRIC_LABELS, Item, gpu_hours, paper_cell_key, plan, row_order
 from .runfolder import RunFolder
 
 DEFAULT_TFLOPS = 50.0  # assumed sustained bf16 training throughput of one GPU (see gpu_hours)
@@ -86,7 +86,7 @@ def write_tables(table: str, items: list[Item], ours: dict, out: Path, *, protoc
 
     paper = {paper_cell_key(c): (c.mean, c.std) for c in paper_cells(table=table)}
     metrics = list(dict.fromkeys(cell[2] for item in items for cell in item.cells))
-    rows = list(dict.fromkeys(cell[0] for item in items for cell in item.cells))
+    rows = row_order(table)
     smoke = scale == "smoke"
     title = (f"{table}: ours vs the paper, protocol {protocol}" +
              (" — SMOKE TEST on digits, not comparable to the paper" if smoke else ""))

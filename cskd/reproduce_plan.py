@@ -140,6 +140,14 @@ def plan(table: str, *, datasets=None, seeds=None, protocol: str = "authors", sc
     return sorted(items.values(), key=lambda item: not item.teacher)  # teachers first
 
 
+def row_order(table: str) -> list[str]:
+    """The table's row labels in the paper's order."""
+    families, methods, _ = CONTENTS[table]
+    if table == "table7":
+        return [f"T={t:g}" for t in TABLE7_T]
+    return list(dict.fromkeys(_row_label(table, f, m, None) for f in families for m in methods))
+
+
 def _row_label(table: str, family: str, method: str, t) -> str:
     if table == "table7":
         return f"T={t:g}"

@@ -190,8 +190,8 @@ def ensure_stats(run, split: str = "test", *, on_step=None, retrieval: bool = Tr
         plan = Plan(preds, val, retrieval)
         arrays, meta = (_first_step(preds, val, plan, step) if stats is None
                         else ({k: np.asarray(stats.array(k)) for k in stats.npz.names()}, dict(stats.meta)))
-        _write(folder, split, preds, arrays, meta, complete=not (retrieval and plan.search))
-        if retrieval and plan.search:
+        _write(folder, split, preds, arrays, meta, complete=not plan.searchable)
+        if plan.search:
             _search_step(preds, arrays, meta, plan, step)
             _write(folder, split, preds, arrays, meta, complete=True)
         step(1.0, "done")
@@ -221,7 +221,8 @@ class Plan:
         n, c = preds.num_samples, preds.num_classes
         feats = preds.features
         self.d = feats.shape[1] if feats is not None else None
-        self.search = retrieval and self.d is not None and n >= 2
+        self.searchable = self.d is not None and n >= 2  # a neighbour search has something to find
+        self.search = retrieval and self.searchable
         n_val = val.num_samples if val is not None else 0
         self.total = estimate_seconds(n, c, self.d if self.search else None, n_val)
         self.first = estimate_seconds(n, c, None, n_val) / self.total

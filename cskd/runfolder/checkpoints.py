@@ -19,6 +19,8 @@ last.pt also holds what resuming needs:
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -49,7 +51,8 @@ def read_checkpoint(path: Path, *, fields: dict = BEST_FIELDS, map_location="cpu
         state = torch.load(path, map_location=map_location, weights_only=True)
     except PermissionError:
         raise UserError(f"{path} cannot be read (permission denied); fix its permissions") from None
-    except Exception as e:  # noqa: BLE001 -- truncated file, not a torch file, a pickle needing code: all mean "not ours"
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, pickle.UnpicklingError,
+            zipfile.BadZipFile) as e:  # truncated, not a torch file, a pickle needing code: all mean "not ours"
         raise UserError(f"{path} is not a readable cskd checkpoint ({short_reason(e)}); {fix}") from None
     if not isinstance(state, dict) or state.get("format") not in (1, CHECKPOINT_FORMAT):
         raise UserError(f"{path} is not a cskd checkpoint (no known format field); {fix}")

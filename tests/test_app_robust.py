@@ -1,0 +1,194 @@
+"""The dashboard on damaged, hostile, locked and stale run folders: a bad file becomes an error card
+naming it while the other runs and pages keep working, names are shown literally, and app/paths.py
+keeps every read inside the runs folder."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from synthetic_runs import write_synthetic_run
+from test_app import app, charts, open_page, settle, texts
+
+from cskd.runfolder import RunFolder
+
+PAGES = ("runs", "calibration", "misclassified", "confusion", "embeddings", "hierarchy")
+
+
+def damage_keeping_times(path: Path) -> None:
+    """Break a zip's first local header in place, keeping size and times: the manifest still says
+    the file is cskd's, so it is found damaged rather than foreign."""
+    st = path.stat()
+    with open(path, "r+b") as f:
+        f.write(b"XXXX")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    root = tmp_path_factory.mktemp("broken-runs")
+    tiny = dict(n=60, n_val=30, stats=True, coarse=True)
+    write_synthetic_run(root / "good", **tiny)
+    damage_keeping_times(write_synthetic_run(root / "damaged", **tiny) / "predictions-test.npz")
+    loop = write_synthetic_run(root / "loop", predictions=False)
+    (loop / "predictions-test.npz").symlink_to("predictions-test.npz")  # points at itself
+    outside = write_synthetic_run(tmp_path_factory.mktemp("elsewhere") / "secret", **tiny)
+    escape = write_synthetic_run(root / "escape", predictions=False)
+    (escape / "predictions-test.npz").symlink_to(outside / "predictions-test.npz")
+    fifo = write_synthetic_run(root / "fifo", predictions=False)
+    os.mkfifo(fifo / "predictions-test.npz")  # reading it would block forever
+    nulls = write_synthetic_run(root / "null-test-acc", select_on="test", **tiny)
+    (nulls / "summary.json").write_text('{"test_acc": null, "best_acc": 0.5, "selected_on": "test"}')
+    bad = write_synthetic_run(root / "bad-summary", **tiny)
+    (bad / "summary.json").write_text('{"test_acc": "high"}')
+    stats = write_synthetic_run(root / "bad-stats", **tiny)
+    damage_keeping_times(stats / "stats-test.npz")
+    (root / "linked-run").symlink_to(outside, target_is_directory=True)  # a whole run elsewhere
+    return root
+
+
+def test_every_page_shows_error_cards_for_bad_files_and_the_good_run(monkeypatch, broken):
+    picks = ["damaged", "loop", "escape", "fifo", "null-test-acc", "good"]
+    for page in PAGES:
+        at = open_page(app(monkeypatch, broken, picks), page)
+        errors = texts(at.error)
+        assert "damaged/predictions-test.npz" in errors and "damaged header" in errors, page
+        assert "loop/predictions-test.npz is a symlink loop" in errors, page
+        assert "escape/predictions-test.npz is outside the runs folder" in errors, page
+        assert "fifo/predictions-test.npz is not a regular file" in errors, page
+        if page != "runs":
+            assert charts(at), page  # the good runs are still drawn
+    at = open_page(app(monkeypatch, broken, picks), "runs")
+    table = at.dataframe[0].value.set_index("run")
+    assert "linked-run" not in table.index  # a symlinked run outside the folder is not listed
+    assert table.loc["null-test-acc", "selected on"] == "test" and table.loc["null-test-acc", "state"] == "metrics"
+    assert "bad-summary/summary.json: test_acc is 'high', not a number" in texts(at.error)
+
+
+def test_a_damaged_stats_cache_is_named_and_computed_again(monkeypatch, broken, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(broken / "bad-stats", root / "bad-stats", copy_function=shutil.copy2)
+    at = open_page(app(monkeypatch, root, ["bad-stats"]), "runs")
+    assert "bad-stats/stats-test.npz is damaged" in texts(at.error)
+    settle(at)  # picked: computed again in the background
+    at.switch_page("views/calibration.py").run()
+    assert not at.error and charts(at)
+
+
+HOSTILE = "[click](http://evil.example) ![t](http://evil.example/t.png) <img src=x> **b** :red[r] $x$"
+UNESCAPED = re.compile(r"(?<!\\)(\]\(|<img|!\[|:red\[|\$x)")
+
+
+def test_names_from_folders_classes_and_the_url_are_shown_literally(monkeypatch, tmp_path):
+    name = HOSTILE.replace("/", "_")  # a folder name cannot hold "/"
+    classes = [HOSTILE] + [f"c{i}" for i in range(1, 10)]
+    write_synthetic_run(tmp_path / name, n=80, n_val=40, dataset=HOSTILE, class_names=classes, coarse=True,
+                        stats=True, accuracy=0.3)
+    write_synthetic_run(tmp_path / "plain", n=80, n_val=40, dataset=HOSTILE, class_names=classes, coarse=True,
+                        stats=True, accuracy=0.3, method="ce")
+    for page in PAGES:
+        at = open_page(app(monkeypatch, tmp_path, [name, "plain", HOSTILE]), page)
+        shown = []
+        for kind in ("markdown", "caption", "error", "warning", "info", "success", "title", "header", "subheader"):
+            shown += [str(e.value) for e in at.get(kind)]
+        for element in _all_elements(at):
+            label = getattr(element, "label", None)
+            if isinstance(label, str):
+                shown.append(label)
+            shown += [c for c in (getattr(element, "captions", None) or []) if isinstance(c, str)]
+        bad = [s for s in shown if UNESCAPED.search(s)]
+        assert not bad, (page, bad)
+    from app.ui import literal
+
+    first = app(monkeypatch, tmp_path, [name, HOSTILE]).run()
+    assert f"Ignored run {literal(repr(HOSTILE))} from the URL" in [w.value for w in first.warning][0]
+    assert first.session_state["picked"] == [name]
+
+
+def _all_elements(at):
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            yield child
+            yield from walk(child)
+    return list(walk(at._tree))
+
+
+def test_a_locked_folder_gives_an_error_card(monkeypatch, tmp_path):
+    run = write_synthetic_run(tmp_path / "busy", n=60, n_val=30)  # predictions, no stats yet
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom cskd.runfolder.store import FolderLock\n"
+        f"with FolderLock({str(run)!r}, 'cskd predict (a test holding the lock)'):\n"
+        "    print('held', flush=True)\n    time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        at = open_page(app(monkeypatch, tmp_path, ["busy"]), "calibration")
+        settle(at)
+        assert "is being written by PID" in texts(at.error) and "a test holding the lock" in texts(at.error)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (run / "stats-test.npz").exists()
+
+
+def test_stale_and_foreign_predictions_are_flagged_not_used(monkeypatch, tmp_path):
+    for name, seed in (("a", 0), ("b", 1), ("c", 2)):
+        write_synthetic_run(tmp_path / name, seed=seed, n=60, n_val=30, stats=True)
+    folder = RunFolder(tmp_path / "a")
+    with folder.writing():  # trained further: a new best.pt
+        folder.save_checkpoint("best", {"model": {}, "config": folder.config().to_dict(), "epoch": 9,
+                                        "best": {"acc": 0.9, "epoch": 10}})
+    os.unlink(tmp_path / "b" / "predictions-test.npz")
+    shutil.copy(tmp_path / "c" / "predictions-test.npz", tmp_path / "b" / "predictions-test.npz")
+    at = open_page(app(monkeypatch, tmp_path, ["a", "b", "c"]), "calibration")
+    assert "a: made from an earlier best.pt" in texts(at.warning)
+    assert at.button(key="predict:calibration:a").label == "Recompute predictions of a"
+    assert "b/predictions-test.npz: predictions-test.npz was not written by cskd" in texts(at.error)
+    assert list(at.dataframe[0].value.columns) == ["metric", "c"]
+
+
+@pytest.mark.slow
+def test_compute_predictions_button_predicts_then_computes_metrics(monkeypatch, tmp_path, digits_runs):
+    root = tmp_path / "runs"
+    run = root / "digits-ce"
+    shutil.copytree(digits_runs["ce"], run, copy_function=shutil.copy2,
+                    ignore=shutil.ignore_patterns("predictions-*", "tsne-*", "stats-*"))
+    at = open_page(app(monkeypatch, root, ["digits-ce"]), "calibration")
+    assert "no test predictions yet" in texts(at.warning)
+    at.button(key="predict:calibration:digits-ce").click().run()
+    settle(at)
+    for name in ("predictions-test.npz", "predictions-val.npz", "tsne-test.npz", "stats-test.npz"):
+        assert (run / name).is_file(), name
+    assert list(at.dataframe[0].value.columns) == ["metric", "digits-ce"]
+
+
+# ------------------------------------------------------------------------------------ app/paths.py
+
+def test_paths_refuse_escapes_loops_and_special_files(tmp_path):
+    from app import paths
+    from cskd.errors import UserError
+
+    root = tmp_path / "runs"
+    outside = write_synthetic_run(tmp_path / "outside" / "secret")
+    write_synthetic_run(root / "ok")
+    (root / "linked-run").symlink_to(outside, target_is_directory=True)
+    evil = write_synthetic_run(root / "evil", predictions=False)
+    (evil / "predictions-test.npz").symlink_to(outside / "predictions-test.npz")
+    (evil / "summary.json").unlink()
+    (evil / "summary.json").symlink_to("summary.json")
+    real = paths.resolve_root(root)
+    known = paths.discover_runs(real)
+    assert known == ["evil", "ok"]
+    for name in ("../outside/secret", "../../etc", "/etc", "linked-run", "ok/..", ""):
+        with pytest.raises(UserError):
+            paths.run_dir(real, name, known)
+    files = paths.run_files(real, "evil", known)
+    assert "outside the runs folder" in files.problems["predictions-test.npz"]
+    assert "symlink loop" in files.problems["summary.json"]
+    assert "config.json" in files.stamps and not paths.run_files(real, "ok", known).problems
+    with pytest.raises(UserError, match="symlink loop"):
+        files.check("summary.json")
