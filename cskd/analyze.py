@@ -9,11 +9,7 @@ folder, an empty one, or a report cskd wrote (marked by REPORT_MARK); anything e
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +18,7 @@ from .config import NOT_EXPERIMENT
 from .errors import UserError
 from .predict import predict
 from .runfolder import RunFolder, tsne_name
+from .runfolder.store import replaced_as_a_whole
 
 TSNE_MAX_POINTS = 10_000
 REPORT_MARK = ".cskd-report.json"
@@ -110,33 +107,6 @@ def _check_report_folder(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not (out / REPORT_MARK).is_file():
         raise UserError(f"--out {out} holds files that are not a cskd report; cskd replaces only its own reports: "
                         f"choose a new or empty folder")
-
-
-@contextlib.contextmanager
-def replaced_as_a_whole(out: Path):
-    """Yield a new hidden folder next to `out`; when the block succeeds it becomes `out` (the old
-    report is removed), and when it fails it is removed and `out` stays as it was."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    new = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
-    try:
-        os.chmod(new, 0o777 & ~_umask())
-        yield new
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "report")
-        os.replace(new, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if new.exists():
-            shutil.rmtree(new, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def analyze(runs: list[str], out: str, *, split: str = "test", n_bins: int = 20, progress: bool | None = None,

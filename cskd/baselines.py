@@ -17,19 +17,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cskd.losses import class_wise_kl
+from .config import TrainConfig
+from .losses import class_wise_kl
 
-LABEL_SMOOTHING_EPSILON = 0.1   # Szegedy et al. 2016, ImageNet setting
-MAX_ENTROPY_BETA = 0.1          # see confidence_penalty_ce
-KD_TEMPERATURE = 4.0            # see kd_loss
-KD_ALPHA = 0.9                  # see kd_total
-MIXUP_ALPHA = 1.0               # Zhang et al. 2018, CIFAR setting
-DDGSD_LAMBDA_KL = 1.0           # see ddgsd_loss
-DDGSD_LAMBDA_MMD = 5e-4
-DDGSD_TEMPERATURE = 1.0
-BYOT_ALPHA = 0.3                # see byot_loss
-BYOT_BETA = 0.03
-BYOT_TEMPERATURE = 3.0
+# The defaults are TrainConfig's (cskd/config.py holds each value once, with where it comes from);
+# the functions below document why.
+_DEFAULTS = TrainConfig()
+LABEL_SMOOTHING_EPSILON = _DEFAULTS.ls_epsilon
+MAX_ENTROPY_BETA = _DEFAULTS.me_beta
+KD_TEMPERATURE = _DEFAULTS.temperature
+KD_ALPHA = _DEFAULTS.kd_alpha
+MIXUP_ALPHA = _DEFAULTS.mixup_alpha
+DDGSD_LAMBDA_KL = _DEFAULTS.ddgsd_lambda_kl
+DDGSD_LAMBDA_MMD = _DEFAULTS.ddgsd_lambda_mmd
+DDGSD_TEMPERATURE = _DEFAULTS.ddgsd_temperature
+BYOT_ALPHA = _DEFAULTS.byot_alpha
+BYOT_BETA = _DEFAULTS.byot_beta
+BYOT_TEMPERATURE = _DEFAULTS.byot_temperature
 
 
 def label_smoothing_ce(logits: torch.Tensor, labels: torch.Tensor, *,

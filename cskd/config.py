@@ -59,7 +59,8 @@ class TrainConfig:
     partner_bn: str = "train"  # partner forward in BatchNorm train mode, as the authors' code does
     allow_self_pair: bool = False  # True reproduces the authors' sampler (partner may be the anchor)
     pairing: str = "paper"  # "in-batch": B/2 same-class pairs per batch, targets from the same forward
-    # Baselines' hyper-parameters: defaults as their papers use them (see cskd/baselines.py).
+    # Baselines' hyper-parameters: the one place their defaults live (cskd/baselines.py cites each
+    # method's paper; README, "Reproducing the paper", says where each value comes from).
     ls_epsilon: float = 0.1  # label smoothing ε (Szegedy et al. 2016)
     me_beta: float = 0.1  # maximum-entropy / confidence-penalty weight β (Pereyra et al. 2017)
     mixup_alpha: float = 1.0  # Beta(α, α) of Mixup (Zhang et al. 2018, CIFAR)

@@ -1,12 +1,14 @@
 """Batch sources: the swappable data path between a DataBundle and the trainer.
 
-Every training source yields `Batch(x, y, partner, clean)` on the training device (see
+Every training source yields `Batch(x, y, partner, clean, share)` on the training device (see
 PARTNER_MODES) and `eval_batches` yields `(x, y, indices)` without augmentation. The trainer only
-sees this interface, so a faster source (e.g. a GPU-resident one for 224-px caches) slots in.
+sees this interface.
 
 - TensorBatches: uint8 images live on the device; crop/flip/normalise and pair sampling run
-  there, batched. Used for in-memory data sets.
-- HostBatches: DataLoader workers decode and augment image files with torchvision transforms.
+  there, batched. Used for in-memory data sets: digits, CIFAR-100, TinyImageNet, and on CUDA the
+  224-px sets whose decode cache fits in GPU memory (zero-padded, with their sizes).
+- HostBatches: DataLoader workers decode (or read from the decode cache) and augment image files
+  with torchvision transforms.
 
 Randomness: a step's augmentation depends only on (seed, epoch, step) — per-step generators on the
 device path, a per-sample seed on the DataLoader path — and is drawn for the step's GLOBAL batch,

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from .data import IMAGE_EXTENSIONS
 from .errors import UserError, choose, short_reason
 from .prepare_archives import extract, file_digests, folder_listing, place
 from .prepare_sets import SETS, DataSet, Found, Part
+from .runfolder.store import fresh_folder_next_to
 
 RECORD = "prepared.json"
 FORMAT = 1
@@ -107,9 +107,8 @@ def prepare(name: str, sources: list[str], *, data_root: str = "data", allow_par
         records, md5 = {}, {}
         for path, kind in used.items():
             records[path], md5[path] = _describe(path, kind, root, progress, md5=ds.plan is None)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.prepare-", dir=root))
+        tmp = fresh_folder_next_to(target, "prepare")
         try:
-            _chmod_as_umask(tmp)
             if ds.plan is None:
                 classes = sets.build_imagenet({k: g.path for k, g in given.items()},
                                               {k: md5[g.path] for k, g in given.items()}, tmp, progress)
@@ -130,13 +129,6 @@ def prepare(name: str, sources: list[str], *, data_root: str = "data", allow_par
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return Result(target, record, stale_removed=stale)
-
-
-def _chmod_as_umask(folder: Path) -> None:
-    """mkdtemp makes its folder private (0700); the data set is for whoever may read the data root."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
 
 
 # --- which --from path is which part --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from cskd.errors import UserError
 from cskd.models import MODELS, build_model, count_parameters, describe_models, input_size
 from cskd.models.cifar import PreActBlock
 
-FEATURE_DIMS = {"small": 128, "preact_resnet18": 512, "preact_resnet18_he": 512, "resnet10_cifar": 512,
+FEATURE_DIMS = {"small": 128, "small_nobn": 128, "preact_resnet18": 512, "preact_resnet18_he": 512, "resnet10_cifar": 512,
                 "densenet121_cifar": 1024, "resnet10": 512, "resnet18": 512, "resnet50": 2048, "resnet101": 2048,
                 "resnext101_32x4d": 2048, "densenet121": 1024}
 
@@ -28,7 +28,7 @@ def test_feature_dims_cover_every_model():
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_logits_and_features_shapes(name):
     size = MODELS[name].input_size
-    in_channels = 1 if name == "small" else 3
+    in_channels = 1 if name.startswith("small") else 3
     # 224-px models are checked at 64 px: same layers, 12x less compute.
     size = min(size, 64)
     model = build_model(name, num_classes=7, in_channels=in_channels).eval()

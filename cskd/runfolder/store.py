@@ -49,6 +49,36 @@ def file_mode() -> int:
     return 0o666 & ~_current_umask()
 
 
+def fresh_folder_next_to(target: Path, tag: str) -> Path:
+    """A new empty hidden folder `.<target name>.<tag>-<random>` beside `target`, with the
+    permissions a folder gets under the process's umask (mkdtemp alone would give 0700)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.{tag}-", dir=target.parent))
+    os.chmod(folder, 0o777 & ~_current_umask())
+    return folder
+
+
+@contextlib.contextmanager
+def replaced_as_a_whole(target: Path):
+    """Yield a fresh folder beside `target`; when the block succeeds it takes the place of `target`
+    (the old one is removed), and when it fails it is removed and `target` stays as it was."""
+    target = Path(target)
+    new = fresh_folder_next_to(target, "new")
+    try:
+        yield new
+        old = None
+        if target.exists():
+            old = fresh_folder_next_to(target, "old")
+            os.replace(target, old / "previous")
+        os.replace(new, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if new.exists():
+            shutil.rmtree(new, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class FileRecord:
     """What the manifest remembers of one written file."""
