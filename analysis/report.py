@@ -67,7 +67,7 @@ def check_runs(runs: dict) -> None:
                              f"({len(first['labels'])}, C) with the same C in every run")
         if len(r["class_names"]) != c:
             raise ValueError(f"run {name!r}: {len(r['class_names'])} class_names for {c} classes")
-        if np.shape(r["features"])[:1] != (n,):
+        if r["features"] is not None and np.shape(r["features"])[:1] != (n,):
             raise ValueError(f"run {name!r}: features have shape {np.shape(r['features'])}; "
                              f"expected ({n}, D)")
         if (r.get("val_logits") is None) != (r.get("val_labels") is None):
@@ -87,7 +87,7 @@ def run_metrics(run: dict, *, n_bins: int = 20, n_boot: int = 1000, ci_level: fl
 
     Always: top1_error, top5_error (k = min(5, C)), nll (nats), ece, mce (equal-width bins),
     adaptive_ece (equal-mass bins), classwise_ece, brier (in [0, 2]), overconfidence (mean
-    confidence − accuracy, in [-1, 1]), recall_at_1; with n_boot >= 1 also ece_ci_low and
+    confidence − accuracy, in [-1, 1]), recall_at_1 (when the run has features); with n_boot >= 1 also ece_ci_low and
     ece_ci_high (percentile bootstrap interval at ci_level, seeded; n_boot = 0 skips it). With
     val_logits / val_labels: temperature (fitted there), ece_after_ts, nll_after_ts. With
     fine_to_coarse: hierarchical_accuracy and one group_error_key(<group>) per coarse group (the
@@ -108,7 +108,8 @@ def run_metrics(run: dict, *, n_bins: int = 20, n_boot: int = 1000, ci_level: fl
         "classwise_ece": cal.classwise_ece(p, y, n_bins=n_bins),
         "brier": cal.brier_score(p, y),
         "overconfidence": float(conf.mean() - correct.mean()),
-        "recall_at_1": recall_at_k(run["features"], y, k=1),
+        # imported predictions may come without features: no Recall@1 then
+        **({"recall_at_1": recall_at_k(run["features"], y, k=1)} if run.get("features") is not None else {}),
     }
     if n_boot:
         m["ece_ci_low"], m["ece_ci_high"] = cal.ece_bootstrap_ci(p, y, n_bins=n_bins, n_boot=n_boot,
@@ -316,7 +317,7 @@ def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int 
     if mapping is not None:
         steps += [(f"hierarchy {n}", lambda n=n: step_hierarchy(n)) for n in runs]
         steps.append(("domain error", step_domain))
-    steps += [(f"t-SNE {n}", lambda n=n: step_tsne(n)) for n in runs]
+    steps += [(f"t-SNE {n}", lambda n=n: step_tsne(n)) for n in runs if runs[n]["features"] is not None]
     steps.append(("T x lambda", step_txl))
     with tqdm(total=len(steps), desc="analysis", unit="step", disable=not progress) as bar:
         for desc, fn in steps:

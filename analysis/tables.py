@@ -81,15 +81,20 @@ def group_by_seed(records, *, ignore) -> list[RunGroup]:
 def row_labels(groups) -> list[str]:
     """One label per group from the config keys whose values differ between groups (preferred
     keys first). When nothing differs (one group): its method, e.g. "method=cskd", for several
-    runs — a run's name would carry one seed — and the run's name for a single run."""
+    runs — a run's name would carry one seed — and the run's name for a single run. A group whose
+    config says `protocol: authors` (selected on the test split: optimistic) is marked
+    " [authors' protocol]" whether or not the protocol varies."""
     keys = sorted({k for g in groups for k in g.config}, key=lambda k: (
         LABEL_KEYS.index(k) if k in LABEL_KEYS else len(LABEL_KEYS), k))
     varying = [k for k in keys
-               if len({json.dumps(g.config.get(k), default=str) for g in groups}) > 1]
+               if len({json.dumps(g.config.get(k), default=str) for g in groups}) > 1 and k != "protocol"]
     if not varying:
-        return [f"method={g.config['method']}" if len(g.runs) > 1 and "method" in g.config else g.runs[0]
-                for g in groups]
-    return [", ".join(f"{k}={g.config.get(k)}" for k in varying) for g in groups]
+        labels = [f"method={g.config['method']}" if len(g.runs) > 1 and "method" in g.config else g.runs[0]
+                  for g in groups]
+    else:
+        labels = [", ".join(f"{k}={g.config.get(k)}" for k in varying) for g in groups]
+    return [label + (" [authors' protocol]" if g.config.get("protocol") == "authors" else "")
+            for label, g in zip(labels, groups)]
 
 
 def _scale(metric: str, percent: bool) -> float:

@@ -229,8 +229,9 @@ def cmd_analyze(args) -> int:
     width = max(len(n) for n in metrics)
     print(f"{'run':<{width}}  top1_err  top5_err    ece     nll    R@1")
     for name, m in metrics.items():
+        r1 = f"{100 * m['recall_at_1']:5.2f}%" if "recall_at_1" in m else "  n/a (no features)"
         print(f"{name:<{width}}  {100 * m['top1_error']:7.2f}%  {100 * m['top5_error']:7.2f}%  "
-              f"{100 * m['ece']:5.2f}%  {m['nll']:.3f}  {100 * m['recall_at_1']:5.2f}%")
+              f"{100 * m['ece']:5.2f}%  {m['nll']:.3f}  {r1}")
     print(f"wrote {args.out}/metrics.json, table.md/.csv/.tex and figures/ (PNG and PDF)")
     return 0
 

@@ -18,6 +18,7 @@ What the paper leaves open, and what the plan does about it:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from .config import CLASS_WISE, PRESETS, TrainConfig, resolve
@@ -176,6 +177,7 @@ def paper_cell_key(cell) -> tuple[str, str, str]:
             _column_label(cell.table, cell.dataset, cell.metric, cell.lam), cell.metric)
 
 
+@functools.lru_cache(maxsize=None)
 def flops_per_image(model: str, num_classes: int, size: int) -> float:
     """FLOPs of one training image through `model` (forward and backward), counted by PyTorch's
     FlopCounterMode on the meta device (shapes only, no computation)."""
@@ -206,17 +208,14 @@ def gpu_hours(items: list[Item], *, tflops: float) -> float:
     per epoch. An estimate from counted FLOPs and an ASSUMED throughput, not a measurement."""
     from .models import MODELS
 
-    cache: dict = {}
     total = 0.0
     for item in items:
         cfg = item.cfg
         classes = {"cifar100": 100, "tinyimagenet": 200, "cub200": 200, "dogs": 120, "mit67": 67,
                    "imagenet": 1000, "mixed": 387, "digits": 10}[cfg.dataset]
         size = 8 if cfg.model.startswith("small") else MODELS[cfg.model][1]
-        key = (cfg.model, classes, size)
-        if key not in cache:
-            cache[key] = flops_per_image(cfg.model, classes, max(size, 32) if cfg.model != "small" else 8)
+        flops = flops_per_image(cfg.model, classes, size)
         train, test = SIZES[cfg.dataset]
-        per_epoch = cache[key] * (train * METHOD_COST[cfg.method] + test / 3)
+        per_epoch = flops * (train * METHOD_COST[cfg.method] + test / 3)
         total += per_epoch * cfg.epochs
     return total / (tflops * 1e12) / 3600

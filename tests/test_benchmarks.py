@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 RATIOS = re.compile(r"^ratios: cskd_over_ce_paired=(\S+) cskd_over_ce_inbatch=(\S+) fastest_over_reference=(\S+) "
                     r"device=cpu$")

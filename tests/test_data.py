@@ -84,6 +84,7 @@ def _write_images(folder, classes, per_class, size=(40, 30)):
             Image.fromarray(arr).save(folder / c / f"{i}.png")
 
 
+@pytest.mark.slow
 def test_imagefolder_layout_trains_through_dataloader(tmp_path):
     root = tmp_path / "set"
     _write_images(root / "train", ["a", "b", "c"], 6)
@@ -150,6 +151,7 @@ def test_mixed_data_set_draws_per_class_samples_and_keeps_test_sets(tmp_path):
     assert single.class_names == ["cats/ca", "cars/ca"]
 
 
+@pytest.mark.slow
 def test_mixed_run_reports_hierarchical_accuracy(tmp_path):
     import json
 

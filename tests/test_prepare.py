@@ -710,3 +710,24 @@ def test_damaged_archives_never_give_a_traceback(tmp_path):
             assert_nothing_left(d / "data", name)
         else:
             assert prep.read_prepared(d / "data" / name)["partial"] is False
+
+
+@pytest.mark.slow
+def test_cskd_train_reads_a_prepared_set_and_records_it(tmp_path):
+    """The issue's check: `cskd train --dataset cub200 --data-root DIR` reads the prepared folder,
+    and the run's config.json names what prepare recorded."""
+    import json
+
+    from cskd.cli import main
+
+    archive, _ = cub_archive(tmp_path)
+    run("cub200", "--from", archive, "--data-root", tmp_path / "data")
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "cub200", "--data-root", str(tmp_path / "data"), "--model", "small",
+                 "--epochs", "1", "--batch-size", "4", "--workers", "0", "--protocol", "authors",
+                 "--out", str(out)]) == 0
+    meta = json.loads((out / "config.json").read_text())["meta"]
+    assert meta["num_train"] == 8 and meta["num_test"] == 5
+    prepared = meta["data"]["prepared"]
+    assert prepared["name"] == "cub200" and prepared["counts"] == {"train": 8, "test": 5}
+    assert prepared["sources"][0]["name"] == archive.name

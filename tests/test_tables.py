@@ -194,3 +194,12 @@ def test_comparison_input_checks(call, message):
     with pytest.raises(ValueError) as err:
         call()
     assert str(err.value) == message
+
+
+def test_runs_of_the_authors_protocol_are_marked_whether_or_not_it_varies():
+    from analysis.tables import group_by_seed, row_labels
+
+    records = [{"run": f"r{i}", "config": {"method": m, "protocol": p, "seed": i}, "metrics": {"top1_error": 0.1}}
+               for i, (m, p) in enumerate([("ce", "authors"), ("cskd", "authors"), ("cskd", "clean")])]
+    labels = row_labels(group_by_seed(records, ignore=("seed",)))
+    assert labels == ["method=ce [authors' protocol]", "method=cskd [authors' protocol]", "method=cskd"]

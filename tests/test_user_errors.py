@@ -73,6 +73,7 @@ def test_an_output_path_that_cannot_be_a_folder_gives_one_line(tmp_path, capsys)
     assert f"Not a directory: {blocker / 'new'} line" in one_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_sweep_refuses_repeats_and_other_settings_before_training(tmp_path, capsys):
     runs = tmp_path / "runs"
     assert cli("sweep", "--methods", "ce", "--seeds", 0, 0, "--runs", runs) == 2
@@ -84,6 +85,7 @@ def test_sweep_refuses_repeats_and_other_settings_before_training(tmp_path, caps
     assert "holds a run with other settings (--val-fraction 0.1 -> 0.2)" in one_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_unreadable_image_names_the_file_and_leaves_no_run_behind(tmp_path, capsys):
     root = write_image_folder(tmp_path / "data", train=6, test=6)
     (root / "train" / "a" / "bad.png").write_text("not an image")
@@ -97,6 +99,7 @@ def test_unreadable_image_names_the_file_and_leaves_no_run_behind(tmp_path, caps
     assert not any((root / ".cskd-cache").glob("*"))  # no empty cache folder either
 
 
+@pytest.mark.slow
 def test_unfinished_teacher_is_refused(digits_runs, tmp_path, capsys):
     teacher = copy_run(digits_runs["ce"], tmp_path / "teacher")
     (teacher / "summary.json").unlink()
