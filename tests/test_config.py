@@ -84,3 +84,18 @@ def test_run_names_show_what_distinguishes_runs(overrides, name):
 def test_train_arguments_rebuild_the_same_config(overrides, preset):
     cfg = resolve({**overrides, "out": "x"}, preset)
     assert config_from_args(build_parser().parse_args(["train", *train_arguments(cfg)])) == cfg
+
+
+def test_generated_folders_are_numbered_when_taken(tmp_path):
+    from cskd.runfolder import RunFolder
+    from cskd.runfolder.naming import generated_folder
+
+    cfg = resolve({"method": "ce", "epochs": 1}, "digits-small")
+    first = generated_folder(cfg, runs_root=str(tmp_path))
+    assert first == tmp_path / "digits-small-ce-e1-s0" and not first.exists()
+    for path in (first, tmp_path / "digits-small-ce-e1-s0-2"):
+        folder = RunFolder(path)
+        with folder.writing():  # a run there (its config.json)
+            folder.write_config({"dataset": "digits", "model": "small", "method": "ce"}, {}, kind="imported")
+    assert generated_folder(cfg, runs_root=str(tmp_path)).name == "digits-small-ce-e1-s0-3"
+    assert generated_folder(cfg, runs_root=str(tmp_path), existing=True).name == "digits-small-ce-e1-s0-2"

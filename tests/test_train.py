@@ -127,14 +127,6 @@ def test_lr_schedule_follows_the_paper_and_the_authors_code():
     assert [round(lr_at(resolve({"epochs": 30}), e), 6) for e in (14, 15, 22, 23)] == [0.1, 0.01, 0.01, 0.001]
 
 
-def test_generated_run_name_is_readable_and_unique(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert cli("train", "--epochs", 1, "--method", "ce") == 0
-    assert cli("train", "--epochs", 1, "--method", "ce") == 0
-    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert names == ["digits-small-ce-e1-s0", "digits-small-ce-e1-s0-2"]
-
-
 def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
     """The loss turns NaN in the second epoch: one line names the epoch and step, and last.pt is
     the whole, loadable checkpoint of epoch 1."""
