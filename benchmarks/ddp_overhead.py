@@ -32,8 +32,8 @@ def worker(args) -> None:
 
     from cskd.config import resolve
     from cskd.data import load_synthetic_bundle
-    from cskd.distributed import close_world, device_of, init_world
     from cskd.device import pick_device, use_bf16
+    from cskd.distributed import close_world, device_of, init_world
     from cskd.sampler import step_generator
     from cskd.train import build_training, train_step
 

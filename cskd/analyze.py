@@ -101,12 +101,27 @@ def run_arrays(run: Path, *, split: str = "test", progress: bool | None = None,
     return arrays
 
 
+def _report_files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()
+                  and p.name != REPORT_MARK)
+
+
 def _check_report_folder(out: Path) -> None:
+    """--out must be new, empty, or a report cskd wrote that holds nothing else (its mark lists every
+    file), since the whole folder is replaced."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder; choose a folder for the report")
-    if out.is_dir() and any(out.iterdir()) and not (out / REPORT_MARK).is_file():
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        listed = set(json.loads((out / REPORT_MARK).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"--out {out} holds files that are not a cskd report; cskd replaces only its own reports: "
-                        f"choose a new or empty folder")
+                        f"choose a new or empty folder") from None
+    extra = [name for name in _report_files(out) if name not in listed]
+    if extra:
+        raise UserError(f"{out / extra[0]} is not part of the report cskd wrote in {out} (the whole folder is "
+                        f"replaced): move it away, or choose another --out")
 
 
 def analyze(runs: list[str], out: str, *, split: str = "test", n_bins: int = 20, progress: bool | None = None,
@@ -135,6 +150,7 @@ def analyze(runs: list[str], out: str, *, split: str = "test", n_bins: int = 20,
                                    group_ignore=NOT_EXPERIMENT)
         except ValueError as e:
             raise UserError(str(e)) from None
-        (new / REPORT_MARK).write_text(json.dumps({"format": 1, "runs": [str(f.path) for f in folders],
-                                                   "split": split, "bins": n_bins}, indent=2) + "\n")
+        (new / REPORT_MARK).write_text(json.dumps({"format": 2, "runs": [str(f.path) for f in folders],
+                                                   "split": split, "bins": n_bins, "files": _report_files(new)},
+                                                  indent=2) + "\n")
     return metrics

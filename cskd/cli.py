@@ -8,6 +8,7 @@ it first saves a checkpoint within the epoch (see cskd.train).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -54,7 +55,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="SyncBatchNorm across torchrun's processes (CUDA only; default: per-process statistics)")
     g.add_argument("--precision", choices=PRECISIONS, help="auto = bf16 autocast on CUDA, fp32 on CPU")
     g.add_argument("--compile", action="store_const", const=True,
-                   help="torch.compile the model (drops the last partial batch so shapes stay static)")
+                   help="torch.compile the model (the last, smaller batch of an epoch compiles a second graph)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on CUDA only)")
     g.add_argument("--threads", type=int, help="CPU threads for torch (0 = one per core)")
@@ -339,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs folder (default checkpoints; the demo's runs go to RUNS/demo)")
     d.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
     d.add_argument("--epochs", type=int, default=None, help="epochs per run (default 60)")
-    d.add_argument("--per-class", type=int, default=None, help="training images per class (default 50)")
+    d.add_argument("--per-class", type=int, default=None, help="training images per class (default 20)")
     d.add_argument("--dashboard", action="store_true", help="start the dashboard on the demo runs at the end")
     d.set_defaults(func=cmd_demo)
 
@@ -410,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         if "Original Traceback" in text:  # raised in a DataLoader worker: torch prepends the worker's traceback
             text = text.rstrip().splitlines()[-1].split("UserError: ", 1)[-1]
         status = getattr(e, "exit_status", 2)  # a preempted run: 128 + the signal, as the shell reports kills
-        print(f"cskd: {'' if status != 2 else 'error: '}{_one_line(text)}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank has the error: rank 0 says it
+            print(f"cskd: {'' if status != 2 else 'error: '}{_one_line(text)}", file=sys.stderr)
         return status
     except OSError as e:  # a path the user gave: not writable, not a folder, too long, a full disk, ...
         where = f": {e.filename}" if e.filename else ""
@@ -418,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("cskd: interrupted; the run folder keeps its last complete checkpoint (use --resume)", file=sys.stderr)
+        print("cskd: interrupted; files being written were left in their previous version (a run continues from "
+              "its last complete checkpoint with --resume, if it has one)", file=sys.stderr)
         return 130
     except Terminated as e:
         print("cskd: stopped by SIGTERM; files being written were left in their previous version", file=sys.stderr)

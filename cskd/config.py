@@ -91,7 +91,7 @@ class TrainConfig:
     device: str = _execution("auto")
     workers: int = _execution(2)  # DataLoader workers for data sets read from image files
     loader: str = _execution("auto")  # auto: images on the training device when the data set is in memory
-    compile: bool = _execution(False)  # torch.compile the model (CUDA; full batches only so shapes stay static)
+    compile: bool = _execution(False)  # torch.compile the model (the last, smaller batch compiles a second graph)
     channels_last: bool | None = _execution(None)  # None: on for CUDA, off for CPU
     threads: int = _execution(0)  # CPU threads for torch ops; 0 = torch's default (one per core)
     log_interval: int = _execution(20)  # steps between progress-bar updates (one host sync each)

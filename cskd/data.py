@@ -122,6 +122,10 @@ def _with_val(bundle: DataBundle, val_fraction: float, split_seed: int, train_pe
         keep, held = _stratified_split(bundle.train.labels.numpy(), val_fraction, split_seed)
         bundle.train, bundle.val = bundle.train.subset(keep), bundle.train.subset(held)
     if train_per_class > 0:
+        largest = int(np.bincount(bundle.train.labels.numpy()).max())
+        if train_per_class >= largest:
+            raise UserError(f"--train-per-class {train_per_class} keeps every training image (the largest class has "
+                            f"{largest} after the validation split); choose fewer, or leave the option out")
         bundle.train = bundle.train.subset(per_class_rows(bundle.train.labels.numpy(), train_per_class, split_seed))
     return bundle
 

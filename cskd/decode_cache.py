@@ -68,20 +68,22 @@ class DecodeCache:
         self.folder = Path(root) / f"{_key(files)}-s{short_side}"
         self.index = self._valid_index(len(files))
         if self.index is None:  # absent, damaged (a truncated pixels.u8) or foreign: built (again)
-            created = not self.folder.exists()
-            try:
-                with FolderLock(self.folder, "cskd decode cache"):  # one builder at a time
-                    self.index = self._valid_index(len(files))  # another process may have built it meanwhile
-                    if self.index is None:
+            # One builder at a time; the others (several processes of one torchrun job, say) wait
+            # for it and then find the cache built.
+            with FolderLock(self.folder, "cskd decode cache", wait=True, what="decode cache"):
+                self.index = self._valid_index(len(files))
+                if self.index is None:
+                    created = not (self.folder / "pixels.u8").exists() and not (self.folder / "index.npy").exists()
+                    try:
                         for name in ("index.npy", "pixels.u8"):
                             with contextlib.suppress(FileNotFoundError):
                                 (self.folder / name).unlink()
                         self._build(files, short_side, progress)
-                        self.index = self._valid_index(len(files))
-            except BaseException:
-                if created:  # leave no empty cache folder behind
-                    shutil.rmtree(self.folder, ignore_errors=True)
-                raise
+                    except BaseException:
+                        if created:  # we hold the lock: no one else is building; leave no empty cache behind
+                            shutil.rmtree(self.folder, ignore_errors=True)
+                        raise
+                    self.index = self._valid_index(len(files))
             if self.index is None:
                 raise UserError(f"the decode cache {self.folder} could not be built whole; check the disk")
         self.pixels = np.memmap(self.folder / "pixels.u8", dtype=np.uint8, mode="r")

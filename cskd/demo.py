@@ -108,11 +108,13 @@ def run_demo(*, runs_root: str = "checkpoints", seeds: int = DEMO_SEEDS, epochs:
     from .analyze import analyze
     from .sweep import train_item
 
-    if seeds <= 0:
-        raise UserError(f"--seeds must be a positive integer; got {seeds}")
+    for flag, value in (("--seeds", seeds), ("--epochs", epochs), ("--per-class", per_class)):
+        if value is not None and value <= 0:
+            raise UserError(f"{flag} must be a positive integer; got {value}")
     t0 = time.time()
     per_class = DEMO_PER_CLASS if per_class is None else per_class
-    configs = demo_configs(runs_root, seeds=seeds, epochs=epochs or DEMO_EPOCHS, per_class=per_class)
+    configs = demo_configs(runs_root, seeds=seeds, epochs=DEMO_EPOCHS if epochs is None else epochs,
+                           per_class=per_class)
     for cfg in configs:
         train_item(cfg, progress=False)  # finished: reused; interrupted: continued
     report = Path(runs_root) / "demo" / "analysis"

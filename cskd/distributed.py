@@ -97,6 +97,29 @@ def agree_or_raise(error: Exception | None, world: World) -> None:
         raise UserError(message)
 
 
+def same_buffers(model: torch.nn.Module, world: World) -> None:
+    """Give every rank rank 0's buffers (BatchNorm's running statistics). DDP broadcasts them at the
+    start of each training forward, but the last steps of an epoch (and the partner's forward)
+    move each rank's own: before evaluating, every rank takes rank 0's, which are also the ones
+    the checkpoint saves."""
+    if world.distributed:
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)
+
+
+def on_rank0(world: World, write, *args) -> None:
+    """Call `write(*args)` on rank 0 only (the one that writes files); a UserError it raises (a full
+    disk, a foreign file) ends every rank with its message instead of leaving the others waiting
+    in a collective. Doubles as a barrier: no rank goes on before rank 0's files are complete."""
+    error = None
+    if world.main:
+        try:
+            write(*args)
+        except UserError as e:
+            error = e
+    agree_or_raise(error, world)
+
+
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()
@@ -105,8 +128,9 @@ def barrier(world: World) -> None:
 def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel around `model` (already compiled when --compile: compile, then wrap,
     so the partner's forward and evaluation can call the compiled module without the wrapper).
-    Buffers are broadcast from rank 0 at each forward (DDP's default): every rank evaluates with
-    rank 0's BatchNorm statistics, as the authors' nn.DataParallel did."""
+    Buffers are broadcast from rank 0 at each forward (DDP's default) and before each evaluation
+    (same_buffers): every rank evaluates with rank 0's BatchNorm statistics, as the authors'
+    nn.DataParallel did."""
     if not world.distributed:
         return model
     from torch.nn.parallel import DistributedDataParallel

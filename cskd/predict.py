@@ -62,17 +62,15 @@ def predict(run: Path, *, split: str = "test", checkpoint: str = "best", force: 
         folder.predictions(split, verify=True)  # imported predictions cannot be recomputed: check them
         return out
     cfg = folder.config()
+    if not force and _fresh_and_whole(folder, split, checkpoint):
+        return out  # read only: a fresh file needs no lock, so a read-only run folder can be analysed
     with folder.writing():
-        state, reason = folder.predictions_status(split, checkpoint)
+        state, _ = folder.predictions_status(split, checkpoint)
         if state == "foreign":
             raise UserError(f"{out} was not written by cskd in this run folder (copied or made elsewhere?); cskd "
                             f"never replaces such a file: move it away, then run `cskd predict {folder}` again")
-        if state == "fresh" and not force:
-            try:
-                folder.predictions(split, verify=True)
-                return out
-            except UserError:  # bytes damaged since it was written: recompute it
-                pass
+        if not force and _fresh_and_whole(folder, split, checkpoint):
+            return out  # made meanwhile by another process
         # A run trained on CUDA can be predicted on a machine without one.
         device = pick_device(cfg.device if cfg.device != "cuda" or torch.cuda.is_available() else "auto")
         cfg, bundle, model, state = load_run_model(folder.path, checkpoint=checkpoint, device=device)
@@ -85,6 +83,17 @@ def predict(run: Path, *, split: str = "test", checkpoint: str = "best", force: 
                 "config": cfg.to_dict()}
         folder.write_predictions(split, arrays, meta)
     return out
+
+
+def _fresh_and_whole(folder: RunFolder, split: str, checkpoint: str) -> bool:
+    """Fresh (cskd.runfolder.folder.RunFolder.predictions_status) and every byte as written."""
+    if folder.predictions_status(split, checkpoint)[0] != "fresh":
+        return False
+    try:
+        folder.predictions(split, verify=True)
+        return True
+    except UserError:  # bytes damaged since it was written: recompute it
+        return False
 
 
 def _predict_arrays(model, bundle: DataBundle, part: Split, *, device, bf16: bool, batch_size: int, workers: int,

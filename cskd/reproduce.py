@@ -26,6 +26,7 @@ from .paper import TABLES as PAPER_TABLES
 from .paper import cells as paper_cells
 from .reproduce_plan import METRIC_LABELS, Item, gpu_hours, paper_cell_key, plan, row_order
 from .runfolder import RunFolder
+from .runfolder.store import FolderLock, Manifest, atomic_write
 
 DEFAULT_TFLOPS = 50.0  # assumed sustained bf16 training throughput of one GPU (see gpu_hours)
 
@@ -90,26 +91,38 @@ def write_tables(table: str, items: list[Item], ours: dict, out: Path, *, protoc
     smoke = scale == "smoke"
     title = (f"{table}: ours vs the paper, protocol {protocol}" +
              (" — SMOKE TEST on digits, not comparable to the paper" if smoke else ""))
-    out.mkdir(parents=True, exist_ok=True)
     stem = f"{table}-smoke" if smoke else table
-    paths = []
+    texts = {}
     for fmt, ext in (("markdown", "md"), ("csv", "csv"), ("latex", "tex")):
         parts = []
         for metric in metrics:
             columns = list(dict.fromkeys(cell[1] for item in items for cell in item.cells if cell[2] == metric))
             sub_ours = {(r, c): v for (r, c, m), v in ours.items() if m == metric}
-            sub_paper = {(r, c): v for (r, c, m), v in paper.items() if m == metric}
+            # --datasets may leave some of the paper's columns out
+            sub_paper = {(r, c): v for (r, c, m), v in paper.items() if m == metric and r in rows and c in columns}
             label = f"{title} — {METRIC_LABELS.get(metric, metric)} (%)"
             parts.append(comparison_table(rows, columns, sub_ours, sub_paper, title=label, fmt=fmt,
                                           row_header="method" if table != "table7" else "T \\ λ"))
-        path = out / f"{stem}.{ext}"
-        path.write_text("\n".join(parts))
-        paths.append(path)
-    (out / f"{stem}.json").write_text(json.dumps(
-        {"table": table, "protocol": protocol, "scale": scale,
-         "ours": [{"row": r, "column": c, "metric": m, "mean": v[0], "std": v[1], "n": v[2]}
-                  for (r, c, m), v in ours.items()]}, indent=1) + "\n")
-    return paths
+        texts[f"{stem}.{ext}"] = "\n".join(parts)
+    texts[f"{stem}.json"] = json.dumps({"table": table, "protocol": protocol, "scale": scale,
+                                        "ours": [{"row": r, "column": c, "metric": m, "mean": v[0], "std": v[1],
+                                                  "n": v[2]} for (r, c, m), v in ours.items()]}, indent=1) + "\n"
+    _write_owned(out, texts)
+    return [out / name for name in texts if not name.endswith(".json")]
+
+
+def _write_owned(folder: Path, texts: dict) -> None:
+    """Write each {name: text} atomically into `folder`, refusing a file of that name cskd did not
+    write there (the tables folder keeps a manifest, as run folders do)."""
+    with FolderLock(folder, what="tables folder"):
+        manifest = Manifest(folder)
+        foreign = [name for name in texts if not manifest.owns(name)]
+        if foreign:
+            raise UserError(f"{folder / foreign[0]} was not written by cskd (or was changed since); cskd never "
+                            f"replaces such a file: move it away, or give another --out")
+        for name, text in texts.items():
+            atomic_write(folder / name, lambda f, text=text: f.write(text.encode()),
+                         before_replace=lambda rec, name=name: manifest.record(name, rec))
 
 
 def reproduce(table: str, *, datasets=None, seeds=None, protocol: str = "authors", scale: str = "full",

@@ -177,7 +177,7 @@ def paper_cell_key(cell) -> tuple[str, str, str]:
             _column_label(cell.table, cell.dataset, cell.metric, cell.lam), cell.metric)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def flops_per_image(model: str, num_classes: int, size: int) -> float:
     """FLOPs of one training image through `model` (forward and backward), counted by PyTorch's
     FlopCounterMode on the meta device (shapes only, no computation)."""

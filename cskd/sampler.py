@@ -1,6 +1,7 @@
 """Class-wise pair sampling (paper Algorithm 1): every anchor gets a partner of the same class.
 
-The draw for epoch e depends only on (seed, e), so the sampler's whole state is `{seed, epoch}`:
+The draw for epoch e depends only on (seed, e), so the sampler's whole state is
+`{seed, epoch, allow_self_pair}`:
 a run resumed from a checkpoint draws exactly the pairs the uninterrupted run would have drawn.
 Works on CPU or CUDA index tensors, so a device-resident loader can use it unchanged.
 

@@ -17,8 +17,6 @@ from .errors import UserError
 from .runfolder import CONFIG_FORMAT, LAST, LAST_FIELDS, RunFolder, config_from_record
 from .runfolder.naming import generated_folder
 
-RESUME_CHOICES = ("auto",)  # besides True/False
-
 
 @dataclass
 class Start:

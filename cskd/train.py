@@ -27,7 +27,18 @@ from . import __version__
 from .config import TrainConfig
 from .data import DataBundle, bundle_for
 from .device import autocast, compile_available, pick_device, use_bf16
-from .distributed import SINGLE, World, agree_or_raise, all_sum, barrier, broadcast, device_of, init_world, wrap
+from .distributed import (
+    SINGLE,
+    World,
+    agree_or_raise,
+    all_sum,
+    broadcast,
+    device_of,
+    init_world,
+    on_rank0,
+    same_buffers,
+    wrap,
+)
 from .errors import UserError
 from .host_memory import keep_freed_host_memory
 from .loaders import Batch, eval_batches, train_batches
@@ -353,8 +364,7 @@ def _train_in(start: Start, world: World, *, stop_after_epoch, progress) -> dict
         state.step = ckpt["step"]
         if ckpt["step"] and world.main and isinstance(ckpt.get("partial"), torch.Tensor):
             state.unpack(ckpt["partial"])
-    if world.main:
-        _write_first_files(start, bundle, device, bf16, world)
+    on_rank0(world, _write_first_files, start, bundle, device, bf16, world)
     print_main = print if world.main else (lambda *a, **k: None)
     print_main(f"run {folder}: {cfg.method} on {cfg.dataset} ({len(bundle.train)} train / "
                f"{len(bundle.val) if bundle.val is not None else 0} val / {len(bundle.test)} test), {cfg.model}, "
@@ -367,10 +377,8 @@ def _train_in(start: Start, world: World, *, stop_after_epoch, progress) -> dict
     summary = {"finished": finished, "best_epoch": best["epoch"], "best_acc": best["acc"],
                "selected_on": cfg.select_on, "train_seconds": round(time.time() - t_run, 2)}
     if finished:
-        barrier(world)
         summary.update(_test_best(folder, cfg, bundle, setup, device, bf16, world))
-        if world.main:
-            folder.write_summary(summary)
+        on_rank0(world, folder.write_summary, summary)
         print_main(f"done: best epoch {best['epoch']} ({cfg.select_on} acc {100 * best['acc']:.2f}%), "
                    f"test acc {100 * summary['test_acc']:.2f}%  -> {folder}")
     return {"run": str(folder), **summary}
@@ -422,11 +430,13 @@ def _fit(setup: Setup, folder: RunFolder, cfg: TrainConfig, bundle, select_split
                     stopped = train_epoch(setup.ctx, setup.method, setup.optimizer, setup.source, epoch, device=device,
                                           bf16=bf16, bar=bar, state=state, world=world, stop=stop)
                 except Diverged as e:
-                    kept = f"the last good checkpoint (epoch {epoch}) is kept in {folder.file(LAST)}" if epoch > 0 \
-                        else "nothing was kept"
+                    when = f"epoch {epoch}" if epoch > 0 else "within epoch 1"  # epoch 1: a stop signal's
+                    kept = (f"the last good checkpoint ({when}) is kept in {folder.file(LAST)}"
+                            if folder.file(LAST).is_file() else "nothing was kept")
                     raise Diverged(f"{e}; {kept}; lower --lr or check the data") from None
             if stopped:
                 _preempt(setup, folder, cfg, epoch, best, state, world, stop.signum)
+            same_buffers(setup.model, world)
             val = evaluate(setup.evaluator, eval_batches(bundle, selection, batch_size=256, device=device,
                                                          workers=cfg.workers), device=device, bf16=bf16, world=world)
             total, ce, reg, correct = state.sums.tolist()
@@ -439,19 +449,11 @@ def _fit(setup: Setup, folder: RunFolder, cfg: TrainConfig, bundle, select_split
             improved = val["acc"] > best["acc"]
             if improved:
                 best = {"acc": val["acc"], "epoch": epoch + 1}
+            on_rank0(world, _save_epoch, setup, folder, cfg, epoch, best, record, improved)
             if world.main:
-                weights = {"model": setup.model.state_dict(), "config": cfg.to_dict(), "epoch": epoch, "best": best}
-                # Order matters for a kill between writes: best.pt, then the epoch's record, then
-                # last.pt. A resume starts after last.pt's epoch, redoes a lost epoch and drops its
-                # orphan record.
-                if improved:
-                    folder.save_checkpoint("best", weights)
-                folder.write_metrics([r for r in folder.metrics() if r["epoch"] <= epoch] + [record])
-                folder.save_checkpoint("last", {**weights, **_training_state(setup), "step": 0})
                 print(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {record['train_loss']:.4f}  train acc "
                       f"{100 * record['train_acc']:.2f}%  {cfg.select_on} acc {100 * val['acc']:.2f}%  "
                       f"lr {record['lr']:.4g}  {record['seconds']:.1f}s")
-            barrier(world)  # rank 0's files are complete before any rank goes on (or reads them)
             if stop.signum:  # a signal during the epoch's last steps: its checkpoint is written
                 raise Preempted(f"stopped by {_signal_name(stop.signum)} after epoch {epoch + 1}; continue with "
                                 f"`cskd train --out {folder} --resume`", stop.signum)
@@ -472,6 +474,17 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
+def _save_epoch(setup: Setup, folder: RunFolder, cfg: TrainConfig, epoch: int, best: dict, record: dict,
+                improved: bool) -> None:
+    """Order matters for a kill between writes: best.pt, then the epoch's record, then last.pt. A
+    resume starts after last.pt's epoch, redoes a lost epoch and drops its orphan record."""
+    weights = {"model": setup.model.state_dict(), "config": cfg.to_dict(), "epoch": epoch, "best": best}
+    if improved:
+        folder.save_checkpoint("best", weights)
+    folder.write_metrics([r for r in folder.metrics() if r["epoch"] <= epoch] + [record])
+    folder.save_checkpoint("last", {**weights, **_training_state(setup), "step": 0})
+
+
 def _training_state(setup: Setup) -> dict:
     return {"optimizer": setup.optimizer.state_dict(), "sampler": setup.source.sampler.state_dict(),
             "rng": rng_state()}
@@ -480,11 +493,9 @@ def _training_state(setup: Setup) -> dict:
 def _preempt(setup: Setup, folder: RunFolder, cfg: TrainConfig, epoch: int, best: dict, state: EpochState,
              world: World, signum: int) -> None:
     """Write last.pt within `epoch` (after `state.step` steps) and stop with a one-line message."""
-    if world.main:
-        folder.save_checkpoint("last", {"model": setup.model.state_dict(), "config": cfg.to_dict(), "epoch": epoch - 1,
-                                        "best": best, **_training_state(setup), "step": state.step,
-                                        "partial": state.packed()})
-    barrier(world)
+    on_rank0(world, folder.save_checkpoint, "last", {
+        "model": setup.model.state_dict(), "config": cfg.to_dict(), "epoch": epoch - 1, "best": best,
+        **_training_state(setup), "step": state.step, "partial": state.packed()})
     raise Preempted(f"stopped by {_signal_name(signum)} at epoch {epoch + 1}, step {state.step}/{len(setup.source)}; "
                     f"a checkpoint was saved: continue with `cskd train --out {folder} --resume`", signum)
 

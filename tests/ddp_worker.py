@@ -75,17 +75,20 @@ def steps(out_path):
         batch = next(iter(setup.source.epoch(0)))
         setup.ctx.generator = step_generator(0, 0, 0)  # what train_epoch sets for each step
         train_step(setup.ctx, setup.method, setup.optimizer, batch, device=torch.device("cpu"), bf16=False)
+        labels = batch.y.clone()
         params = dict(setup.model.named_parameters())
         flat = torch.cat([p.detach().flatten() for p in params.values()])
         name = SUBMODULE_PARAM.get(method, "head.weight")
         grad = params[name].grad.detach().flatten()
         gathered = [torch.empty_like(flat) for _ in range(world.size)]
         grads = [torch.empty_like(grad) for _ in range(world.size)]
+        all_labels = [torch.empty_like(labels) for _ in range(world.size)]
         dist.all_gather(gathered, flat)
         dist.all_gather(grads, grad)
+        dist.all_gather(all_labels, labels)
         results[method] = {"params_equal": bool(torch.equal(gathered[0], gathered[1])),
                            "grad_equal": bool(torch.equal(grads[0], grads[1])), "param": name,
-                           "local_labels_differ": True}
+                           "local_labels_differ": not torch.equal(all_labels[0], all_labels[1])}
     if world.main:
         Path(out_path).write_text(json.dumps(results, indent=1))
     dist.destroy_process_group()

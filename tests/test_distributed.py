@@ -72,6 +72,7 @@ def test_every_method_all_reduces_every_gradient(digits_runs, tmp_path):
 
     assert set(results) == set(METHODS)
     for method, res in results.items():
+        assert res["local_labels_differ"], method  # else equal gradients would prove nothing
         assert res["params_equal"], method
         # each rank's local batch differs: only an all-reduce makes their gradients equal
         assert res["grad_equal"], (method, res["param"])
@@ -113,3 +114,27 @@ def test_sweep_launches_each_run_through_torchrun(tmp_path, monkeypatch):
     run = runs / "digits-small-ce-e1-s0"
     assert json.loads((run / "config.json").read_text())["meta"]["world_size"] == 2
     assert (runs / "report" / "table.md").is_file()
+
+
+def test_an_image_file_set_with_batchnorm_under_torchrun(tmp_path):
+    """Every rank needs the decode cache at once: one builds it, the others wait and reuse it. With
+    BatchNorm, every rank evaluates with rank 0's statistics (those the checkpoint saves): the
+    validation loss the run records is that of the weights it saved."""
+    import numpy as np
+    from conftest import write_image_folder
+
+    from cskd.predict import predict
+    from cskd.runfolder import RunFolder
+
+    root = write_image_folder(tmp_path / "data", classes=("a", "b", "c"), train=8, test=4, size=(20, 24))
+    out = tmp_path / "run"
+    r = torchrun("train", "train", "--dataset", "imagefolder", "--data-root", root, "--model", "small",
+                 "--method", "cskd", "--epochs", 1, "--batch-size", 6, "--workers", 0, "--val-fraction", 0.25,
+                 "--device", "cpu", "--out", out, env={"CSKD_TEST_WRITES": tmp_path / "w.log"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    recorded = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["val_loss"]
+    p = RunFolder(predict(out, split="val", checkpoint="last", progress=False).parent).predictions("val")
+    z = np.asarray(p.logits, np.float64)
+    z = z - z.max(1, keepdims=True)
+    nll = -(z[np.arange(len(z)), p.labels] - np.log(np.exp(z).sum(1))).mean()
+    assert abs(recorded - nll) < 1e-4

@@ -133,9 +133,12 @@ def test_a_truncated_decode_cache_is_rebuilt(tmp_path):
         pixels = cache / "pixels.u8"
         pixels.write_bytes(pixels.read_bytes()[: pixels.stat().st_size // 2])
     run_training(resolve({**cfg.to_dict(), "out": str(tmp_path / "b")}), progress=False)  # no traceback: rebuilt
-    files = sorted(str(p) for p in (root / "test").rglob("*.png"))
-    assert np.array_equal(DecodeCache(files, root / ".cskd-cache").image(0).numpy(),
-                          DecodeCache(files, root / ".cskd-cache").image(0).numpy())
+    from PIL import Image
+
+    files = sorted(str(p) for p in (root / "train").rglob("*.png"))
+    cache = DecodeCache(files, root / ".cskd-cache")
+    for i, f in enumerate(files):  # every image as decoding its file gives (short side < 256: kept as is)
+        assert np.array_equal(cache.image(i).permute(1, 2, 0).numpy(), np.asarray(Image.open(f).convert("RGB")))
 
 
 def test_a_junk_cifar_file_is_one_line_and_never_unpickled(tmp_path, capsys):
@@ -155,3 +158,22 @@ def test_a_junk_cifar_file_is_one_line_and_never_unpickled(tmp_path, capsys):
     assert "code ran" not in captured.out
     assert "is missing, damaged or not CIFAR-100's (its MD5 differs" in captured.err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_read_only_run_folder_with_fresh_predictions_can_be_analysed(predicted_runs, tmp_path):
+    """Reading needs no lock: `predict` and `analyze` write nothing when the predictions are fresh."""
+    from conftest import copy_run
+
+    run = copy_run(predicted_runs["ce"], tmp_path / "run")
+    assert cli("analyze", run, "--out", tmp_path / "rep1") == 0  # t-SNE cached while writable
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "--bind", "-o", "ro", str(run), str(ro)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("a read-only bind mount needs root")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True)
+        assert cli("predict", ro) == 0
+        assert cli("analyze", ro, "--out", tmp_path / "rep2") == 0
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)

@@ -203,3 +203,35 @@ def test_runs_on_different_data_sets_are_refused(digits_runs, tmp_path, capsys):
 def test_analyze_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert cli("analyze", tmp_path, "--out", tmp_path / "out") == 2
     assert "is not a cskd run" in one_error_line(capsys)
+
+
+def test_a_users_file_inside_a_report_is_never_deleted(predicted_runs, tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert cli("analyze", predicted_runs["ce"], "--out", out) == 0
+    (out / "notes.txt").write_text("mine")
+    assert cli("analyze", predicted_runs["ce"], "--out", out) == 2
+    assert "notes.txt is not part of the report cskd wrote" in one_error_line(capsys)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_run_of_cskd_0_1_is_predicted_once_and_analysed(digits_runs, tmp_path):
+    """cskd 0.1 wrote no run id and no manifest: its folder is adopted, its predictions are made
+    once (then fresh) and analysed."""
+    import torch
+
+    run = copy_run(digits_runs["ce"], tmp_path / "old")
+    shutil.rmtree(run / ".cskd")
+    record = json.loads((run / "config.json").read_text())
+    cfg = {k: v for k, v in record["config"].items() if k not in ("protocol", "train_per_class", "sync_bn")}
+    (run / "config.json").write_text(json.dumps({"config": cfg, "meta": {"cskd_version": "0.1.0"}}))
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(run / name, weights_only=True)
+        state.pop("run_id")
+        state["config"] = cfg
+        torch.save({**state, "format": 1}, run / name)
+    path = predict(run, progress=False)
+    mtime = path.stat().st_mtime_ns
+    assert RunFolder(run).predictions_status("test")[0] == "fresh"
+    predict(run, progress=False)
+    assert path.stat().st_mtime_ns == mtime
+    assert cli("analyze", run, "--out", tmp_path / "rep") == 0

@@ -62,3 +62,20 @@ def test_smoke_scale_writes_the_paper_beside_ours_and_continues_where_it_stopped
     capsys.readouterr()
     assert cli(*args) == 0  # everything finished: nothing is trained again
     assert "12 runs, 12 finished, 0 to train" in capsys.readouterr().out
+
+
+def test_tables_of_a_subset_of_data_sets_and_a_tables_folder_with_a_users_file(tmp_path):
+    from cskd.errors import UserError
+    from cskd.reproduce import write_tables
+
+    items = plan("table2", runs_root="r", datasets=["cifar100"], seeds=[0])
+    ours = {("Cross-entropy", "cifar100", "top1_error"): (25.0, 0.0, 1)}
+    paths = write_tables("table2", items, ours, tmp_path / "tables", protocol="authors", scale="full")
+    md = paths[0].read_text()
+    assert "cifar100 ours" in md and "tinyimagenet" not in md and "24.71 ± 0.24" in md and "25.00 (n=1)" in md
+    assert "| DDGSD | — |" in md  # not run yet: missing, not zero
+    write_tables("table2", items, ours, tmp_path / "tables", protocol="authors", scale="full")  # its own: replaced
+    (tmp_path / "tables" / "table2.csv").write_text("my edits")
+    with pytest.raises(UserError, match="table2.csv was not written by cskd"):
+        write_tables("table2", items, ours, tmp_path / "tables", protocol="authors", scale="full")
+    assert (tmp_path / "tables" / "table2.csv").read_text() == "my edits"

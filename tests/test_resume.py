@@ -179,3 +179,43 @@ def test_two_trainings_into_one_folder_cannot_run_at_once(tmp_path, capsys):
     assert f"{out} is being written by PID" in r.stderr and "cskd train --out dup --seed 1" in r.stderr
     assert not (out / "config.json").exists()
     shutil.rmtree(out)
+
+
+def test_damaged_fields_inside_last_pt_and_a_damaged_manifest_are_one_line(digits_runs, tmp_path, capsys):
+    run = copy_run(digits_runs["ce"], tmp_path / "run")
+    from cskd.runfolder import RunFolder
+    from cskd.runfolder.store import Manifest
+
+    folder = RunFolder(run)
+    own = torch.load(run / "last.pt", weights_only=True)
+    base = {k: v for k, v in own.items() if k != "format"}
+    for damage, expected in (({"best": {}}, "malformed: best"),
+                             ({"step": 3, "partial": torch.zeros(2)}, "malformed: partial")):
+        with folder.writing():
+            folder.save_checkpoint("last", {**base, **damage})
+        assert cli("train", "--out", run, "--resume") == 2
+        assert expected in one_error_line(capsys)
+    with folder.writing():
+        folder.save_checkpoint("last", {**base, "epoch": 0})
+    manifest = run / ".cskd" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["files"]["last.pt"]["current"] = {"size": 5}
+    manifest.write_text(json.dumps(data))  # a damaged manifest counts as absent: files judged by content
+    assert cli("train", "--out", run, "--resume") == 0
+    assert Manifest(run).readable  # written anew
+
+
+def test_a_config_json_with_a_flipped_byte_is_rewritten_from_last_pt(tmp_path, capsys):
+    import os
+
+    out = tmp_path / "cut"
+    run_training(resolve({"method": "ce", "epochs": 2, "out": str(out)}, "digits-small"), progress=False,
+                 stop_after_epoch=0)
+    path = out / "config.json"
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[0] = ord("[")  # no longer a JSON object; same size, same time
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert cli("train", "--out", out, "--resume") == 0
+    assert json.loads(path.read_text())["config"]["method"] == "ce"

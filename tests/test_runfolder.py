@@ -108,18 +108,40 @@ def test_a_users_own_config_json_is_not_a_run(tmp_path, capsys):
 
 
 def test_a_folder_written_by_cskd_0_1_is_adopted(tmp_path):
-    """cskd 0.1 wrote no manifest: its files are recognised by their content and adopted."""
+    """cskd 0.1 wrote no manifest: its files are recognised by their content and adopted, but only
+    in a folder that holds such a run, and recorded only once cskd writes there."""
     old = tmp_path / "old"
     old.mkdir()
-    (old / "config.json").write_text(json.dumps({"config": {"dataset": "digits"}, "meta": {}}))
+    (old / "config.json").write_text(json.dumps({"config": {"dataset": "digits", "method": "ce"}, "meta": {}}))
     (old / "metrics.jsonl").write_text('{"epoch": 1}\n{"epo')  # a torn last line, as 0.1 could leave
     (old / "summary.json").write_text('["not", "cskd"]')
     folder = RunFolder(old)
     assert folder.owns("config.json") and folder.owns("metrics.jsonl") and not folder.owns("summary.json")
     with folder.writing():
         pass
-    manifest = Manifest(old)
-    assert manifest.exists and set(manifest.entries) == {"config.json", "metrics.jsonl"}
+    assert not (old / ".cskd").exists()  # nothing written: no bookkeeping left either
+    os.unlink(old / "summary.json")
+    with folder.writing():
+        folder.write_summary({"finished": False})
+    assert set(Manifest(old).entries) == {"config.json", "metrics.jsonl", "summary.json"}
+
+
+def test_a_users_files_that_resemble_cskds_are_not_adopted(tmp_path, capsys):
+    import torch
+    from conftest import cli, one_error_line
+
+    for name, content in (("metrics.jsonl", b"my precious notes\n"), ("best.pt", None)):
+        folder = tmp_path / name
+        folder.mkdir()
+        if content is None:
+            torch.save({"w": torch.zeros(3)}, folder / name)  # a torch file, but not a cskd checkpoint
+        else:
+            (folder / name).write_bytes(content)
+        before = (folder / name).read_bytes()
+        assert not RunFolder(folder).holds_run() and RunFolder(folder).foreign_files() == [name]
+        assert cli("train", "--epochs", 1, "--out", folder, "--overwrite") == 2
+        assert f"holds {name}, which cskd did not write" in one_error_line(capsys)
+        assert (folder / name).read_bytes() == before and not (folder / ".cskd").exists()
 
 
 def test_one_writer_at_a_time_and_the_lock_dies_with_its_process(tmp_path):

@@ -63,9 +63,23 @@ def read_checkpoint(path: Path, *, fields: dict = BEST_FIELDS, map_location="cpu
         state.setdefault("run_id", None)
     bad = [name for name, kind in fields.items() if not isinstance(state.get(name), kind)
            or (kind is int and isinstance(state.get(name), bool))]
+    best = state.get("best")
+    if "best" in fields and isinstance(best, dict) and not (
+            _number(best.get("acc")) and isinstance(best.get("epoch"), int) and not isinstance(best["epoch"], bool)):
+        bad.append("best")
+    if "step" in fields and isinstance(state.get("step"), int) and state["step"] > 0:
+        partial = state.get("partial")
+        if state["step"] < 0 or not (isinstance(partial, torch.Tensor) and partial.shape == (5,)):
+            bad.append("partial")
+    if "step" in fields and isinstance(state.get("step"), int) and state["step"] < 0:
+        bad.append("step")
     if bad:
         raise UserError(f"{path} is incomplete or damaged (missing or malformed: {', '.join(bad)}); {fix}")
     return state
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def rng_state() -> dict:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -76,13 +77,21 @@ class RunFolder:
 
     def owns(self, name: str, manifest: Manifest | None = None) -> bool:
         """Whether `name` is absent or a file cskd wrote here (see cskd.runfolder.store.Manifest).
-        A folder written by cskd 0.1 has no manifest: its files are recognised by their content."""
+        A folder written by cskd 0.1 has no manifest: its files are recognised by their content,
+        and only in a folder that holds such a run (legacy_files)."""
         m = manifest or self.manifest()
         if not os.path.lexists(self.path / name):
             return True
         if m.exists and m.readable:
             return m.matching(name) is not None
-        return self._looks_like_cskd(name)
+        return name in self.legacy_files()
+
+    def legacy_files(self) -> list[str]:
+        """The files of a folder without a (readable) manifest that cskd 0.1 (or a cskd that lost
+        its manifest) wrote, recognised by their content; none unless a config.json or checkpoint
+        is among them (a lone metrics.jsonl of the user's is not a run)."""
+        found = [n for n in self.cskd_names() if self._looks_like_cskd(n)]
+        return found if {CONFIG, LAST, BEST} & set(found) else []
 
     def foreign_files(self) -> list[str]:
         m = self.manifest()
@@ -93,25 +102,40 @@ class RunFolder:
         return self.path.is_dir() and any((self.path / n).exists() and self.owns(n, m) for n in MARKERS)
 
     def _looks_like_cskd(self, name: str) -> bool:
+        """Whether the file `name` has the content cskd writes under that name (never unpickles)."""
         path = self.path / name
         try:
-            if name in (CONFIG, SUMMARY):
+            if name == CONFIG:
                 data = json.loads(path.read_text())
-                return isinstance(data, dict) and (isinstance(data.get("config"), dict) if name == CONFIG
-                                                   else "best_epoch" in data)
+                cfg = data.get("config") if isinstance(data, dict) else None
+                return isinstance(cfg, dict) and all(isinstance(cfg.get(k), str) for k in ("dataset", "method"))
+            if name == SUMMARY:
+                data = json.loads(path.read_text())
+                return isinstance(data, dict) and "finished" in data and "best_epoch" in data
             if name == METRICS:
                 lines = path.read_text().splitlines()
-                return all(isinstance(json.loads(line).get("epoch"), int) for line in lines[:-1]) if lines else True
+                records = [json.loads(line) for line in lines[:-1]]  # a torn last line is allowed
+                with contextlib.suppress(ValueError):
+                    records.append(json.loads(lines[-1]))
+                return bool(records) and all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records)
+            if name in (LAST, BEST):
+                import torch
+
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                return isinstance(state, dict) and {"format", "model", "config", "epoch"} <= set(state)
             with zipfile.ZipFile(path) as z:
                 members = set(z.namelist())
-            if name in (LAST, BEST):
-                return any(m.endswith("/data.pkl") for m in members)
             if name.startswith("predictions-"):
                 return "logits.npy" in members and bool({"run_config.npy", "meta.npy"} & members)
             if name.startswith("tsne-"):
                 return {"coords.npy", "rows.npy"} <= members
-        except (OSError, ValueError, AttributeError, zipfile.BadZipFile):
-            pass
+            if name.startswith("stats-"):
+                from .npz import NpzFile
+
+                return NpzFile(path).meta.get("kind") == "stats"
+        except (OSError, ValueError, AttributeError, IndexError, KeyError, RuntimeError, EOFError,
+                pickle.UnpicklingError, zipfile.BadZipFile):
+            pass  # unreadable as what cskd writes there: not ours
         return False
 
     # ------------------------------------------------------------------ config.json
@@ -219,7 +243,10 @@ class RunFolder:
         content the manifest recorded for it (a flipped byte is found)."""
         path = self.path / f"{kind}.pt"
         state = read_checkpoint(path, fields=fields, map_location=map_location, fix=fix)
-        run_id = self.run_id() if (self.path / CONFIG).is_file() else None
+        try:
+            run_id = self.run_id() if (self.path / CONFIG).is_file() else None
+        except UserError:  # a damaged config.json: last.pt may be what repairs it
+            run_id = None
         if state.get("run_id") and run_id and state["run_id"] != run_id:
             raise UserError(f"{path} belongs to another run than {self.path / CONFIG} (another run id); {fix}")
         digest = self.checkpoint_digest(kind)
@@ -244,8 +271,9 @@ class RunFolder:
         if p.split != split:
             raise UserError(f"{path} holds predictions of the {p.split} split, not of {split} (renamed or copied?); "
                             f"{p.fix}")
-        run_id = self.run_id()
-        if run_id is None or p.meta.get("run_id") != run_id:
+        # A run of cskd 0.1 has no id, nor have the predictions made for it since (the checkpoint's
+        # SHA-256 still tells whose they are: predictions_status).
+        if p.meta.get("run_id") != self.run_id():
             raise UserError(f"{path} was made by another run (copied from another folder?); {p.fix}")
         if verify:
             p.verify()
@@ -296,24 +324,42 @@ class RunFolder:
         adopt the files of a cskd 0.1 folder into a manifest; every write happens in here."""
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"{self.path} exists and is not a folder")
-        if self._manifest is None:
+        outermost = self._manifest is None
+        if outermost:
             self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
-        with FolderLock(self.path, command):
-            outer = self._manifest
-            if outer is None:
-                m = Manifest(self.path)
-                if not (m.exists and m.readable):
-                    for name in self.cskd_names():
-                        if self._looks_like_cskd(name):
-                            m.record(name, record_of(self.path / name))
-                remove_stale_temps(self.path, is_cskd_name)
-                remove_stale_temps(self.path / META_DIR, lambda name: name == MANIFEST_NAME)
-                self._manifest = m
-            try:
-                yield self
-            finally:
-                self._manifest = outer
+        had_meta = (self.path / META_DIR).exists()
+        try:
+            with FolderLock(self.path, command):
+                yield from self._writing_in(outermost)
+        finally:
+            if outermost and not had_meta and not (self.path / META_DIR / MANIFEST_NAME).exists():
+                with contextlib.suppress(OSError):  # nothing written: leave no bookkeeping in the user's folder
+                    os.unlink(self.path / META_DIR / "lock")
+                    (self.path / META_DIR).rmdir()
+
+    def _writing_in(self, outermost: bool):
+        """The body of writing() under the lock: load the manifest (adopting a cskd 0.1 folder's
+        files in memory, re-recording files copied with new times), remove stale temporary files."""
+        if outermost:
+            m = Manifest(self.path)
+            if not (m.exists and m.readable):  # cskd 0.1's files (or a lost manifest): adopted in memory,
+                for name in self.legacy_files():  # saved with the first file this command writes
+                    m.adopt(name, record_of(self.path / name))
+            else:
+                for name in self.cskd_names():  # copied with new times but the same bytes: re-record
+                    rec = m.matching(name)
+                    st = os.stat(self.path / name)
+                    if rec is not None and (rec.size, rec.mtime_ns) != (st.st_size, st.st_mtime_ns):
+                        m.record(name, record_of(self.path / name, rec.sha256))
+            remove_stale_temps(self.path, is_cskd_name)
+            remove_stale_temps(self.path / META_DIR, lambda name: name == MANIFEST_NAME)
+            self._manifest = m
+        try:
+            yield self
+        finally:
+            if outermost:
+                self._manifest = None
 
     def _write(self, name: str, writer):
         if self._manifest is None:

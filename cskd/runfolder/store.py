@@ -71,7 +71,13 @@ def replaced_as_a_whole(target: Path):
         if target.exists():
             old = fresh_folder_next_to(target, "old")
             os.replace(target, old / "previous")
-        os.replace(new, target)
+        try:
+            os.replace(new, target)
+        except OSError:
+            if old is not None:  # put the previous one back
+                os.replace(old / "previous", target)
+                old.rmdir()
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
@@ -158,10 +164,6 @@ def atomic_write(path: Path, write, *, hashed: bool = True, before_replace=None)
             os.unlink(tmp)
 
 
-def write_json(path: Path, obj) -> FileRecord | None:
-    return atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
-
-
 def remove_stale_temps(folder: Path, is_ours) -> list[str]:
     """Delete the temporary files (`.<name>.<random>.tmp`) whose `name` satisfies `is_ours`, left
     by a killed writer. Call it only while holding the folder's lock: then no live writer owns them."""
@@ -182,11 +184,16 @@ _held: dict[str, list] = {}
 
 
 class FolderLock:
-    """Exclusive writer lock of `folder` (created if needed). Re-entrant within one process."""
+    """Exclusive writer lock of `folder` (created if needed). Re-entrant within one process.
 
-    def __init__(self, folder: Path, command: str | None = None):
+    By default a held lock is a one-line UserError naming the holder; `wait=True` waits for it
+    instead (a shared cache that another process is building: once it is built, it is reused).
+    `what` names the folder in the error ("run folder", "decode cache", ...)."""
+
+    def __init__(self, folder: Path, command: str | None = None, *, wait: bool = False, what: str = "run folder"):
         self.folder = Path(folder)
         self.command = command or " ".join(["cskd", *sys.argv[1:]])[:200]
+        self.wait, self.what = wait, what
         self.key = ""
 
     def __enter__(self) -> FolderLock:
@@ -198,12 +205,12 @@ class FolderLock:
             return self
         fd = os.open(meta / LOCK_NAME, os.O_RDWR | os.O_CREAT, file_mode())
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 400, 0).decode("utf-8", errors="replace").strip() or "another process"
             os.close(fd)
             raise UserError(f"{self.folder} is being written by {holder}; wait until it ends or stop it "
-                            f"(two writers would corrupt the run folder)") from None
+                            f"(two writers would corrupt the {self.what})") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"PID {os.getpid()} ({self.command})\n".encode(), 0)
         _held[self.key] = [fd, 1]
@@ -220,12 +227,20 @@ class FolderLock:
             os.close(entry[0])  # closing the descriptor releases the flock
 
 
-def holds_lock(folder: Path) -> bool:
-    return str((Path(folder) / META_DIR).resolve()) in _held
+def _valid_entry(entry) -> bool:
+    """{"current": record, "previous": record or None}, a record being {size, mtime_ns, sha256}."""
+    def record(r):
+        return isinstance(r, dict) and set(r) == {"size", "mtime_ns", "sha256"} and \
+            all(isinstance(r[k], int) and not isinstance(r[k], bool) for k in ("size", "mtime_ns")) and \
+            isinstance(r["sha256"], str)
+    return isinstance(entry, dict) and record(entry.get("current")) and \
+        (entry.get("previous") is None or record(entry.get("previous")))
 
 
 class Manifest:
-    """The record of the files cskd wrote into one folder (see the module docstring)."""
+    """The record of the files cskd wrote into one folder (see the module docstring). A damaged
+    manifest (unreadable, or an entry of the wrong shape) counts as absent: nothing is known to be
+    cskd's, and the folder's files are judged by their content (RunFolder._looks_like_cskd)."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
@@ -234,7 +249,8 @@ class Manifest:
         self.readable = True
         try:
             data = json.loads(self.path.read_text())
-            if data.get("format") != MANIFEST_FORMAT or not isinstance(data.get("files"), dict):
+            if data.get("format") != MANIFEST_FORMAT or not isinstance(data.get("files"), dict) or \
+                    not all(_valid_entry(e) for e in data["files"].values()):
                 raise ValueError("unknown manifest format")
             self.entries = data["files"]
         except FileNotFoundError:
@@ -259,6 +275,7 @@ class Manifest:
         except FileNotFoundError:
             return None
         candidates = [FileRecord(**r) for r in (self.entries.get(name) or {}).values() if r]
+        # (entries were validated on load; a stale time after a copy is matched by content below)
         for r in candidates:
             if (r.size, r.mtime_ns) == (st.st_size, st.st_mtime_ns):
                 return r
@@ -274,8 +291,9 @@ class Manifest:
         """True when `name` is absent (nothing to protect) or is a file cskd wrote there."""
         return not (self.folder / name).exists() or self.matching(name) is not None
 
-    def listed(self, name: str) -> bool:
-        return name in self.entries
+    def adopt(self, name: str, rec: FileRecord) -> None:
+        """Treat `name` as cskd's (a file of a cskd 0.1 folder); saved with the next record()."""
+        self.entries[name] = {"current": asdict(rec), "previous": None}
 
     def record(self, name: str, rec: FileRecord) -> None:
         """Remember `rec` as the current version of `name`; the one before stays acceptable, so a
