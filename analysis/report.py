@@ -210,7 +210,9 @@ def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int 
     """Compute every metric of every run and write the report folder `out_dir` (plain writes, only
     inside out_dir; make it appear atomically by writing into a fresh folder and renaming it).
 
-    runs: {name: {logits, features, labels, indices, class_names, dataset, split, config, and
+    runs: {name: {logits, features, labels, indices, class_names, dataset, split, config, optionally
+    metrics + metrics_bins (run_metrics' result computed earlier at that bin count, 1,000 bootstrap
+    resamples at 95 %: used as it is when the settings match), and
     optionally images (dataset index -> HxWxC image), fine_to_coarse, coarse_names, val_logits,
     val_labels, tsne = (coords, rows)}}; arrays are only read. group_ignore: the config keys that
     do not change results (passed to tables.group_by_seed); the default ("seed",) only treats
@@ -311,8 +313,15 @@ def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int 
             save(d.plot().figure, "txl_top1_error" if len(grids) == 1 else f"txl_top1_error_{_safe(str(method))}")
 
     options = dict(n_bins=n_bins, n_boot=n_boot, ci_level=ci_level)
-    steps = [(f"metrics {n}", lambda n=n: metrics.__setitem__(n, run_metrics(
-        {**runs[n], "fine_to_coarse": mapping, "coarse_names": coarse}, **options))) for n in runs]
+
+    def step_metrics(name):
+        r = runs[name]
+        if r.get("metrics") is not None and r.get("metrics_bins") == n_bins and n_boot == 1000 and ci_level == 0.95:
+            metrics[name] = dict(r["metrics"])  # computed once already, with these settings (a caller's cache)
+        else:
+            metrics[name] = run_metrics({**r, "fine_to_coarse": mapping, "coarse_names": coarse}, **options)
+
+    steps = [(f"metrics {n}", lambda n=n: step_metrics(n)) for n in runs]
     steps += [("tables", step_tables), ("reliability", step_reliability), ("misclassified", step_misclassified)]
     if mapping is not None:
         steps += [(f"hierarchy {n}", lambda n=n: step_hierarchy(n)) for n in runs]

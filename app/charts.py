@@ -16,13 +16,21 @@ from analysis.figures import GT_COLOR
 
 UNIT = {"domain": [0, 1]}
 SIDE = 300  # pixels of one reliability panel
-GAP_TEXT = "gap: mean confidence − accuracy (above the bar or the dots: over-confident)"
+GAP_OVERLAY = "dotted: gap from the bin's accuracy to its mean confidence (upwards: over-confident)"
+GAP_BARS = "red: gap between the bin's accuracy and its mean confidence (above the bar: over-confident)"
+FIT_WIDTH = {"type": "fit-x", "contains": "padding"}  # the width of the page, the height as given
 
 
 def run_scale(frame: pd.DataFrame, field: str = "run") -> dict:
     """Colour scale mapping each value of `field` to its run's colour (frame's `color` column)."""
     pairs = frame.drop_duplicates(field)[[field, "color"]]
     return {"domain": list(pairs[field]), "range": list(pairs["color"])}
+
+
+def _constant(text: str, field: str = "what") -> dict:
+    """A transform adding `field` = `text` to every row (a JSON string literal: quotes in the text
+    cannot break the expression)."""
+    return {"calculate": _js(text), "as": field}
 
 
 def _legend(orient: str = "top", **more) -> dict:
@@ -39,11 +47,11 @@ def reliability_overlay(frame: pd.DataFrame, *, log_counts: bool) -> dict:
             {"field": "upper", "format": ".2f", "title": "to"}, {"field": "accuracy", "format": ".3f"},
             {"field": "confidence", "format": ".3f", "title": "mean confidence"}, {"field": "count"}]
     dash = {"field": "what", "type": "nominal", "title": None, "legend": _legend(columns=1),
-            "scale": {"domain": ["accuracy of the bin (solid)", GAP_TEXT, "perfect calibration"],
+            "scale": {"domain": ["accuracy of the bin (solid)", GAP_OVERLAY, "perfect calibration"],
                       "range": [[1, 0], [2, 2], [6, 4]]}}
     full = {"filter": "datum.count > 0"}
     top = {"width": SIDE * 2, "height": SIDE, "layer": [
-        {"transform": [full, {"calculate": "'accuracy of the bin (solid)'", "as": "what"}],
+        {"transform": [full, _constant("accuracy of the bin (solid)")],
          "mark": {"type": "rule", "strokeWidth": 2.5},
          "encoding": {"x": x, "x2": {"field": "upper"}, "y": {"field": "accuracy", "type": "quantitative",
                                                                "scale": UNIT, "title": "accuracy"},
@@ -51,7 +59,7 @@ def reliability_overlay(frame: pd.DataFrame, *, log_counts: bool) -> dict:
         {"transform": [full], "mark": {"type": "point", "filled": True, "size": 30},
          "encoding": {"x": {"field": "confidence", "type": "quantitative", "scale": UNIT},
                       "y": {"field": "accuracy", "type": "quantitative"}, "color": color, "tooltip": tips}},
-        {"transform": [full, {"calculate": f"'{GAP_TEXT}'", "as": "what"}], "mark": {"type": "rule", "strokeWidth": 1.5},
+        {"transform": [full, _constant(GAP_OVERLAY)], "mark": {"type": "rule", "strokeWidth": 1.5},
          "encoding": {"x": {"field": "confidence", "type": "quantitative", "scale": UNIT},
                       "y": {"field": "accuracy", "type": "quantitative"}, "y2": {"field": "confidence"},
                       "color": color, "strokeDash": dash, "tooltip": tips}},
@@ -85,13 +93,13 @@ def reliability_side_by_side(frame: pd.DataFrame, *, log_counts: bool) -> dict:
               "header": {"labelFontSize": 12, "labelLimit": SIDE + 60}}
     full = {"filter": "datum.count > 0"}
     gap_fill = {"field": "what", "type": "nominal", "title": None, "legend": _legend(),
-                "scale": {"domain": [GAP_TEXT], "range": [GT_COLOR]}}
+                "scale": {"domain": [GAP_BARS], "range": [GT_COLOR]}}
     top = {"facet": {"column": column}, "spec": {"width": SIDE, "height": SIDE, "layer": [
         {"transform": [full], "mark": {"type": "rect", "stroke": "black", "strokeWidth": 0.5},
          "encoding": {"x": x, "x2": {"field": "upper"},
-                      "y": {"datum": 0, "type": "quantitative", "scale": UNIT, "title": "accuracy"},
-                      "y2": {"field": "accuracy"}, "color": color, "tooltip": tips}},
-        {"transform": [full, {"calculate": f"'{GAP_TEXT}'", "as": "what"}], "mark": {"type": "rect", "opacity": 0.35},
+                      "y": {"field": "accuracy", "type": "quantitative", "scale": UNIT, "title": "accuracy"},
+                      "y2": {"datum": 0}, "color": color, "tooltip": tips}},
+        {"transform": [full, _constant(GAP_BARS)], "mark": {"type": "rect", "opacity": 0.35},
          "encoding": {"x": x, "x2": {"field": "upper"}, "y": {"field": "accuracy", "type": "quantitative"},
                       "y2": {"field": "confidence"}, "fill": gap_fill, "tooltip": tips}},
         {"transform": [{"filter": "datum.bin == 0"}], "mark": {"type": "rule", "color": "black", "strokeDash": [6, 4]},
@@ -99,9 +107,10 @@ def reliability_side_by_side(frame: pd.DataFrame, *, log_counts: bool) -> dict:
                       "y": {"datum": 0, "type": "quantitative"}, "y2": {"datum": 1}}},
     ]}}
     counts = {"facet": {"column": {**column, "header": {"labels": False}}}, "spec": {
-        "width": SIDE, "height": 90, "transform": [full], "mark": {"type": "rect", "stroke": "black", "strokeWidth": 0.5},
+        "width": SIDE, "height": 90, "transform": [full],
+        "mark": {"type": "rect", "stroke": "black", "strokeWidth": 0.5},
         "encoding": {"x": x, "x2": {"field": "upper"}, "y": _count_axis(log_counts),
-                     "y2": {"datum": 1 if log_counts else 0}, "color": color, "tooltip": tips}}}
+                     "y2": {"datum": 0.5 if log_counts else 0}, "color": color, "tooltip": tips}}}
     return {"vconcat": [top, counts], "spacing": 4}
 
 
@@ -115,8 +124,8 @@ def logprob(frame: pd.DataFrame) -> dict:
             "spec": {"width": 380, "height": 220, "mark": {"type": "rect", "opacity": 0.45},
                      "encoding": {"x": {"field": "lower", "type": "quantitative", "title": "log-probability"},
                                   "x2": {"field": "upper"},
-                                  "y": {"datum": 0, "type": "quantitative", "title": "samples"},
-                                  "y2": {"field": "count"},
+                                  "y": {"field": "count", "type": "quantitative", "title": "samples"},
+                                  "y2": {"datum": 0},
                                   "color": {"field": "run", "type": "nominal", "scale": run_scale(frame),
                                             "legend": _legend()},
                                   "tooltip": [{"field": "run"}, {"field": "lower", "format": ".2f"},
@@ -142,7 +151,8 @@ def distributions(frame: pd.DataFrame, *, shared_axis: bool, true_name: str) -> 
                     {"field": "probability", "format": ".4f"}, {"field": "is_true", "title": "ground truth"}]}}
     if shared_axis:
         bars["encoding"]["yOffset"] = {"field": "run", "type": "nominal", "sort": {"field": "order"}}
-        return {**bars, "width": "container", "height": {"step": max(6, 44 // max(1, frame["run"].nunique()))}}
+        runs, classes = frame["run"].nunique(), frame["class"].nunique()
+        return {**bars, "autosize": FIT_WIDTH, "height": classes * (9 * runs + 12) + 30}
     return {"facet": {"row": {"field": "run", "type": "nominal", "title": None, "sort": {"field": "order"},
                               "header": {"labelAngle": 0, "labelAlign": "left", "labelLimit": 300}}},
             "spec": {**bars, "width": 320, "height": {"step": 18}},
@@ -181,12 +191,12 @@ def heatmap(frame: pd.DataFrame, *, x: str, y: str, value: str, text: str | None
             **enc, "text": {"field": text},
             "color": {"condition": {"test": f"datum['{value}'] > 0.5 * ({domain[1] if domain else 1})",
                                     "value": "white"}, "value": "black"}}})
-    return {"layer": layers, "width": "container"}
+    return {"layer": layers, "autosize": FIT_WIDTH}
 
 
 def grouped_bars(frame: pd.DataFrame, *, x: str, y: str, y_title: str, x_title: str) -> dict:
     """One bar per run in each `x` group (DomainErrorDisplay.frame), runs in their colours."""
-    return {"mark": {"type": "bar"}, "width": "container", "height": 260, "encoding": {
+    return {"mark": {"type": "bar"}, "autosize": FIT_WIDTH, "height": 260, "encoding": {
         "x": {"field": x, "type": "nominal", "title": x_title, "sort": {"field": "group", "op": "min"},
               "axis": {"labelAngle": -40, "labelLimit": 140}},
         "xOffset": {"field": "run", "type": "nominal", "sort": {"field": "order"}},
@@ -197,7 +207,7 @@ def grouped_bars(frame: pd.DataFrame, *, x: str, y: str, y_title: str, x_title: 
 
 def curves(frame: pd.DataFrame, *, title: str, y_title: str) -> dict:
     """One line per run and quantity against the epoch; quantities told apart by the dash."""
-    return {"title": title, "mark": {"type": "line", "point": {"size": 12}}, "width": "container", "height": 280,
+    return {"title": title, "mark": {"type": "line", "point": {"size": 12}}, "autosize": FIT_WIDTH, "height": 280,
             "encoding": {
                 "x": {"field": "epoch", "type": "quantitative"},
                 "y": {"field": "value", "type": "quantitative", "title": y_title, "scale": {"zero": False}},
@@ -216,7 +226,7 @@ def scatter(frame: pd.DataFrame, *, palette: dict, legend: bool, thumbnails: boo
             {"field": "group_name", "title": "coarse group"}]
     if thumbnails:
         tips.append({"field": "image"})
-    return {"mark": {"type": "circle", "size": 12, "opacity": 0.75}, "width": "container", "height": 460,
+    return {"mark": {"type": "circle", "size": 12, "opacity": 0.75}, "autosize": FIT_WIDTH, "height": 460,
             "params": [{"name": select, "select": {"type": "point", "fields": ["row"], "on": "click"}},
                        {"name": "zoom", "select": "interval", "bind": "scales"}],
             "encoding": {

@@ -2,7 +2,7 @@
 t-SNE cache, written through cskd (predict, cskd.stats.ensure_stats, cskd.analyze.cached_tsne),
 which take the run folder's writer lock.
 
-Jobs run one at a time, in the order asked for, each in a child process (`python -m app.worker`,
+Jobs run one at a time, cheapest kind first (PRIORITY), each in a child process (`python -m app.worker`,
 at a lower CPU priority): a page never waits for one, a page switch never cancels one, and the
 memory a computation needs (an exact neighbour search holds the features as float32) is the
 child's, returned when it ends, never the server's. CSKD_DASHBOARD_JOBS=thread runs them in a
@@ -24,9 +24,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TASKS = {"predict": "predictions", "stats": "metrics", "tsne": "t-SNE"}
+TASKS = {"predict": "predictions", "stats": "metrics", "search": "Recall@1 and neighbours", "tsne": "t-SNE"}
+# Queued jobs run cheapest first: every picked run's metrics (seconds) before any exact neighbour
+# search (minutes at the ImageNet scale), so all of them show up early.
+PRIORITY = {"stats": 0, "predict": 1, "tsne": 2, "search": 3}
 REPO = str(Path(__file__).resolve().parents[1])
 KEEP_LINES = 20  # of a child's non-progress output, for the error card
+START_DELAY_S = 1.0  # the page that asked for a job is drawn first (a worker's start takes a core)
 
 
 @dataclass
@@ -69,7 +73,7 @@ _lock = threading.Lock()
 _jobs: dict[tuple, Job] = {}
 _queue: collections.deque = collections.deque()
 _runner: threading.Thread | None = None
-_finished = 0  # jobs ended so far: a page that saw fewer knows it must rerun
+_changes = 0  # jobs ended so far: a page that saw fewer knows it must rerun
 
 
 def submit(path, name: str, task: str, *, stamp: tuple, estimate_s: float | None = None,
@@ -103,8 +107,9 @@ def active() -> list[Job]:
         return [j for j in _jobs.values() if j.active]
 
 
-def finished_count() -> int:
-    return _finished
+def changes() -> int:
+    """How many jobs have ended (a page that saw fewer reruns to show what they wrote)."""
+    return _changes
 
 
 def wait_idle(timeout_s: float = 120.0) -> bool:
@@ -125,12 +130,15 @@ def forget_all() -> None:
 
 
 def _run_queue() -> None:
-    global _finished
+    global _changes
+    if os.environ.get("CSKD_DASHBOARD_JOBS") != "thread":
+        time.sleep(START_DELAY_S)
     while True:
         with _lock:
             if not _queue:
                 return
-            job = _queue.popleft()
+            job = min(_queue, key=lambda j: PRIORITY[j.task])  # the first of the cheapest kind
+            _queue.remove(job)
             job.state, job.started, job.text = "running", time.monotonic(), "starting"
         try:
             if os.environ.get("CSKD_DASHBOARD_JOBS") == "thread":
@@ -143,7 +151,16 @@ def _run_queue() -> None:
             job.state = "failed" if job.error else "done"
             job.fraction = 1.0 if not job.error else job.fraction
             job.finished = time.monotonic()
-            _finished += 1
+            _changes += 1
+        _log(job)
+
+
+def _log(job: Job) -> None:
+    """One line per finished job on the server's output (what benchmarks/dashboard.py reads)."""
+    peak = f", peak memory {job.peak_mb:.0f} MiB" if job.peak_mb is not None else ""
+    outcome = f"failed: {job.error}" if job.error else "done"
+    print(f"cskd dashboard: {TASKS[job.task]} of {job.name}: {outcome} in {job.finished - job.started:.1f} s{peak}",
+          file=sys.stderr, flush=True)
 
 
 def _report(job: Job, fraction: float, text: str) -> None:
@@ -160,12 +177,17 @@ def _in_thread(job: Job) -> None:
         job.error = str(e)
 
 
+def _lower_priority() -> None:
+    """In the child before it starts: the server (and the person using it) comes first."""
+    os.nice(10)
+
+
 def _in_process(job: Job) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)}
     cmd = [sys.executable, "-m", "app.worker", "--run", job.path, "--task", job.task]
     other = collections.deque(maxlen=KEEP_LINES)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                          cwd=REPO) as proc:
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
+                          preexec_fn=_lower_priority) as proc:
         for line in proc.stdout:
             try:
                 msg = json.loads(line)

@@ -79,7 +79,8 @@ def first_picks(root: Path, runs: list) -> list:
 
 def sidebar(root: Path, runs: list) -> None:
     state = st.session_state
-    # Streamlit drops a widget's value when the page changes; a plain copy survives.
+    # The picker keeps its value across pages (persist_state); a plain copy covers a session whose
+    # widget states were reset all the same.
     if KEPT not in state:
         state[KEPT] = first_picks(root, runs)
     if ui.PICKED_KEY not in state:
@@ -87,17 +88,28 @@ def sidebar(root: Path, runs: list) -> None:
     if any(r not in runs for r in state[ui.PICKED_KEY]):  # runs deleted since the last rerun
         state[ui.PICKED_KEY] = [r for r in state[ui.PICKED_KEY] if r in runs]
     with st.sidebar:
-        st.multiselect("Runs to compare", runs, key=ui.PICKED_KEY,
+        st.multiselect("Runs to compare", runs, key=ui.PICKED_KEY, persist_state="session",
                        help="Every page shows the runs picked here, each in its own colour.")
         st.caption(f"{len(runs)} run(s) in {ui.literal(root)}")
-        ui.progress_panel()
     state[KEPT] = state[ui.PICKED_KEY]
     if st.query_params.get_all("run") != state[ui.PICKED_KEY]:
         st.query_params["run"] = state[ui.PICKED_KEY]  # from the first render on: a reload shows the same runs
 
 
+def favicon():
+    """A 32x32 tile in the first run colour, drawn in memory."""
+    import numpy as np
+    from PIL import Image
+
+    tile = np.full((32, 32, 3), (31, 119, 180), np.uint8)
+    tile[8:24, 8:24] = (255, 127, 14)
+    return Image.fromarray(tile)
+
+
 def main() -> None:
-    st.set_page_config(page_title="cskd dashboard", page_icon=":material/insights:", layout="wide")
+    # A favicon made here: without it the page's :material/...: icon becomes the favicon, which the
+    # browser fetches from fonts.gstatic.com; the dashboard fetches nothing from outside.
+    st.set_page_config(page_title="cskd dashboard", page_icon=favicon(), layout="wide")
     try:
         root = paths.resolve_root(runs_dir_argument())
     except UserError as e:
@@ -116,10 +128,19 @@ def main() -> None:
         st.Page(PAGES / "embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
         st.Page(PAGES / "hierarchy.py", title="Hierarchy", icon=":material/account_tree:"),
     ]
-    st.navigation(pages).run()
-    # Last element of every page: the picked runs. The browser test waits for it to know a
-    # rerun has finished.
-    with st.container(key="cskd-footer"):
+    try:
+        st.navigation(pages).run()
+    finally:  # also after a page's st.stop()
+        with st.sidebar:  # after the page: it may have just started computing something
+            ui.progress_panel()
+        footer()
+
+
+def footer() -> None:
+    """Last element of every page: the picked runs, in a container named after the rerun's number.
+    The browser test waits for it to know a rerun has finished."""
+    reruns = st.session_state["_reruns"] = st.session_state.get("_reruns", 0) + 1
+    with st.container(key="cskd-footer"), st.container(key=f"cskd-rerun-{reruns}"):
         picked = ", ".join(st.session_state.get(ui.PICKED_KEY, [])) or "none"
         st.caption(f"Runs picked: {ui.literal(picked)}")
 

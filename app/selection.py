@@ -68,7 +68,7 @@ def summary(ready, rows: np.ndarray) -> pd.DataFrame:
     out = []
     for r in ready:
         s = r.stats
-        take = (lambda name: np.asarray(s.array(name))[rows]) if rows.size else (lambda name: np.empty(0))
+        take = (lambda name, s=s: np.asarray(s.array(name))[rows]) if rows.size else (lambda name: np.empty(0))
         out.append({"run": r.name, "samples": int(rows.size),
                     "wrong %": 100 * float(np.mean(~take("correct").astype(bool))) if rows.size else None,
                     "mean confidence": _mean(take("confidence")), "mean entropy (nats)": _mean(take("entropy")),
@@ -92,8 +92,8 @@ def agreement(ready, rows: np.ndarray) -> float | None:
 @st.cache_data(show_spinner=False, max_entries=128)
 def logprob_display(keys: tuple, _ready, rows_key: tuple, _rows, description: str) -> LogProbDisplay:
     """Paper Fig. 2 on `_rows` from each run's cached log-probabilities of the predicted and true class."""
-    lp = {r.name: {"predicted": np.asarray(r.stats.pred_logprob)[_rows], "true": np.asarray(r.stats.true_logprob)[_rows]}
-          for r in _ready}
+    lp = {r.name: {"predicted": np.asarray(r.stats.pred_logprob)[_rows],
+                   "true": np.asarray(r.stats.true_logprob)[_rows]} for r in _ready}
     return LogProbDisplay.from_log_probs(lp, _rows, description=description)
 
 

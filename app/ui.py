@@ -11,6 +11,7 @@ the page render a link or fetch an image.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,19 @@ def error_card(name: str, err) -> None:
     st.error(f"**{literal(name)}**: {literal(text)}", icon=":material/error:")
 
 
+@contextlib.contextmanager
+def card_on_error(name: str, what: str):
+    """Run a block drawing one run (or the picked runs together); a problem in what it reads (a
+    value out of range in a file, a file that changed under the reader) becomes an error card
+    naming the run and `what` it was reading, and the page goes on."""
+    try:
+        yield
+    except UserError as e:
+        error_card(name, e)
+    except (ValueError, TypeError, KeyError, IndexError, OSError) as e:
+        error_card(name, f"{what}: {type(e).__name__}: {e}")
+
+
 def need_picks(ctx: Context, at_least: int = 1) -> list:
     """The picked runs, or a hint to pick some and a stop."""
     if len(ctx.picked) < at_least:
@@ -99,12 +113,14 @@ class Ready:
     color: str
 
 
-def stats_estimate(preds) -> float | None:
+def stats_estimate(preds, *, search: bool = False) -> float | None:
+    """Seconds the metrics (or, with `search`, the neighbour search) of these predictions take."""
     from cskd.stats import estimate_seconds
 
     try:
-        feats = preds.features
-        return estimate_seconds(preds.num_samples, preds.num_classes, None if feats is None else feats.shape[1])
+        n, c, feats = preds.num_samples, preds.num_classes, preds.features
+        first = estimate_seconds(n, c, None)
+        return estimate_seconds(n, c, None if feats is None else feats.shape[1]) - first if search else first
     except (OSError, ValueError, KeyError):
         return None
 
@@ -141,9 +157,14 @@ def ready_runs(ctx: Context, names, *, where: str) -> list[Ready]:
                 ask(files, "stats")  # a damaged cache: computed again
             continue
         if stats is None or not stats.complete:
-            job = ask(files, "stats", estimate_s=stats_estimate(preds))
+            job = (ask(files, "stats", estimate_s=stats_estimate(preds)) if stats is None else
+                   ask(files, "search", estimate_s=stats_estimate(preds, search=True)))
             if stats is None:
                 job_caption(job)
+                if job.state == "failed" and st.button(f"Retry computing the metrics of {literal(name)}",
+                                                       key=f"retry:{where}:{name}"):
+                    ask(files, "stats", retry=True)
+                    st.rerun()
                 continue
         ready.append(Ready(name, files, record, preds, stats, ctx.color(name)))
     return ready
@@ -192,8 +213,8 @@ def job_caption(job: jobs.Job) -> None:
 
 @st.fragment(run_every=1.0)
 def _progress_live(seen: int) -> None:
-    if jobs.finished_count() != seen:
-        st.rerun(scope="app")  # a computation ended: every page shows its result
+    if jobs.changes() != seen:
+        st.rerun(scope="app")  # a computation wrote a result: every page shows it
     for job in jobs.active():
         left = job.remaining_s()
         eta = f" · about {left:.0f} s left" if left is not None else ""
@@ -205,7 +226,7 @@ def progress_panel() -> None:
     """In the sidebar: the background computations, refreshed every second while there are any."""
     if jobs.active():
         st.caption("Computing in the background")
-        _progress_live(jobs.finished_count())
+        _progress_live(jobs.changes())
 
 
 def downloads(stem: str, draw, *, key: str) -> None:

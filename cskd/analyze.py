@@ -35,8 +35,13 @@ def cached_tsne(folder: RunFolder, split: str, preds, *, max_points: int = TSNE_
         cached = None
     if cached is not None:
         return cached
-    coords, rows = tsne_2d(np.asarray(preds.features, dtype=np.float32), np.asarray(preds.labels),
-                           max_points=max_points, seed=0)
+    from analysis.embedding import stratified_subsample
+
+    labels = np.asarray(preds.labels)
+    sub = stratified_subsample(labels, max_points, seed=0)  # read only the rows t-SNE uses (features are lazy)
+    coords, idx = tsne_2d(np.asarray(preds.features[sub], dtype=np.float32), labels[sub], max_points=max_points,
+                          seed=0)
+    rows = sub[idx]
     with folder.writing():
         folder.write_derived(tsne_name(split), {"coords": coords, "rows": rows}, kind="tsne", predictions=preds,
                              max_points=max_points)
@@ -57,8 +62,9 @@ def prepare_run(run: Path, *, split: str = "test", progress: bool | None = None,
     """Predict `split` where its predictions are missing, stale or damaged, and for the test split
     also the validation split (temperature scaling is fitted there, never on the test split) when
     the run has one; then cache the t-SNE. Returns (predictions of `split`, validation predictions
-    or None, (t-SNE coords, rows) or None when there are no features). `on_step(fraction, text)`
-    is told before each step (a progress bar)."""
+    or None, (t-SNE coords, rows) or None when there are no features, the run's stats cache:
+    cskd.stats, its metrics computed once). `on_step(fraction, text)` is told before each step
+    (a progress bar)."""
     folder = RunFolder(run)
     step = on_step or (lambda fraction, text: None)
     step(0.0, f"predicting the {split} split")
@@ -69,12 +75,15 @@ def prepare_run(run: Path, *, split: str = "test", progress: bool | None = None,
         step(0.4, "predicting the validation split")
         predict(folder.path, split="val", progress=progress)
         val = folder.predictions("val")
+    from .stats import ensure_stats
+
+    stats = ensure_stats(folder.path, split, on_step=lambda f, t: step(0.4 + 0.3 * f, f"metrics: {t}"))
     tsne = None
     if with_tsne and preds.features is not None:
         step(0.7, f"t-SNE of the {split} features")
         tsne = cached_tsne(folder, split, preds, max_points=tsne_max_points)
     step(1.0, "done")
-    return preds, val, tsne
+    return preds, val, tsne, stats
 
 
 def _has_val(folder: RunFolder) -> bool:
@@ -88,8 +97,8 @@ def run_arrays(run: Path, *, split: str = "test", progress: bool | None = None,
                tsne_max_points: int = TSNE_MAX_POINTS, with_tsne: bool = True) -> dict:
     """Everything `analysis.report.analyze_runs` takes for one run, predicting first where needed.
     Arrays are read-only memory maps of the predictions file."""
-    preds, val, tsne = prepare_run(run, split=split, progress=progress, tsne_max_points=tsne_max_points,
-                                   with_tsne=with_tsne)
+    preds, val, tsne, stats = prepare_run(run, split=split, progress=progress, tsne_max_points=tsne_max_points,
+                                          with_tsne=with_tsne)
     arrays = {"logits": preds.logits, "features": preds.features, "labels": preds.labels, "indices": preds.indices,
               "class_names": preds.class_names, "dataset": preds.dataset, "split": preds.split,
               "config": RunFolder(run).config_dict(), "images": image_lookup(preds), "tsne": tsne}
@@ -98,6 +107,8 @@ def run_arrays(run: Path, *, split: str = "test", progress: bool | None = None,
         arrays["coarse_names"] = preds.coarse_names
     if val is not None:
         arrays["val_logits"], arrays["val_labels"] = val.logits, val.labels
+    # computed once per predictions file (cskd.stats), at the paper's 20 bins
+    arrays["metrics"], arrays["metrics_bins"] = stats.report_metrics(preds.coarse_names), 20
     return arrays
 
 

@@ -378,6 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
     prepare_arguments(pp)
     pp.set_defaults(func=cmd_prepare)
 
+    from .importer import add_arguments as import_arguments
+    from .importer import cmd_import
+
+    im = sub.add_parser("import", help="predictions of a model trained anywhere, as a run folder cskd can analyse",
+                        description="Create (or add a split to) a run folder RUN_DIR from logits and labels of a "
+                                    "model trained anywhere, so that cskd analyze and every dashboard page work on "
+                                    "it. Temperature scaling needs validation logits: import a val split for it.")
+    import_arguments(im)
+    im.set_defaults(func=cmd_import)
+
     mo = sub.add_parser("models", help="every model with its input size, parameter count and origin")
     mo.add_argument("--num-classes", type=int, default=1000, help="classes of the head (1000)")
     mo.set_defaults(func=cmd_models)

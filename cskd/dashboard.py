@@ -1,7 +1,8 @@
 """`cskd dashboard`: start the Streamlit app in app/ on a runs folder.
 
-The app runs in a child process (`python -m streamlit run app/main.py ... -- --runs DIR`), so
-Streamlit's own signal handling and threads stay out of the CLI process.
+The app runs in a child process (`python app/serve.py run app/main.py ... -- --runs DIR`: Streamlit's
+own command line, after importing the libraries the pages use, so the first page is not slowed by
+them), so Streamlit's signal handling and threads stay out of the CLI process.
 """
 
 from __future__ import annotations
@@ -42,11 +43,14 @@ def _check_port(host: str, port: int) -> None:
 
 
 def command(runs_dir: Path, port: int, host: str) -> list[str]:
-    return [sys.executable, "-m", "streamlit", "run", str(app_script()),
+    return [sys.executable, str(app_script().with_name("serve.py")), "run", str(app_script()),
             "--server.address", host, "--server.port", str(port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
             # No Deploy button (the runs stay on this machine), no file watcher (nothing is edited).
             "--client.toolbarMode", "minimal", "--server.fileWatcherType", "none",
+            # The browser keeps large elements (thumbnail tables, 10,000-point charts) for this many
+            # reruns instead of 2, so going back to a page does not send them again.
+            "--global.maxCachedMessageAge", "50",
             "--", "--runs", str(runs_dir)]
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import UserError
+from .errors import UserError, short_reason
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,16 @@ def init_world(device_name: str) -> World:
                 raise UserError(f"local rank {local_rank} has no GPU (this machine has {torch.cuda.device_count()}); "
                                 f"lower torchrun's --nproc-per-node")
             torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if cuda else "gloo")
+        try:
+            dist.init_process_group("nccl" if cuda else "gloo")
+        except RuntimeError as e:
+            if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and \
+                    os.environ.get("TORCH_DISABLE_SHARE_RDZV_TCP_STORE") != "1":
+                # The restarted workers read the previous attempt's addresses from torchrun's shared
+                # store (PyTorch issue #135712); a store of their own avoids it.
+                raise UserError(f"the restarted processes could not connect ({short_reason(e, 60)}); start "
+                                f"torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment") from None
+            raise
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

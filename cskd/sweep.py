@@ -76,6 +76,7 @@ def train_item(cfg, *, nproc_per_node: int = 1, progress: bool | None = None) ->
 
 def _torchrun(cfg, nproc_per_node: int) -> None:
     """`torchrun --standalone --nproc-per-node N -m cskd train ... --resume auto` for one run."""
+    import os
     import subprocess
     import sys
 
@@ -85,7 +86,9 @@ def _torchrun(cfg, nproc_per_node: int) -> None:
         raise UserError(f"--nproc-per-node must be a positive integer; got {nproc_per_node}")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc_per_node),
                "-m", "cskd", "train", *train_arguments(cfg), "--resume", "auto"]
-    status = subprocess.run(command).returncode
+    # torchrun's shared store hands restarted workers stale addresses (PyTorch issue #135712)
+    env = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    status = subprocess.run(command, env=env).returncode
     if status != 0:
         raise UserError(f"torchrun ended with status {status} on {cfg.out} (its output above says why); run the "
                         f"same sweep again to continue")

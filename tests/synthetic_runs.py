@@ -59,8 +59,8 @@ def synthetic_predictions(n: int, n_classes: int, *, accuracy: float, sharpness:
         logits[s:e] = sharpness * z
         if dim:
             features[s:e] = centres[target] + rng.normal(0, 0.8, (e - s, dim)).astype(np.float32)
-        if image_shape:
-            noise = rng.integers(-30, 31, (e - s, *image_shape), dtype=np.int16)
+        if image_shape:  # the data set's images: the same in every run
+            noise = np.random.default_rng(2000 + s).integers(-30, 31, (e - s, *image_shape), dtype=np.int16)
             images[s:e] = np.clip(base[y] + noise, 0, 255)
     arrays = {"logits": logits, "labels": labels,
               "indices": np.arange(n, dtype=np.int64) * 3 + 1}  # data-set positions, not 0..n-1, on purpose

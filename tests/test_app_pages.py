@@ -6,7 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from streamlit import dataframe_util
-from test_app import CE, CSKD0, FLAT, app, charts, open_page, preds, runs, texts  # noqa: F401 (runs: a fixture)
+from test_app import CE, CSKD0, FLAT, app, charts, open_page, preds, texts, tiny_runs
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return tiny_runs(tmp_path_factory.mktemp("tiny-runs"))
 
 
 def chart_frames(at) -> list:
@@ -180,7 +185,7 @@ def test_embeddings_scatter_and_neighbours(monkeypatch, runs):
     p = preds(runs, CE)
     assert f"Recall@1 {100 * recall_at_k(p.features, p.labels):.2f}%" in texts(at.caption)
     frame = chart_frames(at)[0]
-    assert frame["image"].str.startswith("data:image/jpeg;base64,").all()  # the hover thumbnails
+    assert frame["image"].str.startswith("data:image/webp;base64,").all()  # the hover thumbnails
     at.session_state[f"tsne-chart:{CE}"] = {"selection": {"point": [{"row": 7}]}}
     at.run()
     table = at.dataframe[0].value
@@ -195,6 +200,7 @@ def test_embeddings_scatter_and_neighbours(monkeypatch, runs):
     assert set(chart_frames(at)[0]["category"]) <= {f"group{g}" for g in range(2)}
 
 
+@pytest.mark.slow
 def test_embeddings_compute_a_missing_tsne(monkeypatch, tmp_path):
     from synthetic_runs import write_synthetic_run
     from test_app import settle

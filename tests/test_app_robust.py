@@ -52,6 +52,7 @@ def broken(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_every_page_shows_error_cards_for_bad_files_and_the_good_run(monkeypatch, broken):
     picks = ["damaged", "loop", "escape", "fifo", "null-test-acc", "good"]
     for page in PAGES:
@@ -80,10 +81,30 @@ def test_a_damaged_stats_cache_is_named_and_computed_again(monkeypatch, broken, 
     assert not at.error and charts(at)
 
 
+def test_a_grouping_that_does_not_fit_its_names_is_a_card_on_the_pages_that_use_it(monkeypatch, tmp_path):
+    import numpy as np
+
+    run = write_synthetic_run(tmp_path / "odd", n=60, n_val=0, coarse=True)
+    write_synthetic_run(tmp_path / "fine", n=60, n_val=0, coarse=True, method="ce", stats=True)
+    folder = RunFolder(run)
+    p = folder.predictions("test")
+    arrays = {k: np.array(p.npz.array(k)) for k in p.npz.names()}
+    meta = {k: p.meta[k] for k in ("checkpoint", "checkpoint_sha256", "epoch", "dataset", "class_names", "config")}
+    with folder.writing():  # two groups in the mapping, one name
+        folder.write_predictions("test", arrays, {**meta, "coarse_names": ["only one"]})
+    for page in ("hierarchy", "embeddings"):
+        at = open_page(app(monkeypatch, tmp_path, ["odd", "fine"]), page)
+        settle(at)
+        if page == "embeddings":
+            at.segmented_control(key="emb_color").set_value("coarse group").run()
+        assert "odd" in texts(at.error) and charts(at), page
+
+
 HOSTILE = "[click](http://evil.example) ![t](http://evil.example/t.png) <img src=x> **b** :red[r] $x$"
 UNESCAPED = re.compile(r"(?<!\\)(\]\(|<img|!\[|:red\[|\$x)")
 
 
+@pytest.mark.slow
 def test_names_from_folders_classes_and_the_url_are_shown_literally(monkeypatch, tmp_path):
     name = HOSTILE.replace("/", "_")  # a folder name cannot hold "/"
     classes = [HOSTILE] + [f"c{i}" for i in range(1, 10)]
@@ -118,6 +139,7 @@ def _all_elements(at):
     return list(walk(at._tree))
 
 
+@pytest.mark.slow
 def test_a_locked_folder_gives_an_error_card(monkeypatch, tmp_path):
     run = write_synthetic_run(tmp_path / "busy", n=60, n_val=30)  # predictions, no stats yet
     holder = subprocess.Popen([sys.executable, "-c", (

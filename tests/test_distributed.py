@@ -27,6 +27,7 @@ def torchrun(*args, env=None, restarts=0, timeout=240):
                "--max-restarts", str(restarts), str(WORKER), *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
+                               "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",  # README: PyTorch issue #135712
                                **{k: str(v) for k, v in (env or {}).items()}})
 
 

@@ -47,25 +47,27 @@ def controls() -> tuple[int, str, str, bool, bool]:
 
 
 def metrics_table(ready, displays: dict) -> pd.DataFrame:
-    rows = []
+    """One line per metric, one column per run (a few runs, many metrics: this way it fits)."""
+    table = {}
     for r in ready:
         m, d = r.stats.metrics, displays.get(r.name)
-        over = m["overconfidence"]
-        ci = (m.get("ece_ci_low"), m.get("ece_ci_high"))
-        rows.append({
-            "run": r.name, "ECE % (shown bins)": 100 * d.ece if d else None, "MCE % (shown bins)": 100 * d.mce if d else None,
-            "ECE % (20)": 100 * m["ece"], "95% CI": f"{100 * ci[0]:.2f}–{100 * ci[1]:.2f}" if None not in ci else "—",
-            "adaptive ECE %": 100 * m["adaptive_ece"], "class-wise ECE %": 100 * m["classwise_ece"],
-            "NLL": m["nll"], "Brier": m["brier"],
-            "confidence − accuracy %": 100 * over,
-            "calibration": ("over-confident" if over > 0 else "under-confident" if over < 0 else "even"),
-            "T (fit on val)": m.get("temperature"), "ECE after TS %": _pct(m.get("ece_after_ts")),
-            "NLL after TS": m.get("nll_after_ts")})
-    return pd.DataFrame(rows)
+        over, (low, high) = m["overconfidence"], (m.get("ece_ci_low"), m.get("ece_ci_high"))
+        table[r.name] = {
+            "ECE (shown bins)": _pct(d.ece if d else None), "MCE (shown bins)": _pct(d.mce if d else None),
+            "ECE (20 equal-width bins)": _pct(m["ece"]),
+            "ECE 95% bootstrap interval": f"{100 * low:.2f}–{100 * high:.2f} %" if low is not None else "—",
+            "adaptive ECE (20 equal-mass bins)": _pct(m["adaptive_ece"]), "class-wise ECE": _pct(m["classwise_ece"]),
+            "NLL (nats)": f"{m['nll']:.3f}", "Brier score": f"{m['brier']:.3f}",
+            "confidence − accuracy": ("over-confident by " if over > 0 else "under-confident by ")
+            + f"{100 * abs(over):.2f} %",
+            "temperature T (fit on val)": f"{m['temperature']:.3f}" if m.get("temperature") else "— (no val)",
+            "ECE after TS": _pct(m.get("ece_after_ts")), "MCE after TS": _pct(m.get("mce_after_ts")),
+            "NLL after TS": f"{m['nll_after_ts']:.3f}" if m.get("nll_after_ts") is not None else "—"}
+    return pd.DataFrame(table).rename_axis("metric").reset_index()
 
 
-def _pct(x):
-    return None if x is None else 100 * x
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.2f} %"
 
 
 def seed_table(ready) -> None:
@@ -99,24 +101,25 @@ def page() -> None:
     if scaled and len(shown) < len(ready):
         st.caption(f"Not temperature-scaled (no validation predictions to fit T on; it is never fitted on the test "
                    f"split): {ui.literal(', '.join(r.name for r in ready if r not in shown))}.")
-    displays = {r.name: display(r.files.key, r.name, r.stats, n_bins, strategy, scaled) for r in shown}
-    column = {c: st.column_config.NumberColumn(c, format="%.2f") for c in (
-        "ECE % (shown bins)", "MCE % (shown bins)", "ECE % (20)", "adaptive ECE %", "class-wise ECE %",
-        "confidence − accuracy %", "ECE after TS %")}
-    column.update({c: st.column_config.NumberColumn(c, format="%.3f") for c in ("NLL", "Brier", "T (fit on val)",
-                                                                                "NLL after TS")})
-    st.dataframe(metrics_table(ready, displays), hide_index=True, width="stretch", column_config=column)
-    st.caption("95% CI: percentile bootstrap of the 20-bin ECE (1,000 resamples). confidence − accuracy: mean "
-               "max-softmax minus accuracy; above 0 the run is over-confident on average.")
+    displays = {}
+    for r in shown:
+        with ui.card_on_error(r.name, "its stats cache"):
+            displays[r.name] = display(r.files.key, r.name, r.stats, n_bins, strategy, scaled)
+    table = metrics_table(ready, displays)
+    st.dataframe(table, hide_index=True, width="stretch", height=35 * len(table) + 40)
+    st.caption("Bootstrap interval: percentile bootstrap of the 20-bin ECE (1,000 resamples of the test set). "
+               "confidence − accuracy: mean max-softmax probability minus accuracy (the signed ECE). TS: temperature "
+               "scaling, T fitted on the validation split.")
     seed_table(ready)
     if not displays:
         return
     frame = pd.concat([d.frame(order=ctx.picked.index(name)) for name, d in displays.items()], ignore_index=True)
-    what = ("after temperature scaling" if scaled else "test split") + f", {n_bins} {'equal-width' if strategy == 'uniform' else 'equal-mass'} bins"
+    kind = "equal-width" if strategy == "uniform" else "equal-mass"
+    what = f"{'after temperature scaling' if scaled else 'test split'}, {n_bins} {kind} bins"
     st.markdown(f"**Reliability diagrams** ({what})")
     spec = (charts.reliability_overlay if layout == "overlaid" else charts.reliability_side_by_side)(
         frame, log_counts=log_counts)
-    st.vega_lite_chart(frame, spec, key="reliability-chart")
+    st.vega_lite_chart(frame, spec)
     ordered = list(displays.values())
 
     def figure():
@@ -128,8 +131,9 @@ def page() -> None:
                  key="reliability")
     with st.expander("Samples per bin"):
         table = frame.pivot_table(index=["bin"], columns="run", values="count", aggfunc="first")
-        table.insert(0, "bin (first run's edges)", [f"({lo:.3f}, {hi:.3f}]" for lo, hi in zip(
-            frame[frame["order"] == frame["order"].min()]["lower"], frame[frame["order"] == frame["order"].min()]["upper"])])
+        first = frame[frame["order"] == frame["order"].min()]
+        table.insert(0, "bin (first run's edges)", [f"({lo:.3f}, {hi:.3f}]" for lo, hi in zip(first["lower"],
+                                                                                            first["upper"])])
         st.dataframe(table.reset_index(drop=True), hide_index=True)
 
 

@@ -40,7 +40,9 @@ def matrix_frame(confusion: np.ndarray, class_names, classes: np.ndarray) -> pd.
     return pd.DataFrame({"true": names[g.ravel()], "predicted": names[h.ravel()], "y_order": g.ravel(),
                          "x_order": h.ravel(), "samples": m.ravel(),
                          "percent": 100 * m.ravel() / np.maximum(sizes[g.ravel()], 1),
-                         "t": classes[g.ravel()], "p": classes[h.ravel()]})
+                         "t": classes[g.ravel()], "p": classes[h.ravel()]}).assign(
+        # The diagonal (right answers) would dwarf the confusions on the colour scale: left blank.
+        errors=lambda f: f["percent"].where(f["t"] != f["p"]))
 
 
 def involved(confusion: np.ndarray, n: int) -> np.ndarray:
@@ -65,6 +67,11 @@ def page() -> None:
     except UserError as e:
         ui.error_card("picked runs", e)
         return
+    with ui.card_on_error("picked runs", "their predictions or stats caches"):
+        body(ctx, ready)
+
+
+def body(ctx, ready) -> None:
     names = [r.name for r in ready]
     run = ready[names.index(st.selectbox("Run", names, key="conf_run", persist_state="session"))]
     class_names = run.preds.class_names
@@ -85,9 +92,11 @@ def page() -> None:
         shown = st.slider("Classes in the matrix (those with the most errors)", 2, max(2, min(n, 60)),
                           min(n, 30), key="conf_n", persist_state="session") if n > 2 else n
         frame = matrix_frame(confusion, class_names, involved(confusion, shown))
-        spec = charts.heatmap(frame, x="predicted", y="true", value="percent", text=None, x_title="predicted class",
+        spec = charts.heatmap(frame, x="predicted", y="true", value="errors", text=None, x_title="predicted class",
                               y_title="true class", value_title="% of the true class", select="cell",
                               tooltip=[{"field": "samples"}])
+        st.caption("Colour: share of the true class predicted as the column's class; the diagonal (right "
+                   "answers) is left blank. Click a cell to see its samples.")
         spec["height"] = max(240, 14 * shown)
         event = st.vega_lite_chart(frame, spec, key="conf_matrix", on_select="rerun", width="stretch")
         points = (event["selection"].get("cell") if event is not None else None) or []

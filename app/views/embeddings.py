@@ -14,13 +14,15 @@ from app import charts, data, images, jobs, ui
 from cskd.errors import UserError
 
 PER_ROW = 2
-HOVER_LIMIT = 5_000  # points per run that get a thumbnail on hover (each is a small data URL)
+HOVER_LIMIT = 10_000  # points per run that get a thumbnail on hover (each a ~0.5 kB WebP data URL)
 LEGEND_LIMIT = 100
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=16)
 def tsne_frame(key, name: str, color_by: str, _coords, _rows, _preds, thumbnails: bool):
-    """(TSNEDisplay.frame() with an `image` column when asked for, palette, legend wanted)."""
+    """(TSNEDisplay.frame() with an `image` column when asked for, palette, legend wanted). A
+    resource, not data: the frame (up to ~15 MB of thumbnails) is shared, never copied per rerun,
+    and only read."""
     preds = _preds
     mapping = preds.fine_to_coarse
     d = TSNEDisplay.from_embedding(_coords, _rows, np.asarray(preds.labels), class_names=preds.class_names,
@@ -29,7 +31,7 @@ def tsne_frame(key, name: str, color_by: str, _coords, _rows, _preds, thumbnails
                                    color_by=color_by, name=name)
     frame = d.frame()
     if thumbnails:
-        urls = images.urls(key, tuple(int(r) for r in d.rows), preds, 32, "JPEG")
+        urls = images.shared_urls(preds, d.rows)
         if urls is not None:
             frame["image"] = urls
     return frame, d.palette, len(d.category_names) <= LEGEND_LIMIT
@@ -118,10 +120,11 @@ def page() -> None:
     for start in range(0, len(ready), PER_ROW):
         cols = st.columns(PER_ROW)
         for col, r in zip(cols, ready[start:start + PER_ROW]):
-            with col:
+            with col, ui.card_on_error(r.name, "its t-SNE cache or predictions"):
                 one_run(ctx, r, color_by if (color_by == "class" or r.preds.fine_to_coarse is not None) else "class",
                         hover)
-    neighbours(ctx, ready)
+    with ui.card_on_error("chosen sample", "its neighbours (stats-test.npz)"):
+        neighbours(ctx, ready)
     if any(j.task == "tsne" for j in jobs.active()):
         st.caption("t-SNE takes about 10-20 s per run of 10,000 points on 2 cores; it is cached in the run folder.")
 

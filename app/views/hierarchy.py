@@ -40,7 +40,7 @@ def page() -> None:
                 "`fine_to_coarse` only for data sets with superclasses, such as CIFAR-100 (20 of them).")
     cols = st.columns(2) if len(grouped) > 1 else [st.container()]
     for j, r in enumerate(grouped):
-        with cols[j % len(cols)]:
+        with cols[j % len(cols)], ui.card_on_error(r.name, "its coarse grouping (predictions-test.npz)"):
             d = hierarchy_display(r.files.key, r.name, r)
             st.markdown(f"**{ui.literal(r.name)}** · hierarchical accuracy {100 * d.accuracy:.2f}%")
             frame = d.frame().assign(x_order=lambda f: f["h"], y_order=lambda f: f["g"])
@@ -53,18 +53,22 @@ def page() -> None:
             st.vega_lite_chart(frame, spec, width="stretch")
             ui.downloads(f"hierarchy-{ui.safe_stem(r.name)}", lambda d=d: d.plot().figure, key=f"hier:{r.name}")
     if grouped:
-        same = [r for r in grouped if coarse(r)[1] == coarse(grouped[0])[1]]
-        st.subheader("Fine-label top-1 error per coarse group")
-        labels = np.asarray(same[0].preds.labels)
-        mapping, names = coarse(same[0])
-        d = DomainErrorDisplay.from_predictions({r.name: np.asarray(r.stats.pred) for r in same}, labels, mapping,
-                                                coarse_names=names)
-        frame = d.frame()
-        frame["color"] = frame["run"].map(ctx.color)
-        st.vega_lite_chart(frame, charts.grouped_bars(frame, x="group_name", y="top1_error_pct",
-                                                      y_title="top-1 error of the fine label (%)",
-                                                      x_title="coarse group of the true label"), width="stretch")
-        ui.downloads("domain-top1-error", lambda: d.plot().figure, key="domain")
+        with ui.card_on_error("picked runs", "their coarse groupings"):
+            domain_errors(ctx, grouped)
 
+
+def domain_errors(ctx, grouped) -> None:
+    """Paper Fig. 4(c): the runs sharing the first run's grouping, side by side."""
+    same = [r for r in grouped if coarse(r)[1] == coarse(grouped[0])[1]]
+    st.subheader("Fine-label top-1 error per coarse group")
+    mapping, names = coarse(same[0])
+    d = DomainErrorDisplay.from_predictions({r.name: np.asarray(r.stats.pred) for r in same},
+                                            np.asarray(same[0].preds.labels), mapping, coarse_names=names)
+    frame = d.frame()
+    frame["color"] = frame["run"].map(ctx.color)
+    st.vega_lite_chart(frame, charts.grouped_bars(frame, x="group_name", y="top1_error_pct",
+                                                  y_title="top-1 error of the fine label (%)",
+                                                  x_title="coarse group of the true label"), width="stretch")
+    ui.downloads("domain-top1-error", lambda: d.plot().figure, key="domain")
 
 page()

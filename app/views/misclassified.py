@@ -67,13 +67,13 @@ def gallery_table(ready, rows: np.ndarray, labels, indices, class_names, ref: in
     if urls is not None:
         table["image"] = urls
     table.update({"index": indices[rows], "true class": names[labels[rows]]})
-    for r in ready:
+    for r in ready:  # one column per run: what it predicts, with its confidence
         s = r.stats
-        table[f"{r.name} predicts"] = names[np.asarray(s.pred)[rows]]
-        table[f"{r.name}: p"] = np.asarray(s.confidence)[rows]
+        conf = np.asarray(s.confidence)[rows]
+        table[f"{r.name} predicts"] = [f"{c} ({p:.2f})" for c, p in zip(names[np.asarray(s.pred)[rows]], conf)]
     s = ready[ref].stats
-    table[f"p(true) in {ready[ref].name}"] = np.exp(np.asarray(s.true_logprob)[rows])
-    table[f"rank of true in {ready[ref].name}"] = np.asarray(s.true_rank)[rows]
+    table["p(true class)"] = np.exp(np.asarray(s.true_logprob)[rows])
+    table["rank of true class"] = np.asarray(s.true_rank)[rows]
     return pd.DataFrame(table)
 
 
@@ -95,8 +95,9 @@ def gallery(ready, rows, labels, indices, class_names, ref: int) -> int | None:
     table = gallery_table(ready, shown, labels, indices, class_names, ref)
     config = {"image": st.column_config.ImageColumn("image", width="small"),
               "index": st.column_config.NumberColumn("index", help="the sample's position in its data set")}
-    config.update({c: st.column_config.NumberColumn(c, format="%.3f") for c in table.columns
-                   if c.endswith(": p") or c.startswith("p(true)")})
+    ref_name = ready[ref].name
+    config["p(true class)"] = st.column_config.NumberColumn(format="%.3f", help=f"in {ref_name}")
+    config["rank of true class"] = st.column_config.NumberColumn(help=f"in {ref_name}; 0: its top-1")
     event = st.dataframe(table, hide_index=True, width="stretch", column_config=config, key="mis_gallery",
                          on_select="rerun", selection_mode="single-row", row_height=56 if "image" in table else None,
                          height=min(56 * len(table) + 40, 620))
@@ -147,6 +148,11 @@ def page() -> None:
     except UserError as e:
         ui.error_card("picked runs", e)
         return
+    with ui.card_on_error("picked runs", "their predictions or stats caches"):
+        body(ctx, ready)
+
+
+def body(ctx, ready) -> None:
     first = ready[0].preds
     labels, indices, class_names = np.asarray(first.labels), np.asarray(first.indices), first.class_names
     mode, a, b, what = choose_set(ready)

@@ -23,8 +23,6 @@ import pickle
 import zipfile
 from pathlib import Path
 
-import torch
-
 from ..errors import UserError, short_reason
 
 CHECKPOINT_FORMAT = 2
@@ -35,6 +33,8 @@ LAST_FIELDS = {**BEST_FIELDS, "optimizer": dict, "sampler": dict, "rng": dict, "
 
 def checkpoint_bytes(state: dict):
     """A writer for cskd.runfolder.store.atomic_write: torch.save of `state` with the format field."""
+    import torch  # here, not at import: the dashboard reads run folders without torch
+
     state = {"format": CHECKPOINT_FORMAT, **state}
     return lambda f: torch.save(state, f)
 
@@ -44,6 +44,8 @@ def read_checkpoint(path: Path, *, fields: dict = BEST_FIELDS, map_location="cpu
 
     A format-1 checkpoint (cskd 0.1) still gives its model and config for evaluation; resuming
     from one (`fields` with "step") is refused because its random streams differ from today's."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}")
@@ -84,6 +86,8 @@ def _number(value) -> bool:
 
 def rng_state() -> dict:
     """Every RNG the training loop may touch besides its per-step generators (torch CPU and CUDA)."""
+    import torch
+
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -91,12 +95,14 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    import torch
+
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
+def load_model_state(model, state: dict, path: Path) -> None:
     """model.load_state_dict(state), with a mismatch reported as a one-line UserError."""
     try:
         model.load_state_dict(state)

@@ -1,0 +1,40 @@
+"""The dashboard's server process: `python app/serve.py run app/main.py [streamlit options] -- --runs DIR`
+(what `cskd dashboard` starts).
+
+It imports the heavy libraries the pages use (torch through cskd.runfolder, matplotlib and seaborn
+through analysis.displays, pandas, FAISS is left to the background jobs) before Streamlit starts
+listening, then runs Streamlit's own command line in this process. Streamlit runs every page in
+this process too, so the first visitor does not wait ~2 s for those imports. The app's own
+modules (which hold Streamlit caches) are imported by the first page run, as usual.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = str(Path(__file__).resolve().parents[1])
+
+
+def preload() -> None:
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    import pandas  # noqa: F401
+    import PIL.Image  # noqa: F401
+
+    import analysis.displays  # noqa: F401 -- matplotlib, seaborn, scipy
+    import analysis.tables  # noqa: F401
+    import cskd.runfolder  # noqa: F401 -- torch
+    import cskd.stats  # noqa: F401
+
+
+def main() -> int:
+    preload()
+    from streamlit.web.cli import main as streamlit_main
+
+    sys.argv = ["streamlit", *sys.argv[1:]]
+    return streamlit_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
