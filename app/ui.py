@@ -170,6 +170,20 @@ def ready_runs(ctx: Context, names, *, where: str) -> list[Ready]:
     return ready
 
 
+def ready_runs_on_same_samples(ctx: Context, *, where: str) -> list[Ready]:
+    """The picked runs a page that compares samples across runs can show; empty (with an error card)
+    when they were not evaluated on the same samples."""
+    ready = ready_runs(ctx, need_picks(ctx), where=where)
+    if not ready:
+        return []
+    try:
+        data.same_samples(ready)
+    except UserError as e:
+        error_card("picked runs", e)
+        return []
+    return ready
+
+
 def missing_predictions(ctx: Context, files, record: dict, state: str, reason: str, *, where: str) -> None:
     name = files.name
     if state in ("damaged", "foreign"):

@@ -6,6 +6,8 @@ Session fixtures hold finished runs that tests only READ. A test that changes a 
 
 import os
 import shutil
+import subprocess
+import sys
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -39,6 +41,19 @@ def copy_run(run, dest):
     """A copy of a run folder that keeps modification times (as `cp -p` or rsync -a)."""
     shutil.copytree(run, dest, copy_function=shutil.copy2)
     return dest
+
+
+def hold_lock(folder, command: str) -> subprocess.Popen:
+    """Another process holding `folder`'s FolderLock as `command` until killed (returns once held).
+    The caller kills it (`proc.kill(); proc.wait()`)."""
+    proc = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom cskd.runfolder.store import FolderLock\n"
+        f"with FolderLock({str(folder)!r}, {command!r}):\n"
+        "    print('held', flush=True)\n    time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    if proc.stdout.readline().strip() != "held":
+        proc.kill()
+        raise AssertionError(f"the lock holder for {folder} did not start")
+    return proc
 
 
 def write_image_folder(root, *, classes=("a", "b"), train=6, test=3, size=(20, 24), seed=0):

@@ -7,11 +7,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import hold_lock
 from synthetic_runs import write_synthetic_run
 from test_app import app, charts, open_page, settle, texts
 
@@ -142,12 +141,8 @@ def _all_elements(at):
 @pytest.mark.slow
 def test_a_locked_folder_gives_an_error_card(monkeypatch, tmp_path):
     run = write_synthetic_run(tmp_path / "busy", n=60, n_val=30)  # predictions, no stats yet
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom cskd.runfolder.store import FolderLock\n"
-        f"with FolderLock({str(run)!r}, 'cskd predict (a test holding the lock)'):\n"
-        "    print('held', flush=True)\n    time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    holder = hold_lock(run, "cskd predict (a test holding the lock)")
     try:
-        assert holder.stdout.readline().strip() == "held"
         at = open_page(app(monkeypatch, tmp_path, ["busy"]), "calibration")
         settle(at)
         assert "is being written by PID" in texts(at.error) and "a test holding the lock" in texts(at.error)
@@ -214,3 +209,14 @@ def test_paths_refuse_escapes_loops_and_special_files(tmp_path):
     assert "config.json" in files.stamps and not paths.run_files(real, "ok", known).problems
     with pytest.raises(UserError, match="symlink loop"):
         files.check("summary.json")
+
+
+def test_pages_comparing_samples_refuse_runs_of_different_samples(monkeypatch, tmp_path):
+    tiny = dict(n_val=30, stats=True)
+    write_synthetic_run(tmp_path / "a", n=60, **tiny)
+    write_synthetic_run(tmp_path / "b", n=80, **tiny)
+    for page in ("misclassified", "confusion"):
+        at = open_page(app(monkeypatch, tmp_path, ["a", "b"]), page)
+        settle(at)
+        errors = texts(at.error)
+        assert "hold predictions on different samples" in errors and "80 samples" in errors, page

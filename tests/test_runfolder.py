@@ -6,12 +6,11 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
 import pytest
+from conftest import hold_lock
 
 from cskd.errors import UserError
 from cskd.runfolder import RunFolder
@@ -146,12 +145,8 @@ def test_a_users_files_that_resemble_cskds_are_not_adopted(tmp_path, capsys):
 
 def test_one_writer_at_a_time_and_the_lock_dies_with_its_process(tmp_path):
     folder = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom cskd.runfolder.store import FolderLock\n"
-        f"with FolderLock({str(folder)!r}, 'cskd train --out run --seed 7'):\n"
-        "    print('locked', flush=True)\n    time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    holder = hold_lock(folder, "cskd train --out run --seed 7")
     try:
-        assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(UserError, match=rf"is being written by PID {holder.pid} \(cskd train --out run --seed 7\)"):
             with FolderLock(folder):
                 pass

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, images, selection, ui
-from cskd.errors import UserError
+from app import charts, images, selection, ui
 
 CELL_KEY = "_confusion_cell"
 
@@ -59,13 +58,8 @@ def set_cell(t: int, p: int) -> None:
 def page() -> None:
     ctx = ui.context()
     st.title("Confusion between classes")
-    ready = ui.ready_runs(ctx, ui.need_picks(ctx), where="confusion")
+    ready = ui.ready_runs_on_same_samples(ctx, where="confusion")
     if not ready:
-        return
-    try:
-        data.same_samples(ready)
-    except UserError as e:
-        ui.error_card("picked runs", e)
         return
     with ui.card_on_error("picked runs", "their predictions or stats caches"):
         body(ctx, ready)

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, images, selection, ui
-from cskd.errors import UserError
+from app import charts, images, selection, ui
 
 PAGE_SIZES = (24, 48, 96)
 
@@ -140,13 +139,8 @@ def inspect(ctx, ready, row: int, labels, indices, class_names) -> None:
 def page() -> None:
     ctx = ui.context()
     st.title("Misclassified samples")
-    ready = ui.ready_runs(ctx, ui.need_picks(ctx), where="misclassified")
+    ready = ui.ready_runs_on_same_samples(ctx, where="misclassified")
     if not ready:
-        return
-    try:
-        data.same_samples(ready)
-    except UserError as e:
-        ui.error_card("picked runs", e)
         return
     with ui.card_on_error("picked runs", "their predictions or stats caches"):
         body(ctx, ready)
