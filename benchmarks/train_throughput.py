@@ -33,10 +33,11 @@ from torch.utils.data import DataLoader, Dataset
 from cskd.config import resolve
 from cskd.data import load_synthetic_bundle
 from cskd.device import bf16_is_native, compile_available, pick_device, use_bf16
+from cskd.epoch import evaluate, train_step
 from cskd.loaders import eval_batches
 from cskd.losses import cskd_loss
 from cskd.models import build_model
-from cskd.train import build_training, evaluate, train_step
+from cskd.train import build_training
 
 
 def sync(device):

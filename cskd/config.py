@@ -206,7 +206,7 @@ PRESETS: dict[str, dict] = {
 
 
 # --protocol authors fixes these fields (the rest of that protocol follows from the field itself:
-# the authors' normalisation in cskd.data, their lr drop epochs in cskd.train.lr_at, AdaCos
+# the authors' normalisation in cskd.data, their lr drop epochs in cskd.epoch.lr_at, AdaCos
 # evaluated on plain cosines in cskd.runmodel).
 PROTOCOL_AUTHORS = {"val_fraction": 0.0, "select_on": "test", "allow_self_pair": True}
 

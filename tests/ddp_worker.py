@@ -20,8 +20,8 @@ import torch
 
 
 def train(argv):
+    import cskd.epoch as t
     import cskd.runfolder.folder as folder
-    import cskd.train as t
 
     rank = int(os.environ["RANK"])
     log = Path(os.environ["CSKD_TEST_WRITES"])
@@ -63,8 +63,9 @@ def steps(out_path):
     from cskd.config import METHODS, resolve
     from cskd.data import bundle_for
     from cskd.distributed import init_world
+    from cskd.epoch import train_step
     from cskd.sampler import step_generator
-    from cskd.train import build_training, train_step
+    from cskd.train import build_training
 
     world = init_world("cpu")
     results = {}

@@ -6,7 +6,7 @@ import torch
 from conftest import cli
 
 from cskd.config import resolve
-from cskd.train import load_optimizer_state
+from cskd.epoch import load_optimizer_state
 
 
 def test_resumed_momentum_buffers_take_the_parameters_memory_format():
@@ -43,7 +43,8 @@ def test_compiled_step_matches_the_eager_step_and_compiles_every_call(method, mo
     parameters as without it, and every model call of the step went through the one compiled
     module (the TrainingModel: methods ask for parts of its forward instead of calling submodules)."""
     from cskd.data import bundle_for
-    from cskd.train import build_training, train_step
+    from cskd.epoch import train_step
+    from cskd.train import build_training
 
     compiled = []
     real_compile = torch.compile

@@ -42,8 +42,9 @@ def test_training_step_never_makes_the_host_wait(monkeypatch):
     (which bypasses the dispatcher) is spied on. The only allowed exception is Mixup's draw from its
     CPU generator."""
     from cskd.data import bundle_for
+    from cskd.epoch import train_step
     from cskd.sampler import step_generator
-    from cskd.train import build_training, train_step
+    from cskd.train import build_training
 
     def spy(original):
         def tolist(self, *a, **k):

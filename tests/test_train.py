@@ -12,8 +12,9 @@ import torch
 from conftest import cli
 
 from cskd.config import resolve
+from cskd.epoch import lr_at
 from cskd.errors import UserError
-from cskd.train import lr_at, run_training
+from cskd.train import run_training
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +99,7 @@ def test_a_stop_signal_mid_epoch_saves_a_checkpoint_and_resume_is_exact(tmp_path
 # signal, delivered while the step loop runs).
 _SELF_SIGNAL = """
 import os, signal, sys
-import cskd.train as t
+import cskd.epoch as t
 n, step = int(os.environ["CSKD_TEST_SIGNAL_AT_STEP"]), [0]
 real = t.train_step
 def counted(*a, **k):
