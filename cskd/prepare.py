@@ -33,8 +33,8 @@ from pathlib import Path
 
 from . import __version__
 from . import prepare_sets as sets
-from .data import IMAGE_EXTENSIONS
 from .errors import UserError, choose, short_reason
+from .image_folders import IMAGE_EXTENSIONS
 from .prepare_archives import extract, file_digests, folder_listing, place
 from .prepare_sets import SETS, DataSet, Found, Part
 from .runfolder.store import fresh_folder_next_to

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import IMAGE_EXTENSIONS
 from .errors import UserError, short_reason
+from .image_folders import IMAGE_EXTENSIONS
 from .prepare_archives import ARCHIVE_ERRORS, extract, progress_bar, safe_relative
 
 # The official figures every prepared copy is checked against (tests replace this table for their miniatures).
