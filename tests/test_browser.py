@@ -39,6 +39,7 @@ PAGES = ("Runs", "Calibration", "Misclassified", "Confusion", "Embeddings", "Hie
 RUNS = ("cifar-ce-s0", "cifar-cskd-s0", "cifar-cskd-s1")
 HOSTILE = "[click](http:evil.example) ![t](http:evil.example) <img src=x>"  # a folder name: no "/"
 URL_HOSTILE = "[click](http://evil.example) ![t](http://evil.example/t.png)"
+IMPORTED = "imported-elsewhere"
 
 try:
     from playwright.sync_api import sync_playwright
@@ -237,7 +238,26 @@ def big_runs(tmp_path_factory):
                             dataset="cifar100", stats=True)
     write_synthetic_run(root / HOSTILE, n=200, n_val=0, dataset="other", stats=True,
                         class_names=[URL_HOSTILE, "quote \" and \\\\ backslash's"] + [f"c{i}" for i in range(2, 10)])
+    imported(root / IMPORTED, tmp_path_factory.mktemp("import-inputs"))
     return root
+
+
+def imported(run: Path, scratch: Path) -> None:
+    """A model trained elsewhere: `cskd import` of synthetic 1,000 x 10 test logits and labels (and
+    300 validation ones, for temperature scaling), then `cskd analyze` on it, as a user would."""
+    import numpy as np
+    from conftest import cli
+
+    for split, n, seed in (("test", 1000, 0), ("val", 300, 1)):
+        rng = np.random.default_rng(seed)
+        labels = rng.integers(0, 10, n)
+        logits = rng.normal(size=(n, 10)).astype(np.float32)
+        logits[np.arange(n), labels] += 2.5
+        np.save(scratch / f"{split}-logits.npy", logits)
+        np.save(scratch / f"{split}-labels.npy", labels)
+        assert cli("import", run, "--logits", scratch / f"{split}-logits.npy", "--labels",
+                   scratch / f"{split}-labels.npy", "--split", split) == 0
+    assert cli("analyze", run, "--out", scratch / "report", "--no-progress") == 0
 
 
 def test_dashboard_in_chromium(big_runs):
@@ -313,6 +333,10 @@ def drive(url: str) -> dict:
                 shot(page, title.lower())
 
             hostile(page, url)
+            page.goto(f"{url}/?run={IMPORTED}")  # every page on an import: no features, no images
+            wait_ready(page, "Runs", [IMPORTED])
+            for title in PAGES:
+                goto(page, title, [IMPORTED])
         finally:
             browser.close()
     assert not outside, f"the page fetched from outside: {outside[:5]}"
