@@ -4,6 +4,8 @@ keeps every read inside the runs folder."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -121,6 +123,7 @@ def test_names_from_folders_classes_and_the_url_are_shown_literally(monkeypatch,
             if isinstance(label, str):
                 shown.append(label)
             shown += [c for c in (getattr(element, "captions", None) or []) if isinstance(c, str)]
+            shown += _help_texts(element)  # tooltips render Markdown too (a dataframe's column config)
         bad = [s for s in shown if UNESCAPED.search(s)]
         assert not bad, (page, bad)
     from app.ui import literal
@@ -128,6 +131,27 @@ def test_names_from_folders_classes_and_the_url_are_shown_literally(monkeypatch,
     first = app(monkeypatch, tmp_path, [name, HOSTILE]).run()
     assert f"Ignored run {literal(repr(HOSTILE))} from the URL" in [w.value for w in first.warning][0]
     assert first.session_state["picked"] == [name]
+
+
+def _help_texts(element) -> list[str]:
+    """An element's tooltip and those of its dataframe columns (JSON strings in its proto)."""
+    found = [element.help] if isinstance(getattr(element, "help", None), str) else []
+
+    def walk(value):
+        if isinstance(value, dict):
+            found.extend(v for k, v in value.items() if k == "help" and isinstance(v, str))
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    proto = getattr(element, "proto", None)
+    for _, value in (proto.ListFields() if hasattr(proto, "ListFields") else []):
+        if isinstance(value, str) and value.startswith("{"):
+            with contextlib.suppress(ValueError):
+                walk(json.loads(value))
+    return found
 
 
 def _all_elements(at):

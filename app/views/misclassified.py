@@ -95,8 +95,8 @@ def gallery(ready, rows, labels, indices, class_names, ref: int) -> int | None:
     config = {"image": st.column_config.ImageColumn("image", width="small"),
               "index": st.column_config.NumberColumn("index", help="the sample's position in its data set")}
     ref_name = ready[ref].name
-    config["p(true class)"] = st.column_config.NumberColumn(format="%.3f", help=f"in {ref_name}")
-    config["rank of true class"] = st.column_config.NumberColumn(help=f"in {ref_name}; 0: its top-1")
+    config["p(true class)"] = st.column_config.NumberColumn(format="%.3f", help=f"in {ui.literal(ref_name)}")
+    config["rank of true class"] = st.column_config.NumberColumn(help=f"in {ui.literal(ref_name)}; 0: its top-1")
     event = st.dataframe(table, hide_index=True, width="stretch", column_config=config, key="mis_gallery",
                          on_select="rerun", selection_mode="single-row", row_height=56 if "image" in table else None,
                          height=min(56 * len(table) + 40, 620))
