@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,7 @@ def read_array(path, option: str) -> np.ndarray:
             raise UserError(f"--{option} {path}: unknown file type {suffix or '(none)'}; use .npy, .npz or .pt")
     except UserError:
         raise
-    except (ValueError, OSError, EOFError) as e:  # pickled or object data, a truncated or foreign file
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # pickled or object data, a truncated file
         raise UserError(f"--{option} {path} cannot be read as an array without running code "
                         f"({short_reason(e)}); save it with numpy.save or torch.save of a tensor") from None
     if not isinstance(a, np.ndarray) or a.dtype.hasobject or a.dtype.kind not in "biuf":
@@ -114,6 +115,9 @@ def _torch_array(path: Path, option: str) -> np.ndarray:
         raise UserError(f"--{option} {path} holds a {type(obj).__name__}, not a tensor")
     if obj.is_complex():
         raise UserError(f"--{option} {path} holds complex numbers")
+    if obj.layout != torch.strided:  # sparse or nested: .numpy() cannot convert it
+        raise UserError(f"--{option} {path} holds a {str(obj.layout).removeprefix('torch.')} tensor; save a dense one "
+                        f"(tensor.to_dense())")
     return (obj.float() if obj.dtype == torch.bfloat16 else obj).detach().cpu().numpy()
 
 

@@ -244,3 +244,13 @@ def test_pages_comparing_samples_refuse_runs_of_different_samples(monkeypatch, t
         settle(at)
         errors = texts(at.error)
         assert "hold predictions on different samples" in errors and "80 samples" in errors, page
+
+
+def test_runs_named_like_table_columns_render(monkeypatch, tmp_path):
+    tiny = dict(n=60, n_val=30, stats=True)
+    for name in ("metric", "run", "index"):
+        write_synthetic_run(tmp_path / name, **tiny)
+    for page in PAGES:
+        at = open_page(app(monkeypatch, tmp_path, ["metric", "run", "index"]), page)
+        settle(at)
+        assert not at.exception, (page, [e.value for e in at.exception])

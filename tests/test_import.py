@@ -138,18 +138,27 @@ def bad_input(tmp_path, name: str):
             def __reduce__(self):
                 return (os.getcwd, ())
         torch.save({"logits": torch.zeros(3, 3), "x": Payload()}, target)
+    elif name == "truncated.npz":
+        np.savez(target, logits=z)
+        target.write_bytes(target.read_bytes()[:300])
+    elif name == "sparse.pt":
+        import torch
+
+        torch.save(torch.from_numpy(z).to_sparse(), target)
     elif name == "truncated.npy":
         np.save(target, z)
         target.write_bytes(target.read_bytes()[:300])
     return files, target
 
 
+@pytest.mark.filterwarnings("ignore:Validating sparse tensor invariants")  # torch, on loading sparse.pt
 @pytest.mark.parametrize("name, match", [
     ("shape.npy", "has shape (1000, 10, 1)"), ("nan.npy", "NaN or infinite values (first in row 17)"),
     ("object.npy", "cannot be read as an array without running code"),
     ("pickle.npy", "cannot be read as an array without running code"),
     ("code.pt", "cannot be read with torch.load(weights_only=True)"),
-    ("truncated.npy", "cannot be read as an array")])
+    ("truncated.npy", "cannot be read as an array"), ("truncated.npz", "cannot be read as an array"),
+    ("sparse.pt", "holds a sparse_coo tensor; save a dense one")])
 def test_bad_logits_are_one_line_errors_naming_the_file(tmp_path, name, match):
     files, target = bad_input(tmp_path, name)
     with pytest.raises(UserError) as e:

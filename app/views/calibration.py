@@ -63,7 +63,8 @@ def metrics_table(ready, displays: dict) -> pd.DataFrame:
             "temperature T (fit on val)": f"{m['temperature']:.3f}" if m.get("temperature") else "— (no val)",
             "ECE after TS": _pct(m.get("ece_after_ts")), "MCE after TS": _pct(m.get("mce_after_ts")),
             "NLL after TS": f"{m['nll_after_ts']:.3f}" if m.get("nll_after_ts") is not None else "—"}
-    return pd.DataFrame(table).rename_axis("metric").reset_index()
+    # the metric names stay the index: as a column, a run named "metric" would collide with them
+    return pd.DataFrame(table).rename_axis("metric")
 
 
 def _pct(x) -> str:
@@ -106,7 +107,7 @@ def page() -> None:
         with ui.card_on_error(r.name, "its stats cache"):
             displays[r.name] = display(r.files.key, r.name, r.stats, n_bins, strategy, scaled)
     table = metrics_table(ready, displays)
-    st.dataframe(table, hide_index=True, width="stretch", height=35 * len(table) + 40)
+    st.dataframe(table, hide_index=False, width="stretch", height=35 * len(table) + 40)
     st.caption("Bootstrap interval: percentile bootstrap of the 20-bin ECE (1,000 resamples of the test set). "
                "confidence − accuracy: mean max-softmax probability minus accuracy (the signed ECE). TS: temperature "
                "scaling, T fitted on the validation split.")
