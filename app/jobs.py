@@ -39,6 +39,7 @@ class Job:
     name: str  # the run's name in the dashboard
     task: str  # a key of TASKS
     stamp: tuple  # the run's files (app.paths.RunFiles.key) when asked for
+    root: str  # the runs folder: the worker reads none of the run's files that lead outside it
     estimate_s: float | None = None
     state: str = "queued"  # queued, running, done, failed
     fraction: float = 0.0
@@ -76,7 +77,7 @@ _runner: threading.Thread | None = None
 _changes = 0  # jobs ended so far: a page that saw fewer knows it must rerun
 
 
-def submit(path, name: str, task: str, *, stamp: tuple, estimate_s: float | None = None,
+def submit(path, name: str, task: str, *, stamp: tuple, root, estimate_s: float | None = None,
            retry: bool = False) -> Job:
     """Queue `task` for the run at `path` unless it is queued or running, or it failed (or was done)
     for the same files and `retry` is False; returns the run's job of that task."""
@@ -88,7 +89,7 @@ def submit(path, name: str, task: str, *, stamp: tuple, estimate_s: float | None
         job = _jobs.get(key)
         if job is not None and (job.active or (job.stamp == stamp and not retry)):
             return job
-        job = Job(str(path), name, task, stamp, estimate_s)
+        job = Job(str(path), name, task, stamp, str(root), estimate_s)
         _jobs[key] = job
         _queue.append(job)
         if _runner is None or not _runner.is_alive():
@@ -172,7 +173,7 @@ def _in_thread(job: Job) -> None:
     from cskd.errors import UserError
 
     try:
-        run_task(job.path, job.task, lambda f, t: _report(job, f, t))
+        run_task(job.path, job.task, lambda f, t: _report(job, f, t), root=job.root)
     except UserError as e:
         job.error = str(e)
 
@@ -184,7 +185,7 @@ def _lower_priority() -> None:
 
 def _in_process(job: Job) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)}
-    cmd = [sys.executable, "-m", "app.worker", "--run", job.path, "--task", job.task]
+    cmd = [sys.executable, "-m", "app.worker", "--run", job.path, "--task", job.task, "--root", job.root]
     other = collections.deque(maxlen=KEEP_LINES)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
                           preexec_fn=_lower_priority) as proc:

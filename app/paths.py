@@ -99,6 +99,7 @@ class RunFiles:
     path: Path
     stamps: dict = field(default_factory=dict)
     problems: dict = field(default_factory=dict)
+    root: Path | None = None  # the runs folder the files were checked against
 
     @property
     def key(self) -> tuple:
@@ -116,7 +117,12 @@ class RunFiles:
 
 def run_files(root: Path, name: str, known) -> RunFiles:
     """Stat the files of run `name` (each checked as the module docstring says)."""
-    folder = run_dir(root, name, known)
+    return folder_files(root, run_dir(root, name, known), name)
+
+
+def folder_files(root: Path, folder: Path, name: str = "") -> RunFiles:
+    """Stat the files of the run folder `folder` under `root` (each checked as the module docstring says)."""
+    folder = inside(root, folder)
     stamps, problems = {}, {}
     for filename in FILES:
         path = folder / filename
@@ -132,4 +138,4 @@ def run_files(root: Path, name: str, known) -> RunFiles:
             problems[filename] = str(e)
         except OSError as e:
             problems[filename] = f"{path} cannot be read ({short_reason(e)})"
-    return RunFiles(name, folder, stamps, problems)
+    return RunFiles(name or folder.name, folder, stamps, problems, root)

@@ -126,7 +126,8 @@ def stats_estimate(preds, *, search: bool = False) -> float | None:
 
 
 def ask(files: paths.RunFiles, task: str, *, estimate_s=None, retry: bool = False) -> jobs.Job:
-    return jobs.submit(files.path, files.name, task, stamp=files.key, estimate_s=estimate_s, retry=retry)
+    return jobs.submit(files.path, files.name, task, stamp=files.key, root=files.root, estimate_s=estimate_s,
+                       retry=retry)
 
 
 def ready_runs(ctx: Context, names, *, where: str) -> list[Ready]:
@@ -153,8 +154,8 @@ def ready_runs(ctx: Context, names, *, where: str) -> list[Ready]:
         except UserError as e:
             error_card(name, e)
             job = jobs.get(files.path, "stats")
-            if job is None or job.stamp != files.key:
-                ask(files, "stats")  # a damaged cache: computed again
+            if not files.problems and (job is None or job.stamp != files.key):
+                ask(files, "stats")  # a damaged cache: computed again (never from files that lead outside)
             continue
         if stats is None or not stats.complete:
             job = (ask(files, "stats", estimate_s=stats_estimate(preds)) if stats is None else
@@ -198,6 +199,11 @@ def missing_predictions(ctx: Context, files, record: dict, state: str, reason: s
     else:
         st.warning(f"**{literal(name)}**: {'no test predictions yet' if state == 'missing' else literal(reason)}.")
     if record["kind"] == "imported":
+        return
+    if files.problems:  # the worker would read what the page refuses to: no button
+        problem = next(iter(files.problems.values()))
+        if problem != reason:
+            error_card(name, problem)
         return
     job = jobs.get(files.path, "predict")
     if job is not None and job.active:

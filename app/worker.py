@@ -1,6 +1,6 @@
 """One background computation of the dashboard (see app.jobs), in its own process:
 
-    python -m app.worker --run RUN_DIR --task predict|stats|search|tsne
+    python -m app.worker --run RUN_DIR --task predict|stats|search|tsne [--root RUNS_DIR]
 
 prints one JSON object per line: {"fraction", "text"} as it goes, then {"error": message} on
 failure, and {"peak_mb": ...} (its peak resident memory) at the end; exit status 0, 2 for a
@@ -17,11 +17,21 @@ import sys
 from cskd.errors import UserError
 
 
-def run_task(run, task: str, report) -> None:
-    """Compute `task` for the run folder `run` through cskd; `report(fraction, text)`."""
+def run_task(run, task: str, report, *, root=None) -> None:
+    """Compute `task` for the run folder `run` through cskd; `report(fraction, text)`. With `root`
+    (the dashboard's runs folder) nothing is done while one of the run's files leads outside it,
+    loops or is not a regular file: the worker reads what the page would refuse to read."""
     from cskd.runfolder import RunFolder
     from cskd.stats import ensure_stats
 
+    if root is not None:
+        from pathlib import Path
+
+        from app.paths import folder_files
+
+        problems = folder_files(Path(root), Path(run)).problems
+        if problems:
+            raise UserError(next(iter(problems.values())))
     folder = RunFolder(run)
     if task == "predict":  # test (and validation) predictions and the t-SNE, then the metrics
         from cskd.analyze import prepare_run
@@ -60,6 +70,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.worker")
     parser.add_argument("--run", required=True)
     parser.add_argument("--task", required=True, choices=("predict", "stats", "search", "tsne"))
+    parser.add_argument("--root", help="the dashboard's runs folder (the run's files must stay inside it)")
     args = parser.parse_args(argv)
     _die_with_parent()
 
@@ -68,7 +79,7 @@ def main(argv=None) -> int:
 
     status = 0
     try:
-        run_task(args.run, args.task, lambda f, t: say(fraction=float(f), text=str(t)))
+        run_task(args.run, args.task, lambda f, t: say(fraction=float(f), text=str(t)), root=args.root)
     except UserError as e:
         say(error=str(e))
         status = 2

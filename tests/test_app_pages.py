@@ -19,7 +19,7 @@ def chart_frames(at) -> list:
 
 
 def metric(table, name, run):
-    return table.set_index("metric").loc[name, run]
+    return table.loc[name, run]  # metric names are the index
 
 
 # ------------------------------------------------------------------------------------ calibration

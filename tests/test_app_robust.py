@@ -16,6 +16,7 @@ from conftest import hold_lock
 from synthetic_runs import write_synthetic_run
 from test_app import app, charts, open_page, settle, texts
 
+from cskd.errors import UserError
 from cskd.runfolder import RunFolder
 
 PAGES = ("runs", "calibration", "misclassified", "confusion", "embeddings", "hierarchy")
@@ -189,7 +190,7 @@ def test_stale_and_foreign_predictions_are_flagged_not_used(monkeypatch, tmp_pat
     assert "a: made from an earlier best.pt" in texts(at.warning)
     assert at.button(key="predict:calibration:a").label == "Recompute predictions of a"
     assert "b/predictions-test.npz: predictions-test.npz was not written by cskd" in texts(at.error)
-    assert list(at.dataframe[0].value.columns) == ["metric", "c"]
+    assert list(at.dataframe[0].value.columns) == ["c"]
 
 
 @pytest.mark.slow
@@ -204,7 +205,7 @@ def test_compute_predictions_button_predicts_then_computes_metrics(monkeypatch, 
     settle(at)
     for name in ("predictions-test.npz", "predictions-val.npz", "tsne-test.npz", "stats-test.npz"):
         assert (run / name).is_file(), name
-    assert list(at.dataframe[0].value.columns) == ["metric", "digits-ce"]
+    assert list(at.dataframe[0].value.columns) == ["digits-ce"]
 
 
 # ------------------------------------------------------------------------------------ app/paths.py
@@ -254,3 +255,21 @@ def test_runs_named_like_table_columns_render(monkeypatch, tmp_path):
         at = open_page(app(monkeypatch, tmp_path, ["metric", "run", "index"]), page)
         settle(at)
         assert not at.exception, (page, [e.value for e in at.exception])
+
+
+def test_no_background_job_reads_a_file_that_leads_outside_the_runs_folder(monkeypatch, tmp_path):
+    root, outside = tmp_path / "runs", tmp_path / "outside"
+    outside.mkdir()
+    run = write_synthetic_run(root / "r", n=60, n_val=30)  # no stats cache yet: the page would ask for one
+    shutil.move(run / "predictions-val.npz", outside / "predictions-val.npz")
+    (run / "predictions-val.npz").symlink_to(outside / "predictions-val.npz")
+    at = open_page(app(monkeypatch, root, ["r"]), "calibration")
+    settle(at)
+    assert "outside the runs folder" in texts(at.error)
+    assert not (run / "stats-test.npz").exists()  # nothing computed from the outside file
+    from app.paths import resolve_root
+    from app.worker import run_task
+
+    with pytest.raises(UserError, match="predictions-val.npz is outside the runs folder"):
+        run_task(run, "stats", lambda f, t: None, root=resolve_root(root))
+    assert not (run / "stats-test.npz").exists()
