@@ -22,7 +22,7 @@ _REPO = str(Path(__file__).resolve().parents[1])
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-from app import data, paths, ui  # noqa: E402
+from app import data, jobs, paths, ui  # noqa: E402
 from cskd.errors import UserError  # noqa: E402
 
 # Not "pages/": a folder of that name turns on Streamlit's older, file-based navigation.
@@ -110,6 +110,7 @@ def main() -> None:
     # A favicon made here: without it the page's :material/...: icon becomes the favicon, which the
     # browser fetches from fonts.gstatic.com; the dashboard fetches nothing from outside.
     st.set_page_config(page_title="cskd dashboard", page_icon=favicon(), layout="wide")
+    seen = jobs.changes()  # before any file is read: a job ending after this reruns the page
     try:
         root = paths.resolve_root(runs_dir_argument())
     except UserError as e:
@@ -132,7 +133,7 @@ def main() -> None:
         st.navigation(pages).run()
     finally:  # also after a page's st.stop()
         with st.sidebar:  # after the page: it may have just started computing something
-            ui.progress_panel()
+            ui.progress_panel(seen)
         footer()
 
 

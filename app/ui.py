@@ -242,11 +242,14 @@ def _progress_live(seen: int) -> None:
                                        f"{literal(job.text)}{eta}")
 
 
-def progress_panel() -> None:
-    """In the sidebar: the background computations, refreshed every second while there are any."""
+def progress_panel(seen: int) -> None:
+    """In the sidebar: the background computations, refreshed every second while there are any.
+    `seen`: jobs.changes() when this rerun started — a job that ended while the page was drawn
+    (after the page read its files) reruns the app too."""
     if jobs.active():
         st.caption("Computing in the background")
-        _progress_live(jobs.changes())
+    if jobs.active() or jobs.changes() != seen:
+        _progress_live(seen)
 
 
 def downloads(stem: str, draw, *, key: str) -> None:

@@ -273,3 +273,23 @@ def test_no_background_job_reads_a_file_that_leads_outside_the_runs_folder(monke
     with pytest.raises(UserError, match="predictions-val.npz is outside the runs folder"):
         run_task(run, "stats", lambda f, t: None, root=resolve_root(root))
     assert not (run / "stats-test.npz").exists()
+
+
+def test_a_job_that_ends_while_the_page_is_drawn_still_updates_the_page(monkeypatch, tmp_path):
+    import time
+
+    import app.ui as ui
+    from app import jobs
+
+    write_synthetic_run(tmp_path / "r", n=60, n_val=30)  # no stats cache: the page asks for one
+    drawn = ui.job_caption
+
+    def slow_caption(job):  # the job (a thread here) ends while the rest of the page is drawn
+        drawn(job)
+        time.sleep(0.5)
+
+    monkeypatch.setattr(ui, "job_caption", slow_caption)
+    at = app(monkeypatch, tmp_path, ["r"]).run()
+    assert jobs.wait_idle(60)
+    waiting = [c.value for c in at.caption if "computing its" in c.value]
+    assert not waiting, waiting  # the ended job reran the page, which now shows the metrics
