@@ -8,11 +8,17 @@ is found without a second checksum. Any numpy user can still read the file with 
 
 Object arrays are refused (no pickle is ever loaded); `meta` is a 0-d unicode array holding a
 JSON object.
+
+A reader maps the file once, when it is opened, and reads every array from that mapping: a file
+replaced afterwards (cskd replaces files atomically, under a new inode) leaves a reader that is
+still in use reading the old, complete contents, never new bytes at old offsets.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import mmap
 import zipfile
 import zlib
 from pathlib import Path
@@ -39,17 +45,49 @@ class NpzError(ValueError):
     """The file is not a readable npz of the expected form (truncated, not a zip, object arrays...)."""
 
 
+class _View(io.RawIOBase):
+    """A read-only file over a memory mapping with its own position (so that readers in several
+    threads never move each other's)."""
+
+    def __init__(self, buffer):
+        self._buf, self._pos = memoryview(buffer), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._buf)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, b) -> int:
+        n = max(0, min(len(b), len(self._buf) - self._pos))
+        b[:n] = self._buf[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+
 class NpzFile:
     """Lazy reader of an npz written by `write_npz` (or any uncompressed npz).
 
-    `meta` is read at once; `array(name)` returns a read-only memory map of a stored member (a
-    compressed member is read whole). Raises NpzError for anything unreadable."""
+    `meta` is read at once; `array(name)` returns a read-only view of a stored member in the
+    file's memory mapping (a compressed member is read whole). Raises NpzError for anything
+    unreadable."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self._specs: dict[str, tuple] = {}
         try:
-            with zipfile.ZipFile(self.path) as z, open(self.path, "rb") as raw:
+            with open(self.path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # ValueError when empty
+            with zipfile.ZipFile(self._reader()) as z:
+                raw = self._reader()
                 for info in z.infolist():
                     if not info.filename.endswith(".npy"):
                         continue
@@ -63,6 +101,9 @@ class NpzFile:
             raise
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
             raise NpzError(f"not a readable npz ({type(e).__name__}: {e})") from None
+
+    def _reader(self):
+        return io.BufferedReader(_View(self._map))
 
     @staticmethod
     def _spec(z: zipfile.ZipFile, raw, info: zipfile.ZipInfo) -> tuple:
@@ -82,7 +123,8 @@ class NpzFile:
         version = np.lib.format.read_magic(raw)
         shape, fortran, dtype = _read_header(raw, version)
         offset = raw.tell()
-        if offset - start + dtype.itemsize * int(np.prod(shape)) > info.file_size:
+        end = offset + dtype.itemsize * int(np.prod(shape))
+        if end - start > info.file_size or end > raw.seek(0, io.SEEK_END):
             raise NpzError(f"member {info.filename} is shorter than its header says")
         return info, offset, dtype, shape, fortran
 
@@ -99,19 +141,20 @@ class NpzFile:
         return self._specs[name][2]
 
     def array(self, name: str) -> np.ndarray:
-        """Member `name` as a read-only array: a memory map when it is stored uncompressed."""
+        """Member `name` as a read-only array: a view of the mapping when it is stored uncompressed."""
         if name not in self:
             raise KeyError(name)
         return self._load(name)
 
     def _load(self, name: str) -> np.ndarray:
         info, offset, dtype, shape, fortran = self._specs[name]
-        if offset is None or int(np.prod(shape)) == 0:
-            with zipfile.ZipFile(self.path) as z, z.open(info) as f:
+        count = int(np.prod(shape))
+        if offset is None or count == 0:
+            with zipfile.ZipFile(self._reader()) as z, z.open(info) as f:
                 a = np.lib.format.read_array(f, allow_pickle=False)
         else:
-            a = np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape,
-                          order="F" if fortran else "C")
+            a = np.frombuffer(self._map, dtype=dtype, count=count, offset=offset).reshape(
+                shape, order="F" if fortran else "C")
         a.flags.writeable = False
         return a
 
@@ -119,22 +162,20 @@ class NpzFile:
         """Check every member's CRC-32 against the zip directory; NpzError naming the first member
         whose bytes changed."""
         try:
-            with zipfile.ZipFile(self.path) as z, open(self.path, "rb") as raw:
+            view = memoryview(self._map)
+            with zipfile.ZipFile(self._reader()) as z:
                 for info in z.infolist():
                     if info.compress_type != zipfile.ZIP_STORED:
                         z.read(info)  # zipfile checks the CRC of what it decompresses
                         continue
-                    raw.seek(info.header_offset)
-                    header = raw.read(_LOCAL_HEADER)
-                    raw.seek(info.header_offset + _LOCAL_HEADER + int.from_bytes(header[26:28], "little")
-                             + int.from_bytes(header[28:30], "little"))
-                    crc, left = 0, info.file_size
-                    while left > 0:
-                        chunk = raw.read(min(left, _CRC_CHUNK))
-                        if not chunk:
-                            break
-                        crc, left = zlib.crc32(chunk, crc), left - len(chunk)
-                    if left or crc != info.CRC:
+                    header = bytes(view[info.header_offset:info.header_offset + _LOCAL_HEADER])
+                    start = info.header_offset + _LOCAL_HEADER + int.from_bytes(header[26:28], "little") \
+                        + int.from_bytes(header[28:30], "little")
+                    end = start + info.file_size
+                    crc = 0
+                    for at in range(start, min(end, len(view)), _CRC_CHUNK):
+                        crc = zlib.crc32(view[at:min(at + _CRC_CHUNK, end)], crc)
+                    if end > len(view) or crc != info.CRC:
                         raise NpzError(f"the bytes of {info.filename} do not match their checksum (damaged file)")
         except NpzError:
             raise
