@@ -89,7 +89,7 @@ def run_metrics(run: dict, *, n_bins: int = 20, n_boot: int = 1000, ci_level: fl
     adaptive_ece (equal-mass bins), classwise_ece, brier (in [0, 2]), overconfidence (mean
     confidence − accuracy, in [-1, 1]), recall_at_1 (when the run has features); with n_boot >= 1 also ece_ci_low and
     ece_ci_high (percentile bootstrap interval at ci_level, seeded; n_boot = 0 skips it). With
-    val_logits / val_labels: temperature (fitted there), ece_after_ts, nll_after_ts. With
+    val_logits / val_labels: temperature (fitted there), ece_after_ts, mce_after_ts, nll_after_ts. With
     fine_to_coarse: hierarchical_accuracy and one group_error_key(<group>) per coarse group (the
     fine-label top-1 error of the group's samples; NaN for a group without samples). Errors, ECE
     and recall are fractions in [0, 1]. Inputs are only read (read-only memmaps are fine).
@@ -117,7 +117,8 @@ def run_metrics(run: dict, *, n_bins: int = 20, n_boot: int = 1000, ci_level: fl
     if run.get("val_logits") is not None:
         t = cal.fit_temperature(run["val_logits"], run["val_labels"])
         zt = cal.apply_temperature(z, t)
-        m.update(temperature=t, ece_after_ts=cal.ece(softmax(zt), y, n_bins=n_bins),
+        pt = softmax(zt)
+        m.update(temperature=t, ece_after_ts=cal.ece(pt, y, n_bins=n_bins), mce_after_ts=cal.mce(pt, y, n_bins=n_bins),
                  nll_after_ts=nll(zt, y))
     if run.get("fine_to_coarse") is not None:
         pred = p.argmax(axis=1)
@@ -211,8 +212,8 @@ def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int 
     inside out_dir; make it appear atomically by writing into a fresh folder and renaming it).
 
     runs: {name: {logits, features, labels, indices, class_names, dataset, split, config, optionally
-    metrics + metrics_bins (run_metrics' result computed earlier at that bin count, 1,000 bootstrap
-    resamples at 95 %: used as it is when the settings match), and
+    metrics + metrics_settings (run_metrics' result computed earlier, and the {n_bins, n_boot,
+    ci_level} it was computed with: used as it is when they are this call's), and
     optionally images (dataset index -> HxWxC image), fine_to_coarse, coarse_names, val_logits,
     val_labels, tsne = (coords, rows)}}; arrays are only read. group_ignore: the config keys that
     do not change results (passed to tables.group_by_seed); the default ("seed",) only treats
@@ -316,7 +317,7 @@ def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int 
 
     def step_metrics(name):
         r = runs[name]
-        if r.get("metrics") is not None and r.get("metrics_bins") == n_bins and n_boot == 1000 and ci_level == 0.95:
+        if r.get("metrics") is not None and r.get("metrics_settings") == options:
             metrics[name] = dict(r["metrics"])  # computed once already, with these settings (a caller's cache)
         else:
             metrics[name] = run_metrics({**r, "fine_to_coarse": mapping, "coarse_names": coarse}, **options)

@@ -15,6 +15,7 @@ for the same files (`stamp`) unless asked (`retry`), so a broken run does not lo
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import subprocess
@@ -92,7 +93,7 @@ def submit(path, name: str, task: str, *, stamp: tuple, root, estimate_s: float 
         job = Job(str(path), name, task, stamp, str(root), estimate_s)
         _jobs[key] = job
         _queue.append(job)
-        if _runner is None or not _runner.is_alive():
+        if _runner is None or not _runner.is_alive():  # none, or one that died of a bug
             _runner = threading.Thread(target=_run_queue, name="cskd-dashboard-jobs", daemon=True)
             _runner.start()
     return job
@@ -123,20 +124,14 @@ def wait_idle(timeout_s: float = 120.0) -> bool:
     return True
 
 
-def forget_all() -> None:
-    """Drop the finished jobs from the registry (tests start from a clean slate)."""
-    with _lock:
-        for key in [k for k, j in _jobs.items() if not j.active]:
-            del _jobs[key]
-
-
 def _run_queue() -> None:
-    global _changes
+    global _changes, _runner
     if os.environ.get("CSKD_DASHBOARD_JOBS") != "thread":
         time.sleep(START_DELAY_S)
     while True:
         with _lock:
             if not _queue:
+                _runner = None  # under the lock: a job submitted from now on starts a new runner
                 return
             job = min(_queue, key=lambda j: PRIORITY[j.task])  # the first of the cheapest kind
             _queue.remove(job)
@@ -178,17 +173,16 @@ def _in_thread(job: Job) -> None:
         job.error = str(e)
 
 
-def _lower_priority() -> None:
-    """In the child before it starts: the server (and the person using it) comes first."""
-    os.nice(10)
-
-
 def _in_process(job: Job) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)}
     cmd = [sys.executable, "-m", "app.worker", "--run", job.path, "--task", job.task, "--root", job.root]
     other = collections.deque(maxlen=KEEP_LINES)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
-                          preexec_fn=_lower_priority) as proc:
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          cwd=REPO) as proc:
+        # the server (and the person using it) comes first; set from here, as preexec_fn is unsafe
+        # in a process with threads
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, proc.pid, min(os.getpriority(os.PRIO_PROCESS, 0) + 10, 19))
         for line in proc.stdout:
             try:
                 msg = json.loads(line)

@@ -167,6 +167,11 @@ def ready_runs(ctx: Context, names, *, where: str) -> list[Ready]:
                     ask(files, "stats", retry=True)
                     st.rerun()
                 continue
+            if job.state == "failed":  # the page shows the rest; Recall@1 and neighbours stay missing
+                error_card(name, job.error)
+                if st.button(f"Retry the neighbour search of {literal(name)}", key=f"retry-search:{where}:{name}"):
+                    ask(files, "search", retry=True)
+                    st.rerun()
         ready.append(Ready(name, files, record, preds, stats, ctx.color(name)))
     return ready
 
@@ -213,7 +218,7 @@ def missing_predictions(ctx: Context, files, record: dict, state: str, reason: s
         error_card(name, job.error)
     label = "Compute" if state == "missing" else "Recompute"
     if st.button(f"{label} predictions of {literal(name)}", key=f"predict:{where}:{name}",
-                 help="cskd predict (test and validation splits), then the metrics and the t-SNE; reads best.pt "
+                 help="cskd predict (test and validation splits), then the metrics; reads best.pt "
                       "and the data set"):
         ask(files, "predict", retry=True)
         st.rerun()

@@ -33,11 +33,14 @@ def run_task(run, task: str, report, *, root=None) -> None:
         if problems:
             raise UserError(next(iter(problems.values())))
     folder = RunFolder(run)
-    if task == "predict":  # test (and validation) predictions and the t-SNE, then the metrics
+    if not folder.writable():  # the pages read only what is saved: a result kept in memory here would be lost
+        raise UserError(f"{folder.path} is read-only: the dashboard cannot save its {task} results there; "
+                        f"run `cskd analyze` on it for a report, or copy it into a writable runs folder")
+    if task == "predict":  # test (and validation) predictions, then the quick metrics; the neighbour
+        # search and the t-SNE are jobs of their own, asked for by the pages that show them
         from cskd.analyze import prepare_run
 
-        prepare_run(folder.path, progress=False, on_step=lambda f, t: report(0.7 * f, t))
-        ensure_stats(folder, on_step=lambda f, t: report(0.7 + 0.3 * f, f"metrics: {t}"))
+        prepare_run(folder.path, progress=False, on_step=report, with_tsne=False, retrieval=False)
     elif task == "stats":  # everything but the exact neighbour search: seconds
         ensure_stats(folder, on_step=report, retrieval=False)
     elif task == "search":  # the rest: Recall@1 and the neighbours (minutes at the ImageNet scale)

@@ -42,6 +42,8 @@ def cached_tsne(folder: RunFolder, split: str, preds, *, max_points: int = TSNE_
     coords, idx = tsne_2d(np.asarray(preds.features[sub], dtype=np.float32), labels[sub], max_points=max_points,
                           seed=0)
     rows = sub[idx]
+    if not folder.writable():  # a read-only run: computed, not cached
+        return coords, rows
     with folder.writing():
         folder.write_derived(tsne_name(split), {"coords": coords, "rows": rows}, kind="tsne", predictions=preds,
                              max_points=max_points)
@@ -58,13 +60,14 @@ def image_lookup(preds):
 
 
 def prepare_run(run: Path, *, split: str = "test", progress: bool | None = None,
-                tsne_max_points: int = TSNE_MAX_POINTS, on_step=None, with_tsne: bool = True):
+                tsne_max_points: int = TSNE_MAX_POINTS, on_step=None, with_tsne: bool = True,
+                retrieval: bool = True):
     """Predict `split` where its predictions are missing, stale or damaged, and for the test split
     also the validation split (temperature scaling is fitted there, never on the test split) when
     the run has one; then cache the t-SNE. Returns (predictions of `split`, validation predictions
     or None, (t-SNE coords, rows) or None when there are no features, the run's stats cache:
     cskd.stats, its metrics computed once). `on_step(fraction, text)` is told before each step
-    (a progress bar)."""
+    (a progress bar). `retrieval=False` leaves the exact neighbour search (Recall@1) for later."""
     folder = RunFolder(run)
     step = on_step or (lambda fraction, text: None)
     step(0.0, f"predicting the {split} split")
@@ -77,7 +80,8 @@ def prepare_run(run: Path, *, split: str = "test", progress: bool | None = None,
         val = folder.predictions("val")
     from .stats import ensure_stats
 
-    stats = ensure_stats(folder.path, split, on_step=lambda f, t: step(0.4 + 0.3 * f, f"metrics: {t}"))
+    stats = ensure_stats(folder.path, split, on_step=lambda f, t: step(0.4 + 0.3 * f, f"metrics: {t}"),
+                         retrieval=retrieval)
     tsne = None
     if with_tsne and preds.features is not None:
         step(0.7, f"t-SNE of the {split} features")
@@ -107,8 +111,8 @@ def run_arrays(run: Path, *, split: str = "test", progress: bool | None = None,
         arrays["coarse_names"] = preds.coarse_names
     if val is not None:
         arrays["val_logits"], arrays["val_labels"] = val.logits, val.labels
-    # computed once per predictions file (cskd.stats), at the paper's 20 bins
-    arrays["metrics"], arrays["metrics_bins"] = stats.report_metrics(preds.coarse_names), 20
+    # computed once per predictions file (cskd.stats), with the settings it records
+    arrays["metrics"], arrays["metrics_settings"] = stats.report_metrics(preds.coarse_names), stats.settings
     return arrays
 
 

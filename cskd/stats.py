@@ -88,6 +88,11 @@ class Stats:
         return m
 
     @property
+    def settings(self) -> dict:
+        """What the metrics were computed with, as analysis.report.run_metrics names it."""
+        return {k: self.meta[k] for k in ("n_bins", "n_boot", "ci_level")}
+
+    @property
     def complete(self) -> bool:
         """False while the neighbour search (Recall@1) is still to be done."""
         return bool(self.meta.get("complete"))
@@ -196,6 +201,8 @@ def ensure_stats(run, split: str = "test", *, on_step=None, retrieval: bool = Tr
     if state != "fresh":
         raise UserError(f"{folder.file(f'predictions-{split}.npz')}: {reason}; "
                         f"{folder.predictions_fix(split)} before computing its metrics")
+    if not folder.writable():
+        return _unsaved(folder, split, retrieval, step)  # a read-only run (a shared archive) is analysed too
     with folder.writing(command=f"cskd stats {folder.path} [{split}]"):
         preds = folder.predictions(split)
         val = _val_predictions(folder, split)
@@ -209,12 +216,28 @@ def ensure_stats(run, split: str = "test", *, on_step=None, retrieval: bool = Tr
         plan = Plan(preds, val, retrieval)
         arrays, meta = (_first_step(preds, val, plan, step) if stats is None
                         else ({k: np.asarray(stats.array(k)) for k in stats.npz.names()}, dict(stats.meta)))
-        _write(folder, split, preds, arrays, meta, complete=not plan.searchable)
+        if stats is None:  # an incomplete cache is not written again (a failing search would loop)
+            _write(folder, split, preds, arrays, meta, complete=not plan.searchable)
         if plan.search:
             _search_step(preds, arrays, meta, plan, step)
             _write(folder, split, preds, arrays, meta, complete=True)
         step(1.0, "done")
         return _open(folder, split, preds, val)
+
+
+def _unsaved(folder: RunFolder, split: str, retrieval: bool, step) -> Stats:
+    """The stats of a run folder cskd may not write to, computed and kept out of it."""
+    preds, val = folder.predictions(split), _val_predictions(folder, split)
+    plan = Plan(preds, val, retrieval)
+    arrays, meta = _first_step(preds, val, plan, step)
+    if plan.search:
+        _search_step(preds, arrays, meta, plan, step)
+    z = folder.unsaved_derived(stats_name(split), arrays, kind="stats", predictions=preds,
+                               **{**meta, "complete": plan.search or not plan.searchable})
+    stats = Stats(folder.file(stats_name(split)), split, z.meta, z)
+    _check(stats, preds)
+    step(1.0, "done (not saved: the run folder is read-only)")
+    return stats
 
 
 def _write(folder: RunFolder, split: str, preds, arrays: dict, meta: dict, *, complete: bool) -> None:

@@ -203,9 +203,13 @@ def test_compute_predictions_button_predicts_then_computes_metrics(monkeypatch, 
     assert "no test predictions yet" in texts(at.warning)
     at.button(key="predict:calibration:digits-ce").click().run()
     settle(at)
-    for name in ("predictions-test.npz", "predictions-val.npz", "tsne-test.npz", "stats-test.npz"):
+    for name in ("predictions-test.npz", "predictions-val.npz", "stats-test.npz"):
         assert (run / name).is_file(), name
     assert list(at.dataframe[0].value.columns) == ["digits-ce"]
+    from cskd.stats import read_stats
+
+    # the neighbour search ran as its own, later job; the t-SNE waits for the Embeddings page
+    assert read_stats(run).complete and not (run / "tsne-test.npz").exists()
 
 
 # ------------------------------------------------------------------------------------ app/paths.py
@@ -293,3 +297,17 @@ def test_a_job_that_ends_while_the_page_is_drawn_still_updates_the_page(monkeypa
     assert jobs.wait_idle(60)
     waiting = [c.value for c in at.caption if "computing its" in c.value]
     assert not waiting, waiting  # the ended job reran the page, which now shows the metrics
+
+
+def test_a_failed_neighbour_search_is_shown_with_a_retry(monkeypatch, tmp_path):
+    import cskd.stats
+
+    def broken(*a, **k):
+        raise UserError("the neighbour search ran out of memory (a test)")
+
+    write_synthetic_run(tmp_path / "r", n=60, n_val=30)  # no stats cache: metrics, then the search
+    monkeypatch.setattr(cskd.stats, "_search_step", broken)
+    at = open_page(app(monkeypatch, tmp_path, ["r"]), "runs")
+    settle(at)
+    assert "ran out of memory (a test)" in texts(at.error)
+    assert any(b.key == "retry-search:runs:r" for b in at.button)

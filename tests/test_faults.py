@@ -7,6 +7,7 @@ mid-epoch with exact resume (test_train), copied and damaged predictions and the
 replaced as a whole (test_predict_analyze), damaged checkpoints (test_resume), the dashboard with
 damaged files and hostile names (test_app*)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -171,9 +172,27 @@ def test_a_read_only_run_folder_with_fresh_predictions_can_be_analysed(predicted
     if os.geteuid() != 0 or subprocess.run(["mount", "--bind", "-o", "ro", str(run), str(ro)],
                                            capture_output=True).returncode != 0:
         pytest.skip("a read-only bind mount needs root")
+    bare = copy_run(predicted_runs["cskd"], tmp_path / "bare")  # fresh predictions, no caches at all
+    for cache in ("stats-test.npz", "tsne-test.npz"):
+        (bare / cache).unlink(missing_ok=True)
+    ro_bare = tmp_path / "ro-bare"
+    ro_bare.mkdir()
     try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True)
+        subprocess.run(["mount", "--bind", "-o", "ro", str(bare), str(ro_bare)], capture_output=True)
+        for mount in (ro, ro_bare):
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], capture_output=True)
         assert cli("predict", ro) == 0
         assert cli("analyze", ro, "--out", tmp_path / "rep2") == 0
+        # without caches: computed and used, not saved
+        before = sorted(os.listdir(bare))
+        assert cli("analyze", ro_bare, "--out", tmp_path / "rep3") == 0
+        assert sorted(os.listdir(bare)) == before and not (bare / "stats-test.npz").exists()
     finally:
-        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+        for mount in (ro, ro_bare):
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    assert cli("analyze", bare, "--out", tmp_path / "rep4") == 0  # writable: the same numbers, cached
+    unsaved = json.loads((tmp_path / "rep3" / "metrics.json").read_text())["ro-bare"]
+    cached = json.loads((tmp_path / "rep4" / "metrics.json").read_text())["bare"]
+    assert unsaved.keys() == cached.keys() and (bare / "stats-test.npz").is_file()
+    for key, value in cached.items():
+        assert unsaved[key] == (pytest.approx(value, rel=1e-9) if isinstance(value, float) else value), key

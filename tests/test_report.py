@@ -124,7 +124,8 @@ def check_metrics(m, run):
     t, zv, yv = m["temperature"], run["val_logits"], run["val_labels"]
     assert ref_nll(zv / t, yv) <= min(ref_nll(zv / (t * 1.02), yv), ref_nll(zv / (t / 1.02), yv))
     assert m["nll_after_ts"] == pytest.approx(ref_nll(np.asarray(z, np.float64) / t, y), rel=1e-6)
-    assert m["ece_after_ts"] == pytest.approx(ref_ece_mce(ref_probs(np.asarray(z, np.float64) / t), y)[0], abs=1e-7)
+    ece_ts, mce_ts = ref_ece_mce(ref_probs(np.asarray(z, np.float64) / t), y)
+    assert m["ece_after_ts"] == pytest.approx(ece_ts, abs=1e-7) and m["mce_after_ts"] == pytest.approx(mce_ts, abs=1e-7)
 
 
 @pytest.mark.slow
@@ -209,6 +210,17 @@ def test_single_run_without_optional_inputs(tmp_path):
     assert not (tmp_path / "table_domain_error.md").exists()
     # the default grouping ignores only the seed: a single run shows its value, n = 1, no "± 0.00"
     assert "| only | 1 |" in (tmp_path / "table.md").read_text() and "± 0.00" not in (tmp_path / "table.md").read_text()
+
+
+def test_precomputed_metrics_are_used_only_with_the_same_settings(tmp_path):
+    cached = {"top1_error": 0.123456, "ece": 0.5}  # a caller's cache (cskd.stats), values a recomputation never gives
+    settings = {"n_bins": 20, "n_boot": 20, "ci_level": 0.95}
+    run = dict(make_run(0), metrics=cached, metrics_settings=settings)
+    assert analyze_runs({"r": run}, tmp_path / "a", progress=False, n_boot=20)["r"] == cached
+    for other in ({"n_bins": 10}, {"n_boot": 30}, {"ci_level": 0.9}):
+        metrics = analyze_runs({"r": run}, tmp_path / f"b{len(other)}{list(other)[0]}", progress=False,
+                               **{**settings, **other})["r"]
+        assert metrics["top1_error"] != cached["top1_error"], other
 
 
 def test_read_only_memmap_inputs_are_never_written(tmp_path):

@@ -22,7 +22,7 @@ from ..config import CONFIG_FORMAT, TrainConfig, validate
 from ..errors import UserError, short_reason
 from .arrays import SPLITS, Predictions, open_derived, tsne_points
 from .checkpoints import BEST_FIELDS, checkpoint_bytes, read_checkpoint
-from .npz import write_npz
+from .npz import NpzFile, write_npz
 from .store import MANIFEST_NAME, META_DIR, FolderLock, Manifest, atomic_write, record_of, remove_stale_temps, sha256_of
 
 CONFIG, METRICS, SUMMARY, LAST, BEST = "config.json", "metrics.jsonl", "summary.json", "last.pt", "best.pt"
@@ -130,8 +130,6 @@ class RunFolder:
             if name.startswith("tsne-"):
                 return {"coords.npy", "rows.npy"} <= members
             if name.startswith("stats-"):
-                from .npz import NpzFile
-
                 return NpzFile(path).meta.get("kind") == "stats"
         except (OSError, ValueError, AttributeError, IndexError, KeyError, RuntimeError, EOFError,
                 pickle.UnpicklingError, zipfile.BadZipFile):
@@ -396,10 +394,24 @@ class RunFolder:
         self._write(predictions_name(split), lambda f: write_npz(f, arrays, meta))
 
     def write_derived(self, name: str, arrays: dict, *, kind: str, predictions: Predictions, **meta) -> None:
-        from .arrays import DERIVED_FORMAT
-
-        meta = {**meta, "format": DERIVED_FORMAT, "kind": kind, "source": predictions.write_id}
+        meta = _derived_meta(kind, predictions, meta)
         self._write(name, lambda f: write_npz(f, arrays, meta))
+
+    @staticmethod
+    def unsaved_derived(name: str, arrays: dict, *, kind: str, predictions: Predictions, **meta) -> NpzFile:
+        """What write_derived would write, for a folder cskd may not write to: written to a
+        temporary file outside it, opened (memory-mapped) and deleted — the mapping keeps the bytes."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="cskd-") as tmp:
+            path = Path(tmp) / name
+            with open(path, "wb") as f:
+                write_npz(f, arrays, _derived_meta(kind, predictions, meta))
+            return NpzFile(path)
+
+    def writable(self) -> bool:
+        """Whether cskd may write here (False for a read-only mount or folder)."""
+        return not self.path.is_dir() or os.access(self.path, os.W_OK)
 
     def remove(self, name: str) -> None:
         """Delete cskd's file `name` (refused for a foreign one)."""
@@ -448,3 +460,10 @@ def config_from_record(record, version: int, path: Path, *, fix: str) -> TrainCo
 
 __all__ = ["RunFolder", "SPLITS", "config_from_record", "predictions_name", "tsne_name", "stats_name",
            "CONFIG", "METRICS", "SUMMARY", "LAST", "BEST", "MARKERS"]
+
+
+def _derived_meta(kind: str, predictions: Predictions, meta: dict) -> dict:
+    """A derived cache's meta: its own fields and what it was made from."""
+    from .arrays import DERIVED_FORMAT
+
+    return {**meta, "format": DERIVED_FORMAT, "kind": kind, "source": predictions.write_id}
