@@ -45,14 +45,14 @@ def data_url(image: np.ndarray, min_side: int = 32, fmt: str = "PNG", max_side: 
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def urls(key, rows: tuple, _preds, min_side: int = 32, fmt: str = "PNG", max_side: int | None = None) -> list | None:
+def urls(key, rows: tuple, _preds, min_side: int = 32, fmt: str = "PNG") -> list | None:
     """Data URLs of the images of `rows` of the predictions `_preds` (whose run files `key` stands
     for them in the cache), or None when they carry no images."""
     images = _preds.images
     if images is None:
         return None
     picked = images[np.asarray(rows, dtype=np.int64)] if rows else []
-    return [data_url(img, min_side, fmt, max_side) for img in picked]
+    return [data_url(img, min_side, fmt) for img in picked]
 
 
 CHUNK = 1024  # rows read from the image memory map at a time (12 MB of 64-px thumbnails)

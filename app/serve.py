@@ -1,11 +1,12 @@
 """The dashboard's server process: `python app/serve.py run app/main.py [streamlit options] -- --runs DIR`
 (what `cskd dashboard` starts).
 
-It imports the heavy libraries the pages use (torch through cskd.runfolder, matplotlib and seaborn
-through analysis.displays, pandas, FAISS is left to the background jobs) before Streamlit starts
-listening, then runs Streamlit's own command line in this process. Streamlit runs every page in
-this process too, so the first visitor does not wait ~2 s for those imports. The app's own
-modules (which hold Streamlit caches) are imported by the first page run, as usual.
+It imports the heavy libraries the pages use (matplotlib and seaborn through analysis.displays,
+pandas, PIL, cskd's run-folder readers; torch and FAISS are left to the background jobs, which run
+in processes of their own) before Streamlit starts listening, then runs Streamlit's own command
+line in this process. Streamlit runs every page in this process too, so the first visitor does
+not wait ~2 s for those imports. The app's own modules (which hold Streamlit caches) are imported
+by the first page run, as usual.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def preload() -> None:
 
     import analysis.displays  # noqa: F401 -- matplotlib, seaborn, scipy
     import analysis.tables  # noqa: F401
-    import cskd.runfolder  # noqa: F401 -- torch
+    import cskd.runfolder  # noqa: F401
     import cskd.stats  # noqa: F401
 
 

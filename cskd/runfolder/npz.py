@@ -9,16 +9,20 @@ is found without a second checksum. Any numpy user can still read the file with 
 Object arrays are refused (no pickle is ever loaded); `meta` is a 0-d unicode array holding a
 JSON object.
 
-A reader maps the file once, when it is opened, and reads every array from that mapping: a file
-replaced afterwards (cskd replaces files atomically, under a new inode) leaves a reader that is
-still in use reading the old, complete contents, never new bytes at old offsets.
+A reader remembers the file it opened (device and inode) and maps it whole at once. Each array is
+mapped on its own from the path when the path still names that file — so its pages leave memory
+with the array — and read from the mapping made when opened otherwise: a file replaced afterwards
+(cskd replaces files atomically, under a new inode) leaves a reader in use reading the old,
+complete contents, never new bytes at old offsets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import mmap
+import os
 import zipfile
 import zlib
 from pathlib import Path
@@ -85,6 +89,8 @@ class NpzFile:
         self._specs: dict[str, tuple] = {}
         try:
             with open(self.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                self._identity = (st.st_dev, st.st_ino)
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # ValueError when empty
             with zipfile.ZipFile(self._reader()) as z:
                 raw = self._reader()
@@ -153,10 +159,33 @@ class NpzFile:
             with zipfile.ZipFile(self._reader()) as z, z.open(info) as f:
                 a = np.lib.format.read_array(f, allow_pickle=False)
         else:
-            a = np.frombuffer(self._map, dtype=dtype, count=count, offset=offset).reshape(
+            buffer, at = self._own_map(offset, dtype.itemsize * count)
+            a = np.frombuffer(buffer, dtype=dtype, count=count, offset=at).reshape(
                 shape, order="F" if fortran else "C")
         a.flags.writeable = False
         return a
+
+    def _own_map(self, offset: int, nbytes: int) -> tuple:
+        """(buffer, offset in it) of bytes [offset, offset + nbytes): a mapping of their own while
+        the path still names the file opened (released with the array), else the whole-file
+        mapping made when it was opened (the file was replaced or removed since)."""
+        try:
+            with open(self.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if (st.st_dev, st.st_ino) == self._identity:
+                    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+                    return mmap.mmap(f.fileno(), offset + nbytes - start, access=mmap.ACCESS_READ,
+                                     offset=start), offset - start
+        except (OSError, ValueError):
+            pass
+        return self._map, offset
+
+    def _release(self, start: int, stop: int) -> None:
+        """Drop the pages of bytes [start, stop) from this process's resident memory (they stay in
+        the page cache and come back when read): a checksum pass must not keep the whole file."""
+        first = start - start % mmap.PAGESIZE
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # madvise: Linux, Python >= 3.8
+            self._map.madvise(mmap.MADV_DONTNEED, first, stop - first)
 
     def verify(self) -> None:
         """Check every member's CRC-32 against the zip directory; NpzError naming the first member
@@ -174,7 +203,9 @@ class NpzFile:
                     end = start + info.file_size
                     crc = 0
                     for at in range(start, min(end, len(view)), _CRC_CHUNK):
-                        crc = zlib.crc32(view[at:min(at + _CRC_CHUNK, end)], crc)
+                        stop = min(at + _CRC_CHUNK, end, len(view))
+                        crc = zlib.crc32(view[at:stop], crc)
+                        self._release(at, stop)
                     if end > len(view) or crc != info.CRC:
                         raise NpzError(f"the bytes of {info.filename} do not match their checksum (damaged file)")
         except NpzError:
