@@ -79,13 +79,13 @@ def write_synthetic_run(folder, *, method: str = "cskd", seed: int = 0, n: int =
                         coarse: bool = False, dim: int | None = 32, epochs: int = 5, dataset: str = "synthetic",
                         model: str = "preact_resnet18", temperature: float = 4.0, lambda_cls: float = 1.0,
                         select_on: str = "val", class_names=None, predictions: bool = True, tsne: bool = True,
-                        stats: bool = False) -> Path:
+                        stats: bool = False, protocol: str = "clean") -> Path:
     """A finished-looking run folder; `sharpness` > 1 makes the model over-confident. With
     select_on="test" the run looks like one trained with --select-on test (metrics log test_acc,
     the summary says selected_on "test")."""
     folder = RunFolder(folder)
     cfg = TrainConfig(dataset=dataset, model=model, method=method, seed=seed, epochs=epochs, select_on=select_on,
-                      temperature=temperature, lambda_cls=lambda_cls, out=str(folder.path))
+                      protocol=protocol, temperature=temperature, lambda_cls=lambda_cls, out=str(folder.path))
     names = list(class_names) if class_names is not None else [f"class{c:02d}" for c in range(n_classes)]
     coarse_names = [f"group{g}" for g in range(max(2, n_classes // 5))] if coarse else None
     with folder.writing(command="tests/synthetic_runs.py"):

@@ -40,7 +40,7 @@ def tiny_runs(root: Path) -> Path:
     write_synthetic_run(root / CSKD0, method="cskd", seed=0, sharpness=1.5, accuracy=0.75, stats=True, **TINY)
     write_synthetic_run(root / CSKD1, method="cskd", seed=1, sharpness=1.5, accuracy=0.74, stats=True, **TINY)
     write_synthetic_run(root / FLAT, method="ce", n=240, dataset="flatset", tsne=False, stats=True)
-    write_synthetic_run(root / TEST_SEL, method="cskd", select_on="test", stats=True, **TINY)
+    write_synthetic_run(root / TEST_SEL, method="cskd", select_on="test", protocol="authors", stats=True, **TINY)
     write_synthetic_run(root / "no-predictions", predictions=False)
     (root / "bad-config").mkdir()
     (root / "bad-config" / "config.json").write_text("{ not json")
@@ -124,6 +124,7 @@ def test_runs_page_lists_runs_with_cached_metrics(monkeypatch, runs):
     assert row["R@1 %"] == pytest.approx(100 * recall_at_k(p.features, p.labels))
     assert row_of(df, CSKD0)["T"] == "4" and row_of(df, CSKD0)["λ"] == "1"
     assert row_of(df, TEST_SEL)["selected on"] == "test" and row_of(df, TEST_SEL)["state"] == "metrics"
+    assert row_of(df, TEST_SEL)["protocol"] == "authors" and row_of(df, CE)["protocol"] == "clean"
     nothing = row_of(df, "no-predictions")
     assert nothing["state"] == "no predictions" and nothing["top-1 err %"] == pytest.approx(30.0)  # summary's test_acc
     groups = at.dataframe[1].value

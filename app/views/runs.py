@@ -72,6 +72,7 @@ def collect(ctx):
             "T": _short(cfg.get("temperature")) if method in USES_TEMPERATURE else "—",
             "λ": _short(cfg.get("lambda_cls")) if method in CLASS_WISE else "—",
             "seed": cfg.get("seed"), "epochs": cfg.get("epochs"),
+            "protocol": "—" if rec["kind"] == "imported" else cfg.get("protocol") or "clean",
             "selected on": summ.get("selected_on") or cfg.get("select_on") or "—",
             "best acc %": pct(summ.get("best_acc")), "top-1 err %": pct(m.get("top1_error")),
             "top-5 err %": pct(m.get("top5_error")), "NLL": m.get("nll"), "ECE %": pct(m.get("ece")),
@@ -90,7 +91,7 @@ def runs_table(rows) -> None:
     """The runs, one line each; columns every run shares are said once above the table, so the
     rest fits the page."""
     df = pd.DataFrame(rows)
-    shared = [c for c in ("dataset", "model", "epochs", "selected on")
+    shared = [c for c in ("dataset", "model", "epochs", "protocol", "selected on")
               if len(df) > 1 and df[c].nunique(dropna=False) == 1]
     if shared:
         st.caption("Every run: " + ui.literal("; ".join(f"{c} {df[c].iloc[0]}" for c in shared)) + ".")
@@ -101,6 +102,10 @@ def runs_table(rows) -> None:
                    "λ": st.column_config.TextColumn("λ", width="small"),
                    "seed": st.column_config.NumberColumn("seed", width="small"),
                    "epochs": st.column_config.NumberColumn("epochs", width="small"),
+                   "protocol": st.column_config.TextColumn("protocol", width="small",
+                                                           help="authors: the authors' experiment (full training "
+                                                                "set, best test epoch, ...); clean: held-out "
+                                                                "validation"),
                    "selected on": st.column_config.TextColumn("selected on", width="small",
                                                               help="the split the best epoch was picked on; "
                                                                    "'test' is the authors' protocol"),
