@@ -115,7 +115,7 @@ class Ready:
 
 def stats_estimate(preds, *, search: bool = False) -> float | None:
     """Seconds the metrics (or, with `search`, the neighbour search) of these predictions take."""
-    from cskd.stats import estimate_seconds
+    from cskd.stats_compute import estimate_seconds
 
     try:
         n, c, feats = preds.num_samples, preds.num_classes, preds.features

@@ -300,13 +300,13 @@ def test_a_job_that_ends_while_the_page_is_drawn_still_updates_the_page(monkeypa
 
 
 def test_a_failed_neighbour_search_is_shown_with_a_retry(monkeypatch, tmp_path):
-    import cskd.stats
+    import cskd.stats_compute
 
     def broken(*a, **k):
         raise UserError("the neighbour search ran out of memory (a test)")
 
     write_synthetic_run(tmp_path / "r", n=60, n_val=30)  # no stats cache: metrics, then the search
-    monkeypatch.setattr(cskd.stats, "_search_step", broken)
+    monkeypatch.setattr(cskd.stats_compute, "search_step", broken)
     at = open_page(app(monkeypatch, tmp_path, ["r"]), "runs")
     settle(at)
     assert "ran out of memory (a test)" in texts(at.error)

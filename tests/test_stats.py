@@ -9,7 +9,7 @@ import pytest
 from scipy.special import log_softmax, softmax
 from synthetic_runs import write_synthetic_run
 
-from cskd import stats as stats_module
+from cskd import stats_compute as stats_module
 from cskd.errors import UserError
 from cskd.runfolder import RunFolder
 from cskd.stats import ensure_stats, read_stats
