@@ -80,7 +80,7 @@ def _torchrun(cfg, nproc_per_node: int) -> None:
     import subprocess
     import sys
 
-    from .cli import train_arguments
+    from .train_options import train_arguments
 
     if nproc_per_node < 1:
         raise UserError(f"--nproc-per-node must be a positive integer; got {nproc_per_node}")

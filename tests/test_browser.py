@@ -7,7 +7,8 @@ controls (bins, layout, temperature scaling; a gallery row; a t-SNE point hovere
 run added and removed), checks that names from the folder and the URL never become links or
 images and that the browser fetches nothing from outside, saves screenshots and timings under
 test-artifacts/browser/ (timings are recorded, never asserted: benchmarks/dashboard.py measures
-them) and regenerates docs/calibration.png and docs/misclassified.png. Skipped when
+them); with CSKD_UPDATE_DOCS=1 it also regenerates docs/calibration.png and docs/misclassified.png
+(never by default: a test run leaves the tracked files alone). Skipped when
 /usr/bin/chromium or the playwright package is absent (never `playwright install`).
 
 The driver functions here are shared with benchmarks/dashboard.py.
@@ -211,7 +212,8 @@ def hover_a_point(page, chart) -> bool:
 
 
 def shot(page, name: str, *, docs: bool = False) -> None:
-    """A screenshot under test-artifacts/browser/; with `docs`, taller, and copied into docs/."""
+    """A screenshot under test-artifacts/browser/; with `docs`, taller, and copied into docs/ when
+    CSKD_UPDATE_DOCS=1."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     size = page.viewport_size
     if docs:
@@ -219,7 +221,8 @@ def shot(page, name: str, *, docs: bool = False) -> None:
         page.wait_for_timeout(500)  # the charts re-layout to the taller window
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
     if docs:
-        shutil.copy(ARTIFACTS / f"{name}.png", ROOT / "docs" / f"{name}.png")
+        if os.environ.get("CSKD_UPDATE_DOCS") == "1":
+            shutil.copy(ARTIFACTS / f"{name}.png", ROOT / "docs" / f"{name}.png")
         page.set_viewport_size(size)
 
 

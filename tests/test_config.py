@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from cskd.cli import build_parser, config_from_args, train_arguments
+from cskd.cli import build_parser
 from cskd.config import (
     CONFIG_FORMAT,
     FORMAT1_ABSENT,
@@ -17,6 +17,7 @@ from cskd.config import (
 )
 from cskd.errors import UserError
 from cskd.runfolder.naming import run_name
+from cskd.train_options import config_from_args, train_arguments
 
 
 def test_every_field_has_one_kind_and_the_derived_lists_agree():

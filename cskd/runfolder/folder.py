@@ -12,9 +12,7 @@ import contextlib
 import json
 import math
 import os
-import pickle
 import uuid
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,32 +20,23 @@ from ..config import CONFIG_FORMAT, TrainConfig, validate
 from ..errors import UserError, short_reason
 from .arrays import SPLITS, Predictions, open_derived, tsne_points
 from .checkpoints import BEST_FIELDS, checkpoint_bytes, read_checkpoint
+from .legacy import looks_like_cskd
+from .names import (
+    BEST,
+    CONFIG,
+    KINDS,
+    LAST,
+    MARKERS,
+    METRICS,
+    SUMMARY,
+    SUMMARY_FORMAT,
+    is_cskd_name,
+    predictions_name,
+    stats_name,
+    tsne_name,
+)
 from .npz import NpzFile, write_npz
 from .store import MANIFEST_NAME, META_DIR, FolderLock, Manifest, atomic_write, record_of, remove_stale_temps, sha256_of
-
-CONFIG, METRICS, SUMMARY, LAST, BEST = "config.json", "metrics.jsonl", "summary.json", "last.pt", "best.pt"
-FIXED_NAMES = (CONFIG, METRICS, SUMMARY, LAST, BEST)
-ARRAY_PREFIXES = ("predictions-", "tsne-", "stats-")  # + split + ".npz", split in SPLITS
-MARKERS = (CONFIG, LAST, BEST, METRICS)  # any of these (cskd's own) means the folder holds a run
-SUMMARY_FORMAT = 2
-KINDS = ("trained", "imported")
-
-
-def predictions_name(split: str) -> str:
-    return f"predictions-{split}.npz"
-
-
-def tsne_name(split: str) -> str:
-    return f"tsne-{split}.npz"
-
-
-def stats_name(split: str) -> str:
-    return f"stats-{split}.npz"
-
-
-def is_cskd_name(name: str) -> bool:
-    """A name cskd writes in a run folder (`predictions-mine.npz` is not one: "mine" is no split)."""
-    return name in FIXED_NAMES or any(name == f"{p}{s}.npz" for p in ARRAY_PREFIXES for s in SPLITS)
 
 
 class RunFolder:
@@ -90,7 +79,7 @@ class RunFolder:
         """The files of a folder without a (readable) manifest that cskd 0.1 (or a cskd that lost
         its manifest) wrote, recognised by their content; none unless a config.json or checkpoint
         is among them (a lone metrics.jsonl of the user's is not a run)."""
-        found = [n for n in self.cskd_names() if self._looks_like_cskd(n)]
+        found = [n for n in self.cskd_names() if looks_like_cskd(self.path, n)]
         return found if {CONFIG, LAST, BEST} & set(found) else []
 
     def foreign_files(self) -> list[str]:
@@ -100,41 +89,6 @@ class RunFolder:
     def holds_run(self) -> bool:
         m = self.manifest()
         return self.path.is_dir() and any((self.path / n).exists() and self.owns(n, m) for n in MARKERS)
-
-    def _looks_like_cskd(self, name: str) -> bool:
-        """Whether the file `name` has the content cskd writes under that name (never unpickles)."""
-        path = self.path / name
-        try:
-            if name == CONFIG:
-                data = json.loads(path.read_text())
-                cfg = data.get("config") if isinstance(data, dict) else None
-                return isinstance(cfg, dict) and all(isinstance(cfg.get(k), str) for k in ("dataset", "method"))
-            if name == SUMMARY:
-                data = json.loads(path.read_text())
-                return isinstance(data, dict) and "finished" in data and "best_epoch" in data
-            if name == METRICS:
-                lines = path.read_text().splitlines()
-                records = [json.loads(line) for line in lines[:-1]]  # a torn last line is allowed
-                with contextlib.suppress(ValueError):
-                    records.append(json.loads(lines[-1]))
-                return bool(records) and all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records)
-            if name in (LAST, BEST):
-                import torch
-
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-                return isinstance(state, dict) and {"format", "model", "config", "epoch"} <= set(state)
-            with zipfile.ZipFile(path) as z:
-                members = set(z.namelist())
-            if name.startswith("predictions-"):
-                return "logits.npy" in members and bool({"run_config.npy", "meta.npy"} & members)
-            if name.startswith("tsne-"):
-                return {"coords.npy", "rows.npy"} <= members
-            if name.startswith("stats-"):
-                return NpzFile(path).meta.get("kind") == "stats"
-        except (OSError, ValueError, AttributeError, IndexError, KeyError, RuntimeError, EOFError,
-                pickle.UnpicklingError, zipfile.BadZipFile):
-            pass  # unreadable as what cskd writes there: not ours
-        return False
 
     # ------------------------------------------------------------------ config.json
     def read_record(self) -> dict:

@@ -240,7 +240,7 @@ def _valid_entry(entry) -> bool:
 class Manifest:
     """The record of the files cskd wrote into one folder (see the module docstring). A damaged
     manifest (unreadable, or an entry of the wrong shape) counts as absent: nothing is known to be
-    cskd's, and the folder's files are judged by their content (RunFolder._looks_like_cskd)."""
+    cskd's, and the folder's files are judged by their content (cskd.runfolder.legacy)."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
