@@ -17,7 +17,7 @@ import numpy as np
 from .config import NOT_EXPERIMENT
 from .errors import UserError
 from .predict import predict
-from .runfolder import RunFolder, tsne_name
+from .runfolder import RunFolder, predictions_name, tsne_name
 from .runfolder.store import replaced_as_a_whole
 
 TSNE_MAX_POINTS = 10_000
@@ -92,7 +92,7 @@ def prepare_run(run: Path, *, split: str = "test", progress: bool | None = None,
 
 def _has_val(folder: RunFolder) -> bool:
     if folder.is_imported():
-        return folder.file("predictions-val.npz").is_file()
+        return folder.file(predictions_name("val")).is_file()
     cfg = folder.config()
     return cfg.val_fraction > 0 and cfg.protocol != "authors"
 

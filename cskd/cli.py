@@ -14,7 +14,9 @@ import signal
 import sys
 
 from .config import DEVICES, METHODS, PAIRINGS, PRESETS, PROTOCOLS, SELECT_ON
+from .demo import DEMO_EPOCHS, DEMO_PER_CLASS, DEMO_SEEDS
 from .errors import UserError
+from .reproduce_plan import DEFAULT_TFLOPS
 from .train_options import TRAIN_ONLY, add_train_options, config_from_args, nonempty_path
 
 
@@ -192,9 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "3 seeds each), then the comparison")
     d.add_argument("--runs", default="checkpoints", type=nonempty_path,
                    help="runs folder (default checkpoints; the demo's runs go to RUNS/demo)")
-    d.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
-    d.add_argument("--epochs", type=int, default=None, help="epochs per run (default 60)")
-    d.add_argument("--per-class", type=int, default=None, help="training images per class (default 20)")
+    d.add_argument("--seeds", type=int, default=DEMO_SEEDS, help=f"seeds per method (default {DEMO_SEEDS})")
+    d.add_argument("--epochs", type=int, default=None, help=f"epochs per run (default {DEMO_EPOCHS})")
+    d.add_argument("--per-class", type=int, default=None,
+                   help=f"training images per class (default {DEMO_PER_CLASS})")
     d.add_argument("--dashboard", action="store_true", help="start the dashboard on the demo runs at the end")
     d.set_defaults(func=cmd_demo)
 
@@ -202,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Plan the runs of a table of the paper (presets x methods x seeds; the T x lambda "
                                     "grid for table7; the CS-KD DenseNet-121 teachers before Table 4's students), "
                                     "train what is missing (a killed reproduction continues with the same command), "
-                                    "then write <table>.md/.csv/.tex with the paper's numbers beside ours.")
+                                    "then write <table>.md/.csv/.tex with the paper's numbers beside ours "
+                                    "(and our cells in <table>.json).")
     rp.add_argument("table", type=_table_name, metavar="TABLE", help="table1 ... table7, or fig4")
     rp.add_argument("--datasets", nargs="+", help="only these of the table's data sets (e.g. cifar100 cub200)")
     rp.add_argument("--seeds", nargs="+", type=int, help="(0 1 2; one seed for table5 and table7, as the paper)")
@@ -217,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--data-root", type=nonempty_path, default="data", help="folder holding the data sets (data)")
     rp.add_argument("--epochs", type=int, help="override the presets' epochs (a shorter trial run)")
     rp.add_argument("--nproc-per-node", type=int, default=1, help="train each run with torchrun over N processes")
-    rp.add_argument("--tflops", type=float, default=50.0,
-                    help="assumed sustained TFLOP/s of one GPU for the --dry-run estimate (50)")
+    rp.add_argument("--tflops", type=float, default=DEFAULT_TFLOPS,
+                    help=f"assumed sustained TFLOP/s of one GPU for the --dry-run estimate ({DEFAULT_TFLOPS:g})")
     rp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     rp.set_defaults(func=cmd_reproduce)
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import __version__
 from .errors import UserError, short_reason
-from .runfolder import SPLITS, RunFolder, predictions_name
+from .runfolder import CONFIG, SPLITS, RunFolder, predictions_name
 
 CHUNK_ROWS = 8192
 FLOAT16_MAX = 65504.0
@@ -207,7 +207,7 @@ def read_class_names(path, c: int) -> list[str]:
 
 # ----------------------------------------------------------------------------------------- writing
 
-def _target(run: Path, config: dict, split: str) -> tuple[RunFolder, dict | None]:
+def _target(run: Path, config: dict) -> tuple[RunFolder, dict | None]:
     """The folder to write into, and its existing record (None for a new run); refuses a trained
     run, foreign files, or an import that disagrees with the run's config."""
     folder = RunFolder(run)
@@ -216,7 +216,7 @@ def _target(run: Path, config: dict, split: str) -> tuple[RunFolder, dict | None
     foreign = folder.foreign_files()
     if foreign:
         raise UserError(f"{run} holds files cskd did not write ({', '.join(foreign)}); import into a new folder")
-    if not folder.file("config.json").exists():
+    if not folder.file(CONFIG).exists():
         if folder.holds_run():
             raise UserError(f"{run} holds a trained run's files; import into a new folder")
         return folder, None
@@ -240,7 +240,7 @@ def import_predictions(run, *, logits, labels, features=None, images=None, class
         if value is not None and (not value.strip() or len(value) > MAX_NAME):
             raise UserError(f"--{option} must be a non-empty name of at most {MAX_NAME} characters")
     run = Path(run)
-    folder, record = _target(run, {"dataset": dataset, "model": model, "method": method}, split)
+    folder, record = _target(run, {"dataset": dataset, "model": model, "method": method})
     z = check_logits(read_array(logits, "logits"), logits)
     n, c = z.shape
     arrays = {"logits": z, "labels": check_labels(read_array(labels, "labels"), labels, n, c),

@@ -62,14 +62,14 @@ def predict(run: Path, *, split: str = "test", checkpoint: str = "best", force: 
         folder.predictions(split, verify=True)  # imported predictions cannot be recomputed: check them
         return out
     cfg = folder.config()
-    if not force and _fresh_and_whole(folder, split, checkpoint):
+    if not force and folder.predictions_status(split, checkpoint)[0] == "fresh" and _whole(folder, split):
         return out  # read only: a fresh file needs no lock, so a read-only run folder can be analysed
     with folder.writing():
-        state, _ = folder.predictions_status(split, checkpoint)
-        if state == "foreign":
+        status, _ = folder.predictions_status(split, checkpoint)
+        if status == "foreign":
             raise UserError(f"{out} was not written by cskd in this run folder (copied or made elsewhere?); cskd "
                             f"never replaces such a file: move it away, then run `cskd predict {folder}` again")
-        if not force and _fresh_and_whole(folder, split, checkpoint):
+        if not force and status == "fresh" and _whole(folder, split):
             return out  # made meanwhile by another process
         # A run trained on CUDA can be predicted on a machine without one.
         device = pick_device(cfg.device if cfg.device != "cuda" or torch.cuda.is_available() else "auto")
@@ -85,10 +85,8 @@ def predict(run: Path, *, split: str = "test", checkpoint: str = "best", force: 
     return out
 
 
-def _fresh_and_whole(folder: RunFolder, split: str, checkpoint: str) -> bool:
-    """Fresh (cskd.runfolder.folder.RunFolder.predictions_status) and every byte as written."""
-    if folder.predictions_status(split, checkpoint)[0] != "fresh":
-        return False
+def _whole(folder: RunFolder, split: str) -> bool:
+    """Every byte of predictions-<split>.npz as written (its freshness: RunFolder.predictions_status)."""
     try:
         folder.predictions(split, verify=True)
         return True

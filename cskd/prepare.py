@@ -213,11 +213,8 @@ def resolve_sources(ds: DataSet, paths: list[str]) -> dict[str, Given]:
 @contextmanager
 def _lock(root: Path, name: str) -> Iterator[None]:
     """Hold `root/.NAME.prepare.lock` (flock, released by the kernel if the process dies) for the duration."""
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): one prepare at a time is the user's business
-        yield
-        return
+    import fcntl
+
     path = root / f".{name}.prepare.lock"
     with open(path, "a") as f:
         try:

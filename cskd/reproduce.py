@@ -7,7 +7,8 @@ the paper's, cell by cell.
 
 Runs go to `--runs` (default checkpoints/reproduce; smoke runs to checkpoints/reproduce-smoke, so
 the two never mix) and are resumed like a sweep's, so a killed reproduction continues with the
-same command. The table is written as `<out>/<table>.md/.csv/.tex` (`<table>-smoke.*` for smoke)
+same command. The table is written as `<out>/<table>.md/.csv/.tex` and our cells as `<table>.json`
+(`<table>-smoke.*` for smoke)
 with ours as mean ± std (n), the paper's mean ± std, the difference, and "†" where the paper's
 mean lies outside ours ± 2 std; cells not run yet show as missing, never as zero.
 """
@@ -24,24 +25,26 @@ import numpy as np
 from .errors import UserError
 from .paper import TABLES as PAPER_TABLES
 from .paper import cells as paper_cells
-from .reproduce_plan import METRIC_LABELS, Item, gpu_hours, paper_cell_key, plan, row_order
+from .reproduce_plan import DEFAULT_TFLOPS, METRIC_LABELS, Item, gpu_hours, paper_cell_key, plan, row_order
 from .runfolder import RunFolder
-from .runfolder.store import FolderLock, Manifest, atomic_write
-
-DEFAULT_TFLOPS = 50.0  # assumed sustained bf16 training throughput of one GPU (see gpu_hours)
+from .runfolder.store import FolderLock, Manifest
 
 
-def _done(item: Item) -> bool:
-    folder = RunFolder(item.cfg.out)
-    try:
-        summary = folder.summary() if folder.holds_run() else None
-    except UserError:
-        return False
-    return bool(summary and summary.get("finished"))
+def finished(items: list[Item]) -> set[str]:
+    """The run folders of `items` that hold a finished run (a damaged one counts as unfinished: its
+    training then says what is wrong)."""
+    done = set()
+    for item in items:
+        try:
+            if RunFolder(item.cfg.out).finished_summary():
+                done.add(item.cfg.out)
+        except UserError:
+            pass
+    return done
 
 
-def print_plan(table: str, items: list[Item], *, tflops: float, scale: str) -> None:
-    todo = [i for i in items if not _done(i)]
+def print_plan(table: str, items: list[Item], done: set[str], *, tflops: float, scale: str) -> None:
+    todo = [i for i in items if i.cfg.out not in done]
     hours = gpu_hours(todo, tflops=tflops)
     print(f"{table}: {PAPER_TABLES.get(table, 'Figure 4(c): fine-label top-1 error per domain of the mixed set')}")
     print(f"{len(items)} runs, {len(items) - len(todo)} finished, {len(todo)} to train"
@@ -50,7 +53,7 @@ def print_plan(table: str, items: list[Item], *, tflops: float, scale: str) -> N
           f"{tflops:g} TFLOP/s (FLOPs counted per model; the throughput is an assumption, not a measurement "
           f"— change it with --tflops)")
     for item in items[:5]:
-        mark = "done " if _done(item) else "todo "
+        mark = "done " if item.cfg.out in done else "todo "
         print(f"  {mark}{Path(item.cfg.out).name}" + ("   (teacher)" if item.teacher else ""))
     if len(items) > 5:
         print(f"  ... and {len(items) - 5} more")
@@ -66,11 +69,12 @@ def run_metrics_of(item: Item) -> dict:
     return {k: 100 * v for k, v in m.items() if k not in ("nll", "nll_after_ts", "temperature")}
 
 
-def collect(items: list[Item]) -> dict:
-    """{(row, column, metric): (mean, std, n)} over the finished runs of each cell (std: sample std)."""
+def collect(items: list[Item], done: set[str]) -> dict:
+    """{(row, column, metric): (mean, std, n)} over the finished runs (`done`) of each cell (std:
+    sample std)."""
     values: dict = {}
     for item in items:
-        if not item.cells or not _done(item):
+        if not item.cells or item.cfg.out not in done:
             continue
         m = run_metrics_of(item)
         for cell in item.cells:
@@ -79,19 +83,36 @@ def collect(items: list[Item]) -> dict:
     return {k: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v)) for k, v in values.items()}
 
 
+def table_files(table: str, scale: str) -> list[str]:
+    """The files write_tables writes: <table>.md/.csv/.tex/.json (<table>-smoke.* at smoke scale)."""
+    stem = f"{table}-smoke" if scale == "smoke" else table
+    return [f"{stem}.{ext}" for ext in ("md", "csv", "tex", "json")]
+
+
+def check_tables_folder(out: Path, names: list[str]) -> None:
+    """Refuse now, not after the training, a --out that cannot take the tables."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder; choose a folder for the tables")
+    manifest = Manifest(out)
+    foreign = [name for name in names if not manifest.owns(name)]
+    if foreign:
+        raise UserError(f"{out / foreign[0]} was not written by cskd (or was changed since); cskd never replaces "
+                        f"such a file: move it away, or give another --out")
+
+
 def write_tables(table: str, items: list[Item], ours: dict, out: Path, *, protocol: str, scale: str) -> list[Path]:
-    """table.md/.csv/.tex (one section per metric) with the paper's numbers beside ours."""
+    """<table>.md/.csv/.tex (one section per metric) with the paper's numbers beside ours, and
+    <table>.json with our cells."""
     from analysis.tables import comparison_table
 
     paper = {paper_cell_key(c): (c.mean, c.std) for c in paper_cells(table=table)}
     metrics = list(dict.fromkeys(cell[2] for item in items for cell in item.cells))
     rows = row_order(table)
-    smoke = scale == "smoke"
     title = (f"{table}: ours vs the paper, protocol {protocol}" +
-             (" — SMOKE TEST on digits, not comparable to the paper" if smoke else ""))
-    stem = f"{table}-smoke" if smoke else table
+             (" — SMOKE TEST on digits, not comparable to the paper" if scale == "smoke" else ""))
+    names = table_files(table, scale)
     texts = {}
-    for fmt, ext in (("markdown", "md"), ("csv", "csv"), ("latex", "tex")):
+    for fmt, name in zip(("markdown", "csv", "latex"), names[:3], strict=True):
         parts = []
         for metric in metrics:
             columns = list(dict.fromkeys(cell[1] for item in items for cell in item.cells if cell[2] == metric))
@@ -101,8 +122,8 @@ def write_tables(table: str, items: list[Item], ours: dict, out: Path, *, protoc
             label = f"{title} — {METRIC_LABELS.get(metric, metric)} (%)"
             parts.append(comparison_table(rows, columns, sub_ours, sub_paper, title=label, fmt=fmt,
                                           row_header="method" if table != "table7" else "T \\ λ"))
-        texts[f"{stem}.{ext}"] = "\n".join(parts)
-    texts[f"{stem}.json"] = json.dumps({"table": table, "protocol": protocol, "scale": scale,
+        texts[name] = "\n".join(parts)
+    texts[names[-1]] = json.dumps({"table": table, "protocol": protocol, "scale": scale,
                                         "ours": [{"row": r, "column": c, "metric": m, "mean": v[0], "std": v[1],
                                                   "n": v[2]} for (r, c, m), v in ours.items()]}, indent=1) + "\n"
     _write_owned(out, texts)
@@ -113,14 +134,10 @@ def _write_owned(folder: Path, texts: dict) -> None:
     """Write each {name: text} atomically into `folder`, refusing a file of that name cskd did not
     write there (the tables folder keeps a manifest, as run folders do)."""
     with FolderLock(folder, what="tables folder"):
+        check_tables_folder(folder, list(texts))  # none is replaced unless all can be
         manifest = Manifest(folder)
-        foreign = [name for name in texts if not manifest.owns(name)]
-        if foreign:
-            raise UserError(f"{folder / foreign[0]} was not written by cskd (or was changed since); cskd never "
-                            f"replaces such a file: move it away, or give another --out")
         for name, text in texts.items():
-            atomic_write(folder / name, lambda f, text=text: f.write(text.encode()),
-                         before_replace=lambda rec, name=name: manifest.record(name, rec))
+            manifest.write(name, lambda f, text=text: f.write(text.encode()), instead="give another --out")
 
 
 def reproduce(table: str, *, datasets=None, seeds=None, protocol: str = "authors", scale: str = "full",
@@ -137,20 +154,23 @@ def reproduce(table: str, *, datasets=None, seeds=None, protocol: str = "authors
     runs_root = runs_root or ("checkpoints/reproduce-smoke" if scale == "smoke" else "checkpoints/reproduce")
     items = plan(table, datasets=datasets, seeds=seeds, protocol=protocol, scale=scale, runs_root=runs_root,
                  data_root=data_root, epochs=epochs)
-    print_plan(table, items, tflops=tflops, scale=scale)
+    done = finished(items)
+    print_plan(table, items, done, tflops=tflops, scale=scale)
     if dry_run:
         return []
+    tables = Path(out or Path(runs_root) / "tables")
+    check_tables_folder(tables, table_files(table, scale))  # found out now, not after hours of training
     if scale == "full":
         from .sweep import check_data
 
-        check_data([i.cfg for i in items if not _done(i)])  # a missing data set stops it now, not in hours
+        check_data([i.cfg for i in items if i.cfg.out not in done])  # a missing data set stops it now
     t0 = time.time()
     for k, item in enumerate(items, 1):
-        if not _done(item):
+        if item.cfg.out not in done:
             print(f"[{k}/{len(items)}] {Path(item.cfg.out).name}")
             train_item(item.cfg, nproc_per_node=nproc_per_node, progress=progress)
-    ours = collect(items)
-    paths = write_tables(table, items, ours, Path(out or Path(runs_root) / "tables"), protocol=protocol, scale=scale)
+    ours = collect(items, finished(items))
+    paths = write_tables(table, items, ours, tables, protocol=protocol, scale=scale)
     print(f"{table}: {len(ours)} of our cells filled in {time.time() - t0:.1f} s; wrote {paths[0]} (and .csv, .tex)")
     print(paths[0].read_text())
     return paths

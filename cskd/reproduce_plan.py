@@ -21,9 +21,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-from .config import CLASS_WISE, PRESETS, TrainConfig, resolve
+from .config import PRESETS, USES_TEMPERATURE, TrainConfig, resolve
 from .errors import UserError
-from .paper import DATASETS, SMALL_DATASETS
+from .paper import DATASETS, TABLE7_LAMBDA, TABLE7_T, family_of, model_for
 
 TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "fig4")
 METHOD_LABELS = {"ce": "Cross-entropy", "cskd": "CS-KD", "adacos": "AdaCos", "virtual_softmax": "Virtual-softmax",
@@ -48,14 +48,12 @@ CONTENTS = {
     "fig4": (("resnet18",), ("ce", "cskd"), ("top1_error", "hierarchical_accuracy")),
 }
 ONE_SEED = ("table5", "table7")
-TABLE7_T = (0.1, 0.5, 1.0, 4.0, 10.0, 20.0)
-TABLE7_LAMBDA = (0.1, 0.5, 1.0, 2.0, 3.0, 4.0, 10.0, 20.0)
 MIXED_PARTS = ("cub200", "dogs", "mit67")  # Figure 4's mixed set, one coarse group each
-# Training images per epoch (official splits; the held-out validation split is taken from them)
-# and test images, for the GPU-hour estimate.
-SIZES = {"cifar100": (50_000, 10_000), "tinyimagenet": (100_000, 10_000), "cub200": (5_994, 5_794),
-         "dogs": (12_000, 8_580), "mit67": (5_360, 1_340), "imagenet": (1_281_167, 50_000),
-         "mixed": (387 * 30, 5_794 + 8_580 + 1_340), "digits": (1_437, 360)}
+# (training images per epoch, test images, classes) of the sets `cskd prepare` does not make (the
+# others: cskd.prepare_sets.OFFICIAL), for the GPU-hour estimate; the held-out validation split is
+# taken from the training images.
+OTHER_SIZES = {"cifar100": (50_000, 10_000, 100), "mixed": (387 * 30, 5_794 + 8_580 + 1_340, 387),
+               "digits": (1_437, 360, 10)}
 
 
 @dataclass
@@ -63,13 +61,6 @@ class Item:
     cfg: TrainConfig
     cells: list = field(default_factory=list)  # (row, column, metric) this run fills
     teacher: bool = False  # Table 4: students distil from this run, so it is trained first
-
-
-def model_for(family: str, dataset: str) -> str:
-    """cskd's model for the paper's architecture on `dataset` (32-px variants on the small images)."""
-    if dataset in SMALL_DATASETS:
-        return {"resnet18": "preact_resnet18", "densenet121": "densenet121_cifar", "resnet10": "resnet10_cifar"}[family]
-    return family
 
 
 def preset_for(dataset: str, model: str) -> str:
@@ -100,6 +91,8 @@ def plan(table: str, *, datasets=None, seeds=None, protocol: str = "authors", sc
             raise UserError(f"--datasets {' '.join(unknown)}: {table} has the data sets {', '.join(columns)}")
         columns = tuple(d for d in columns if d in datasets)
     seeds = list(seeds) if seeds else [0] if table in ONE_SEED else [0, 1, 2]
+    if len(set(seeds)) < len(seeds):  # a seed twice would count one run twice in mean ± std (n)
+        raise UserError(f"--seeds {' '.join(map(str, seeds))}: a seed is repeated; give each seed once")
     items: dict[str, Item] = {}
 
     def add(dataset, family, method, seed, cell, **extra) -> Item:
@@ -126,7 +119,7 @@ def plan(table: str, *, datasets=None, seeds=None, protocol: str = "authors", sc
         for family in families:
             for method in methods:
                 grid = [(t, lam) for t in TABLE7_T for lam in TABLE7_LAMBDA] if table == "table7" else \
-                    [(4.0, 1.0)] if method in CLASS_WISE + ("kd",) else [(None, None)]
+                    [(4.0, 1.0)] if method in USES_TEMPERATURE else [(None, None)]
                 for seed in seeds:
                     for t, lam in grid:
                         extra = {"temperature": t, "lambda_cls": lam}
@@ -171,9 +164,7 @@ def _column_label(table: str, dataset: str, metric: str, lam) -> str:
 
 def paper_cell_key(cell) -> tuple[str, str, str]:
     """(row, column, metric) of a cskd.paper Cell, in the labels `plan` gives our cells."""
-    family = {"preact_resnet18": "resnet18", "densenet121_cifar": "densenet121",
-              "resnet10_cifar": "resnet10"}.get(cell.model, cell.model)
-    return (_row_label(cell.table, family, cell.method, cell.T),
+    return (_row_label(cell.table, family_of(cell.model), cell.method, cell.T),
             _column_label(cell.table, cell.dataset, cell.metric, cell.lam), cell.metric)
 
 
@@ -202,20 +193,23 @@ METHOD_COST = {"ce": 1.0, "adacos": 1.0, "virtual_softmax": 1.0, "max_entropy": 
                "ddgsd": 2.0, "byot": 1.2}
 
 
+DEFAULT_TFLOPS = 50.0  # assumed sustained bf16 training throughput of one GPU (`--tflops`)
+
+
 def gpu_hours(items: list[Item], *, tflops: float) -> float:
     """Estimated GPU-hours of `items` at a sustained `tflops` TFLOP/s: training FLOPs from
     flops_per_image x images x epochs x METHOD_COST, plus one forward over the validation/test split
     per epoch. An estimate from counted FLOPs and an ASSUMED throughput, not a measurement."""
-    from .models import MODELS
+    from .models import input_size
+    from .prepare_sets import OFFICIAL
 
     total = 0.0
     for item in items:
         cfg = item.cfg
-        classes = {"cifar100": 100, "tinyimagenet": 200, "cub200": 200, "dogs": 120, "mit67": 67,
-                   "imagenet": 1000, "mixed": 387, "digits": 10}[cfg.dataset]
-        size = 8 if cfg.model.startswith("small") else MODELS[cfg.model][1]
-        flops = flops_per_image(cfg.model, classes, size)
-        train, test = SIZES[cfg.dataset]
+        official = OFFICIAL.get(cfg.dataset)
+        train, test, classes = OTHER_SIZES[cfg.dataset] if official is None else \
+            (official["train"], official["test"], official["classes"])
+        flops = flops_per_image(cfg.model, classes, input_size(cfg.model))
         per_epoch = flops * (train * METHOD_COST[cfg.method] + test / 3)
         total += per_epoch * cfg.epochs
     return total / (tflops * 1e12) / 3600

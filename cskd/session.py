@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .config import RESUME_MAY_CHANGE, TrainConfig
 from .errors import UserError
-from .runfolder import CONFIG_FORMAT, LAST, LAST_FIELDS, RunFolder, config_from_record
+from .runfolder import CONFIG, CONFIG_FORMAT, LAST, LAST_FIELDS, RunFolder, config_from_record
 from .runfolder.naming import generated_folder
 
 
@@ -38,7 +38,7 @@ def choose_folder(cfg: TrainConfig, resume) -> RunFolder:
 def changed_settings(folder: RunFolder, cfg: TrainConfig) -> list[str]:
     """The options (as '--flag old -> new') whose value in the run already in `folder` differs from
     `cfg`, leaving out those a resumed run may change; [] when the folder holds no config.json."""
-    if not folder.file("config.json").is_file():
+    if not folder.file(CONFIG).is_file():
         return []
     saved, new = folder.config().to_dict(), cfg.to_dict()
     return [f"--{k.replace('_', '-')} {saved.get(k)} -> {new[k]}" for k in new
@@ -66,8 +66,8 @@ def open_run(folder: RunFolder, cfg: TrainConfig, *, resume=False, overwrite: bo
         other = _other_settings(folder, cfg) if folder.holds_run() else ""
         if other:
             raise UserError(f"--resume auto: {folder} holds another run ({other}); choose another --out")
-        summary = folder.summary() if folder.holds_run() else None
-        if summary and summary.get("finished"):
+        summary = folder.finished_summary()
+        if summary:
             return Start(folder, folder.config(), finished=summary)
         if not has_checkpoint:
             return Start(folder, cfg)  # nothing to continue: start (replacing cskd's own files, if any)
@@ -106,7 +106,7 @@ def _resume(folder: RunFolder, explicit: dict) -> Start:
                                  "out": saved.out})
     try:
         record = folder.read_record()
-        in_json = config_from_record(record["config"], record["format"], folder.file("config.json"), fix=fix)
+        in_json = config_from_record(record["config"], record["format"], folder.file(CONFIG), fix=fix)
     except UserError:  # config.json lost or damaged: last.pt holds the run's config and id
         return Start(folder, cfg, checkpoint=ckpt, repair_config=True)
     differ = [f"--{k.replace('_', '-')}" for k, v in saved.to_dict().items()

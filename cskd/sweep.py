@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .config import CLASS_WISE, KD_METHODS, resolve
 from .errors import UserError
-from .runfolder import RunFolder
+from .runfolder import LAST, RunFolder
 from .runfolder.naming import run_name
 from .session import changed_settings
 from .train import run_training
@@ -68,6 +68,8 @@ def check_data(configs) -> None:
 def train_item(cfg, *, nproc_per_node: int = 1, progress: bool | None = None) -> None:
     """Train (start, continue, or skip when finished) one run of a grid: in this process, or under
     torchrun over `nproc_per_node` local processes."""
+    if nproc_per_node < 1:
+        raise UserError(f"--nproc-per-node must be a positive integer; got {nproc_per_node}")
     if nproc_per_node > 1:
         _torchrun(cfg, nproc_per_node)
     else:
@@ -82,8 +84,6 @@ def _torchrun(cfg, nproc_per_node: int) -> None:
 
     from .train_options import train_arguments
 
-    if nproc_per_node < 1:
-        raise UserError(f"--nproc-per-node must be a positive integer; got {nproc_per_node}")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc_per_node),
                "-m", "cskd", "train", *train_arguments(cfg), "--resume", "auto"]
     # torchrun's shared store hands restarted workers stale addresses (PyTorch issue #135712)
@@ -109,16 +109,16 @@ def run_sweep(*, presets, methods, seeds, temperatures=(4.0,), lambdas=(1.0,), o
     report_root = Path(report) if report else Path(runs_root) / "report"
     if report_root.exists() and not report_root.is_dir():  # found out now, not after hours of training
         raise UserError(f"--out {report_root} exists and is not a folder; choose a folder for the report")
-    check_data([cfg for out, cfg in items if not (out / "summary.json").is_file()])
+    finished = {out for out, _ in items if RunFolder(out).finished_summary()}
+    check_data([cfg for out, cfg in items if out not in finished])
     done = {"trained": [], "resumed": [], "skipped": [], "reports": {}}
     t0 = time.time()
     for i, (out, cfg) in enumerate(items, 1):
         print(f"[{i}/{len(items)}] {out.name}")
-        summary = RunFolder(out).summary() if RunFolder(out).holds_run() else None
-        if summary and summary.get("finished"):
+        if out in finished:
             done["skipped"].append(out.name)
             continue
-        resumed = (out / "last.pt").is_file()
+        resumed = RunFolder(out).file(LAST).is_file()
         train_item(cfg, nproc_per_node=nproc_per_node, progress=progress)
         done["resumed" if resumed else "trained"].append(out.name)
     by_dataset: dict[str, list[str]] = {}

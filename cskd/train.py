@@ -46,7 +46,7 @@ from .errors import UserError
 from .host_memory import keep_freed_host_memory
 from .loaders import eval_batches, train_batches
 from .methods import Method, StepContext, method_for
-from .runfolder import LAST, LAST_FIELDS, RunFolder, load_model_state, rng_state, set_rng_state
+from .runfolder import BEST, CONFIG, LAST, LAST_FIELDS, RunFolder, load_model_state, rng_state, set_rng_state
 from .runmodel import TrainingModel, build_run_model, load_teacher
 from .sampler import share
 from .session import Start, choose_folder, open_run
@@ -163,7 +163,7 @@ def _train(start: Start, world: World, *, stop_after_epoch, progress) -> dict:
     try:
         return _train_in(start, world, stop_after_epoch=stop_after_epoch, progress=progress)
     except UserError:
-        if world.main and start.checkpoint is None and folder.file("config.json").is_file() \
+        if world.main and start.checkpoint is None and folder.file(CONFIG).is_file() \
                 and not folder.file(LAST).is_file() and _is_this_run(folder, start):
             # nothing to resume: leave no half-made run behind, so the same command can be run again
             folder.clear()
@@ -336,7 +336,7 @@ def _preempt(setup: Setup, folder: RunFolder, cfg: TrainConfig, epoch: int, best
 
 
 def _test_best(folder: RunFolder, cfg, bundle: DataBundle, setup: Setup, device, bf16, world: World) -> dict:
-    load_model_state(setup.model, folder.checkpoint("best", map_location=device)["model"], folder.file("best.pt"))
+    load_model_state(setup.model, folder.checkpoint("best", map_location=device)["model"], folder.file(BEST))
     batches = eval_batches(bundle, rank_share(bundle.test, world), batch_size=256, device=device, workers=cfg.workers)
     result = evaluate(setup.model, batches, device=device, bf16=bf16, world=world)
     return {"test_acc": result["acc"], "test_loss": result["loss"], "test_n": result["n"]}

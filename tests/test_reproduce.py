@@ -37,6 +37,8 @@ def test_the_plan_refuses_what_a_table_does_not_have(tmp_path):
 
     with pytest.raises(UserError, match="table5 has the data sets imagenet"):
         plan("table5", runs_root="r", datasets=["cifar100"])
+    with pytest.raises(UserError, match="a seed is repeated"):  # one run would count twice in its cell's n
+        plan("table2", runs_root="r", seeds=[0, 0])
     assert set(TABLES) == {f"table{i}" for i in range(1, 8)} | {"fig4"}
 
 
@@ -79,3 +81,19 @@ def test_tables_of_a_subset_of_data_sets_and_a_tables_folder_with_a_users_file(t
     with pytest.raises(UserError, match="table2.csv was not written by cskd"):
         write_tables("table2", items, ours, tmp_path / "tables", protocol="authors", scale="full")
     assert (tmp_path / "tables" / "table2.csv").read_text() == "my edits"
+
+
+def test_a_tables_folder_that_cannot_take_the_tables_is_refused_before_any_training(tmp_path):
+    from cskd.errors import UserError
+    from cskd.reproduce import reproduce
+
+    runs = tmp_path / "runs"
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(UserError, match="is not a folder"):
+        reproduce("table5", scale="smoke", runs_root=str(runs), out=str(tmp_path / "file"))
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "table5-smoke.md").write_text("my notes")
+    with pytest.raises(UserError, match="table5-smoke.md was not written by cskd"):
+        reproduce("table5", scale="smoke", runs_root=str(runs), out=str(tmp_path / "tables"))
+    assert not runs.exists()  # nothing was trained
+    assert (tmp_path / "tables" / "table5-smoke.md").read_text() == "my notes"

@@ -36,7 +36,7 @@ from .names import (
     tsne_name,
 )
 from .npz import NpzFile, write_npz
-from .store import MANIFEST_NAME, META_DIR, FolderLock, Manifest, atomic_write, record_of, remove_stale_temps, sha256_of
+from .store import MANIFEST_NAME, META_DIR, FolderLock, Manifest, record_of, remove_stale_temps, sha256_of
 
 
 class RunFolder:
@@ -166,6 +166,11 @@ class RunFolder:
         if data.get("selected_on") not in (None, "val", "test"):
             raise UserError(f"{path}: selected_on is {data['selected_on']!r}; the run folder is damaged")
         return data
+
+    def finished_summary(self) -> dict | None:
+        """summary.json of a finished run of cskd's held here, or None (no run, or not finished)."""
+        summary = self.summary() if self.holds_run() else None
+        return summary if summary and summary.get("finished") else None
 
     def metrics(self) -> list[dict]:
         """The per-epoch records of metrics.jsonl: JSON objects with an integer "epoch" (1-based).
@@ -316,10 +321,7 @@ class RunFolder:
     def _write(self, name: str, writer):
         if self._manifest is None:
             raise RuntimeError(f"write of {name} outside RunFolder.writing()")
-        if not self._manifest.owns(name):
-            raise UserError(f"{self.path / name} was not written by cskd (or was changed since); cskd never replaces "
-                            f"such a file: move it away, or use another folder")
-        return atomic_write(self.path / name, writer, before_replace=lambda rec: self._manifest.record(name, rec))
+        return self._manifest.write(name, writer)
 
     def write_config(self, config: dict, meta: dict, *, kind: str = "trained") -> str:
         """Write config.json for a new run; returns its run id (a fresh one unless `meta` has it)."""

@@ -291,6 +291,15 @@ class Manifest:
         """True when `name` is absent (nothing to protect) or is a file cskd wrote there."""
         return not (self.folder / name).exists() or self.matching(name) is not None
 
+    def write(self, name: str, writer, *, instead: str = "use another folder") -> FileRecord:
+        """Replace `name` atomically with what `writer(f)` writes and record it here; a file there that
+        cskd did not write is refused in one line (`instead`: what the user can do). The caller holds
+        the folder's lock."""
+        if not self.owns(name):
+            raise UserError(f"{self.folder / name} was not written by cskd (or was changed since); cskd never "
+                            f"replaces such a file: move it away, or {instead}")
+        return atomic_write(self.folder / name, writer, before_replace=lambda rec: self.record(name, rec))
+
     def adopt(self, name: str, rec: FileRecord) -> None:
         """Treat `name` as cskd's (a file of a cskd 0.1 folder); saved with the next record()."""
         self.entries[name] = {"current": asdict(rec), "previous": None}
