@@ -3,6 +3,10 @@
 Same semantics as torchvision's RandomCrop(size, padding=p) (zero padding, uniform offsets in
 [0, 2p]) + RandomHorizontalFlip(0.5) + ToTensor + Normalize, applied per sample with a seeded
 generator, so CPU and CUDA give the same kind of batches and tests can check the statistics.
+
+`keep` (a slice or an index tensor on the images' device) serves a process's share of a global
+batch: the random numbers are drawn for all `total` samples of the global batch, as one process
+alone would draw them, and only the kept samples (the ones `x` holds) are cropped and flipped.
 """
 
 from __future__ import annotations
@@ -13,20 +17,23 @@ import torch
 import torch.nn.functional as F
 
 
-def random_crop_flip(x: torch.Tensor, *, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random crop of the original size from the zero-padded image, then a horizontal flip with p=0.5."""
+def random_crop_flip(x: torch.Tensor, *, pad: int, flip: bool, generator: torch.Generator, keep=slice(None),
+                     total: int | None = None) -> torch.Tensor:
+    """Random crop of the original size from the zero-padded image, then a horizontal flip with p=0.5.
+    `x` holds the `keep` samples of a batch of `total` (default: all of them; see the module docstring)."""
     n, _, h, w = x.shape
+    total = n if total is None else total
     if pad > 0:
         padded = F.pad(x, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
+        dy = torch.randint(0, 2 * pad + 1, (total,), generator=generator, device=x.device)[keep]
+        dx = torch.randint(0, 2 * pad + 1, (total,), generator=generator, device=x.device)[keep]
         rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # n,1,h,1
         cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # n,1,1,w
         batch = torch.arange(n, device=x.device)[:, None, None, None]
         chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
         x = padded[batch, chan, rows, cols]
     if flip:
-        do_flip = torch.rand(n, generator=generator, device=x.device) < 0.5
+        do_flip = torch.rand(total, generator=generator, device=x.device)[keep] < 0.5
         x = torch.where(do_flip[:, None, None, None], x.flip(3), x)
     return x
 
@@ -84,17 +91,19 @@ def _roi(x: torch.Tensor, boxes: torch.Tensor, size: int, sampling_ratio: int) -
 
 
 def random_resized_crop_flip(x: torch.Tensor, *, size: int, generator: torch.Generator, flip: bool = True,
-                             sizes: torch.Tensor | None = None):
+                             sizes: torch.Tensor | None = None, keep=slice(None), total: int | None = None):
     """Batched RandomResizedCrop(size) + horizontal flip (p=0.5) of uint8 images (N, C, H, W) on
     their device; bilinear resampling by roi_align with 2x2 samples per output pixel. `sizes`
     (N, 2) gives each image's (height, width) when smaller images are zero-padded into the batch:
-    boxes then stay inside each image. Returns float images in [0, 255] (see `normalize`)."""
+    boxes then stay inside each image. Returns float images in [0, 255] (see `normalize`). `x` holds
+    the `keep` samples of a batch of `total` (default: all of them); `sizes` are the whole batch's."""
     n, _, h, w = x.shape
+    total = n if total is None else total
     heights, widths = (h, w) if sizes is None else (sizes[:, 0], sizes[:, 1])
-    boxes = random_resized_crop_boxes(n, heights, widths, generator=generator)
+    boxes = random_resized_crop_boxes(total, heights, widths, generator=generator)[keep]
     out = _roi(x, boxes, size, 2)
     if flip:
-        do_flip = torch.rand(n, generator=generator, device=x.device) < 0.5
+        do_flip = torch.rand(total, generator=generator, device=x.device)[keep] < 0.5
         out = torch.where(do_flip[:, None, None, None], out.flip(3), out)
     return out
 

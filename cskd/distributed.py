@@ -129,11 +129,6 @@ def on_rank0(world: World, write, *args) -> None:
     agree_or_raise(error, world)
 
 
-def barrier(world: World) -> None:
-    if world.distributed:
-        dist.barrier()
-
-
 def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel around `model` (already compiled when --compile: compile, then wrap,
     so the partner's forward and evaluation can call the compiled module without the wrapper).

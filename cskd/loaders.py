@@ -58,7 +58,7 @@ class TensorBatches:
 
     def __init__(self, bundle: DataBundle, split: Split, *, batch_size: int, seed: int, device: torch.device,
                  partner: str = "none", clean: bool = False, allow_self_pair: bool = False,
-                 drop_last: bool = False, rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1):
         self.bundle, self.rank, self.world = bundle, rank, world
         self.device = device
         self.images = split.images.to(device)
@@ -67,17 +67,22 @@ class TensorBatches:
         self.mean = torch.tensor(bundle.mean, device=device)
         self.std = torch.tensor(bundle.std, device=device)
         self.partner, self.clean, self.seed = partner, clean, seed
-        self.sampler = _sampler(self.labels, batch_size, seed, allow_self_pair, partner, drop_last, world)
+        self.sampler = _sampler(self.labels, batch_size, seed, allow_self_pair, partner, world)
 
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def _augment(self, rows: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def _augment(self, rows: torch.Tensor, g: torch.Generator, keep=slice(None)) -> torch.Tensor:
+        """The `keep` share of the global batch `rows`, augmented with the draws of the whole batch
+        (so each image gets the same crop and flip whatever the number of processes)."""
+        images, total = self.images[rows[keep]], len(rows)
         if self.bundle.augment == "rrc":  # TinyImageNet's 64-px images, or padded 224-px sets
-            x = random_resized_crop_flip(self.images[rows], size=self.bundle.image_size, generator=g,
-                                         flip=self.bundle.flip, sizes=None if self.sizes is None else self.sizes[rows])
+            x = random_resized_crop_flip(images, size=self.bundle.image_size, generator=g, flip=self.bundle.flip,
+                                         sizes=None if self.sizes is None else self.sizes[rows], keep=keep,
+                                         total=total)
             return normalize(x, self.mean, self.std)
-        x = random_crop_flip(self.images[rows], pad=self.bundle.crop_pad, flip=self.bundle.flip, generator=g)
+        x = random_crop_flip(images, pad=self.bundle.crop_pad, flip=self.bundle.flip, generator=g, keep=keep,
+                             total=total)
         return normalize(x, self.mean, self.std)
 
     def _clean(self, rows: torch.Tensor) -> torch.Tensor:
@@ -91,22 +96,25 @@ class TensorBatches:
             if step < start_step:
                 continue
             g = step_generator(self.seed + AUGMENT_SEED_OFFSET, epoch, step, self.device)
+            keep = slice(r, None, w)  # this rank's strided share (cskd.sampler.share)
             if self.partner == "in-batch":  # each rank keeps its anchors followed by their partners
-                x = self._augment(torch.cat([anchors, partners]), g)
                 half = len(anchors)
-                rows = torch.cat([share(anchors, r, w), share(partners, r, w)])
-                x = torch.cat([share(x[:half], r, w), share(x[half:], r, w)])
-                yield Batch(x, self.labels[rows], None, None, len(rows) * w / (2 * half))
+                if w > 1:
+                    mine = torch.arange(r, half, w, device=self.device)
+                    keep = torch.cat([mine, mine + half])
+                both = torch.cat([anchors, partners])
+                x = self._augment(both, g, keep)
+                yield Batch(x, self.labels[both[keep]], None, None, len(x) * w / (2 * half))
                 continue
             extra = {"class": partners, "view": anchors}.get(self.partner)
-            x = share(self._augment(anchors, g), r, w)
-            other = None if extra is None else share(self._augment(extra, g), r, w)
+            x = self._augment(anchors, g, keep)
+            other = None if extra is None else self._augment(extra, g, keep)
             mine = share(anchors, r, w)
             yield Batch(x, self.labels[mine], other, self._clean(mine) if self.clean else None,
                         len(mine) * w / len(anchors))
 
 
-def _sampler(labels, batch_size: int, seed: int, allow_self_pair: bool, partner: str, drop_last: bool,
+def _sampler(labels, batch_size: int, seed: int, allow_self_pair: bool, partner: str,
              world: int = 1) -> ClassPairSampler:
     """In-batch pairing draws B/2 anchors per step, each followed by its partner in the same batch.
     With several processes, a last global batch of fewer anchors than processes is dropped (a
@@ -119,9 +127,9 @@ def _sampler(labels, batch_size: int, seed: int, allow_self_pair: bool, partner:
         batch_size //= 2
     # In-batch pairing: one epoch = N images, N/2 anchors plus their N/2 partners.
     anchors = len(labels) // 2 if partner == "in-batch" else len(labels)
-    drop_last = drop_last or 0 < anchors % batch_size < world
     return ClassPairSampler(labels, batch_size=batch_size, seed=seed, allow_self_pair=allow_self_pair,
-                            drop_last=drop_last, anchors_per_epoch=anchors if partner == "in-batch" else None)
+                            drop_last=0 < anchors % batch_size < world,
+                            anchors_per_epoch=anchors if partner == "in-batch" else None)
 
 
 def tensor_eval_batches(bundle: DataBundle, split: Split, *, batch_size: int, device: torch.device):
@@ -240,10 +248,10 @@ class HostBatches:
 
     def __init__(self, bundle: DataBundle, split: Split, *, batch_size: int, seed: int, device: torch.device,
                  partner: str = "none", clean: bool = False, allow_self_pair: bool = False, workers: int = 2,
-                 drop_last: bool = False, rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1):
         clean_tf = host_transforms(bundle, train=False) if clean else None
         self.dataset = SplitImages(split, host_transforms(bundle, train=True), clean_tf, bundle.decode_cache)
-        self.sampler = _sampler(split.labels, batch_size, seed, allow_self_pair, partner, drop_last, world)
+        self.sampler = _sampler(split.labels, batch_size, seed, allow_self_pair, partner, world)
         self.device, self.partner, self.clean, self.seed, self.workers = device, partner, clean, seed, workers
         self.rank, self.world = rank, world
 
@@ -300,7 +308,7 @@ class ChannelsLast:
 
 def train_batches(bundle: DataBundle, *, loader: str = "auto", batch_size: int, seed: int, device: torch.device,
                   partner: str = "none", clean: bool = False, allow_self_pair: bool = False, workers: int = 2,
-                  drop_last: bool = False, rank: int = 0, world: int = 1, channels_last: bool = False):
+                  rank: int = 0, world: int = 1, channels_last: bool = False):
     """The training source: on the device for in-memory sets (unless loader="host"), else DataLoader.
     Its `epoch(e, start_step)` yields this rank's Batches; `sampler` holds the pair sampler."""
     if loader not in LOADERS:
@@ -308,7 +316,7 @@ def train_batches(bundle: DataBundle, *, loader: str = "auto", batch_size: int, 
     if loader == "device" and not bundle.in_memory:
         raise UserError(f"--loader device needs an in-memory data set; {bundle.name} is read from image files")
     kw = dict(batch_size=batch_size, seed=seed, device=device, partner=partner, clean=clean,
-              allow_self_pair=allow_self_pair, drop_last=drop_last, rank=rank, world=world)
+              allow_self_pair=allow_self_pair, rank=rank, world=world)
     if bundle.in_memory and loader != "host":
         source = TensorBatches(bundle, bundle.train, **kw)
     else:

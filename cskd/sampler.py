@@ -32,8 +32,9 @@ def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -
 
 def step_generator(seed: int, epoch: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator seeded from (seed, epoch, step): the draws of one training step (augmentation,
-    Mixup) depend on nothing else, so a run resumed mid-epoch, or split over processes, draws the
-    same numbers."""
+    Mixup) depend on nothing else, so a run resumed mid-epoch draws the same numbers. Split over
+    processes, every rank draws the global batch's augmentation and Mixup's λ alike; Mixup's
+    permutation is drawn over each rank's share (cskd.baselines.mixup)."""
     g = torch.Generator(device=device)
     g.manual_seed(mixed_seed(seed, epoch, step))
     return g

@@ -41,8 +41,12 @@ def changed_settings(folder: RunFolder, cfg: TrainConfig) -> list[str]:
     if not folder.file(CONFIG).is_file():
         return []
     saved, new = folder.config().to_dict(), cfg.to_dict()
-    return [f"--{k.replace('_', '-')} {saved.get(k)} -> {new[k]}" for k in new
-            if k not in RESUME_MAY_CHANGE and saved.get(k) != new[k]]
+    return [f"--{k.replace('_', '-')} {saved.get(k)} -> {new[k]}" for k in _differing(saved, new)]
+
+
+def _differing(old: dict, new: dict) -> list[str]:
+    """The keys of `new` whose value differs in `old`, leaving out those a resumed run may change."""
+    return [k for k in new if k not in RESUME_MAY_CHANGE and old.get(k) != new[k]]
 
 
 def _refuse_foreign(folder: RunFolder) -> None:
@@ -109,9 +113,8 @@ def _resume(folder: RunFolder, explicit: dict) -> Start:
         in_json = config_from_record(record["config"], record["format"], folder.file(CONFIG), fix=fix)
     except UserError:  # config.json lost or damaged: last.pt holds the run's config and id
         return Start(folder, cfg, checkpoint=ckpt, repair_config=True)
-    differ = [f"--{k.replace('_', '-')}" for k, v in saved.to_dict().items()
-              if k not in RESUME_MAY_CHANGE and in_json.to_dict().get(k) != v]
+    differ = [f"--{k.replace('_', '-')}" for k in _differing(in_json.to_dict(), saved.to_dict())]
     if record["meta"].get("run_id") != ckpt.get("run_id") or differ:
         why = f"options {', '.join(differ[:3])} differ" if differ else "another run id"
-        raise UserError(f"{folder.file(LAST)} belongs to another run than {folder.file('config.json')} ({why}); {fix}")
+        raise UserError(f"{folder.file(LAST)} belongs to another run than {folder.file(CONFIG)} ({why}); {fix}")
     return Start(folder, cfg, checkpoint=ckpt)

@@ -107,6 +107,8 @@ def build_training(cfg: TrainConfig, bundle: DataBundle, device: torch.device, w
     # without the DDP wrapper (a no-grad forward through DDP would broadcast rank 0's buffers).
     fixed = torch.compile(trainer) if cfg.compile else trainer
     ctx = StepContext(cfg, wrap(fixed, world, device), fixed=fixed, teacher=teacher, num_classes=bundle.num_classes)
+    # Evaluation gets a compiled module of its own: eval mode, no grad and the evaluation batch sizes
+    # would otherwise add their graphs to the training module's cache (and its recompile limit).
     evaluator = torch.compile(net) if cfg.compile else net
     return Setup(net, optimizer, method, source, ctx, evaluator)
 
@@ -197,7 +199,7 @@ def _train_in(start: Start, world: World, *, stop_after_epoch, progress) -> dict
         _restore(setup, ckpt, folder, device)
         start_epoch, best = ckpt["epoch"] + 1, dict(ckpt["best"])
         state.step = ckpt["step"]
-        if ckpt["step"] and world.main and isinstance(ckpt.get("partial"), torch.Tensor):
+        if ckpt["step"] and world.main:  # read_checkpoint checked `partial` whenever step > 0
             state.unpack(ckpt["partial"])
     on_rank0(world, _write_first_files, start, bundle, device, bf16, world)
     print_main = print if world.main else (lambda *a, **k: None)

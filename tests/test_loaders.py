@@ -124,6 +124,25 @@ def test_device_random_resized_crop_follows_torchvision_statistics():
     assert torch.allclose(const, torch.full_like(const, 77.0))
 
 
+@pytest.mark.parametrize("keep", [slice(1, None, 3), torch.tensor([0, 4, 5])])
+def test_a_share_of_a_batch_gets_the_crops_and_flips_of_the_whole_batch(keep):
+    """Each process augments only its rows, with the draws one process would make for all of them."""
+    from cskd.augment import random_crop_flip, random_resized_crop_flip
+
+    x = torch.randint(0, 256, (7, 3, 20, 16), dtype=torch.uint8)
+    sizes = torch.tensor([[20, 16], [12, 16], [20, 9], [17, 14], [20, 16], [10, 10], [15, 16]])
+    for augment in (lambda y, **k: random_crop_flip(y, pad=3, flip=True, **k),
+                    lambda y, **k: random_resized_crop_flip(y, size=8, sizes=sizes, **k)):
+        whole = augment(x, generator=torch.Generator().manual_seed(5))
+        part = augment(x[keep], generator=torch.Generator().manual_seed(5), keep=keep, total=len(x))
+        assert len(part) == len(x[keep]) and torch.equal(part, whole[keep])
+    # drawing for the share alone would give other crops (the property above is not trivially true)
+    def crop(y):
+        return random_crop_flip(y, pad=3, flip=True, generator=torch.Generator().manual_seed(5))
+
+    assert not torch.equal(crop(x[keep]), crop(x)[keep])
+
+
 @pytest.mark.slow
 def test_tinyimagenet_is_moved_onto_the_device_path(tmp_path):
     import numpy as np

@@ -71,7 +71,7 @@ def read_checkpoint(path: Path, *, fields: dict = BEST_FIELDS, map_location="cpu
         bad.append("best")
     if "step" in fields and isinstance(state.get("step"), int) and state["step"] > 0:
         partial = state.get("partial")
-        if state["step"] < 0 or not (isinstance(partial, torch.Tensor) and partial.shape == (5,)):
+        if not (isinstance(partial, torch.Tensor) and partial.shape == (5,)):
             bad.append("partial")
     if "step" in fields and isinstance(state.get("step"), int) and state["step"] < 0:
         bad.append("step")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..config import CONFIG_FORMAT, TrainConfig, validate
 from ..errors import UserError, short_reason
-from .arrays import SPLITS, Predictions, open_derived, tsne_points
+from .arrays import DERIVED_FORMAT, PREDICTIONS_FORMAT, Predictions, open_derived, tsne_points
 from .checkpoints import BEST_FIELDS, checkpoint_bytes, read_checkpoint
 from .legacy import looks_like_cskd
 from .names import (
@@ -32,7 +32,6 @@ from .names import (
     SUMMARY_FORMAT,
     is_cskd_name,
     predictions_name,
-    stats_name,
     tsne_name,
 )
 from .npz import NpzFile, write_npz
@@ -343,8 +342,6 @@ class RunFolder:
         self._write(f"{kind}.pt", checkpoint_bytes({"run_id": self.run_id(), **state}))
 
     def write_predictions(self, split: str, arrays: dict, meta: dict) -> None:
-        from .arrays import PREDICTIONS_FORMAT
-
         meta = {**meta, "format": PREDICTIONS_FORMAT, "kind": "predictions", "split": split,
                 "run_id": self.run_id(), "write_id": uuid.uuid4().hex}
         self._write(predictions_name(split), lambda f: write_npz(f, arrays, meta))
@@ -414,12 +411,6 @@ def config_from_record(record, version: int, path: Path, *, fix: str) -> TrainCo
     return cfg
 
 
-__all__ = ["RunFolder", "SPLITS", "config_from_record", "predictions_name", "tsne_name", "stats_name",
-           "CONFIG", "METRICS", "SUMMARY", "LAST", "BEST", "MARKERS"]
-
-
 def _derived_meta(kind: str, predictions: Predictions, meta: dict) -> dict:
     """A derived cache's meta: its own fields and what it was made from."""
-    from .arrays import DERIVED_FORMAT
-
     return {**meta, "format": DERIVED_FORMAT, "kind": kind, "source": predictions.write_id}
