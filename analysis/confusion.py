@@ -36,7 +36,13 @@ def confusion_matrix(pred, labels, *, n_classes: int | None = None) -> np.ndarra
 def per_class_accuracy(pred, labels, *, n_classes: int | None = None) -> np.ndarray:
     """float64 (C,) array: accuracy[c] = fraction in [0, 1] of the samples of true class c that
     are predicted as c (the class's recall); NaN for a class with no sample."""
-    m = confusion_matrix(pred, labels, n_classes=n_classes)
+    return accuracy_of_confusion(confusion_matrix(pred, labels, n_classes=n_classes))
+
+
+def accuracy_of_confusion(confusion) -> np.ndarray:
+    """per_class_accuracy from a (C, C) confusion matrix (rows: true class): diagonal / row sums,
+    NaN for a class with no sample."""
+    m = np.asarray(confusion)
     with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 -> NaN for an absent class
         return np.diag(m) / m.sum(axis=1)
 

@@ -27,6 +27,13 @@ def run_color(order: int) -> str:
     return RUN_COLORS[int(order) % len(RUN_COLORS)]
 
 
+def run_colors(runs, colors: dict | None = None) -> list[str]:
+    """The colour of each of `runs` (names, in drawing order): `colors[name]` where given (a
+    dashboard keeps one colour per run on every page and in every download), else run_color(j)."""
+    colors = colors or {}
+    return [colors.get(name) or run_color(j) for j, name in enumerate(runs)]
+
+
 def class_colors(n: int) -> list[str]:
     """n hex colours for n categories: tab10 up to 10, tab20 up to 20; beyond, hues stepped by the
     golden ratio (so categories with neighbouring ids get far-apart hues) at three lightness and

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .figures import axes_or_new, run_color
+from .figures import axes_or_new, run_colors
 from .hierarchy import group_error_key, hierarchical_accuracy, hierarchical_confusion, top1_error_by_group
 
 HIERARCHY_COLUMNS = ("g", "h", "true_group", "predicted_group", "fraction", "percent", "n_true_group")
@@ -99,6 +99,7 @@ class DomainErrorDisplay:
     coarse_names: tuple
     error: np.ndarray
     group_sizes: np.ndarray
+    colors: dict | None = None  # {run: hex colour}; the others: run_color(position) (figures.run_colors)
 
     @classmethod
     def from_predictions(cls, pred_by_run: dict, true_fine, fine_to_coarse, *,
@@ -135,22 +136,23 @@ class DomainErrorDisplay:
         """One row per (run, group): run, order, color, group (id), group_name, top1_error
         (fraction), top1_error_pct (100 × fraction, as drawn), n (samples of the group)."""
         n = len(self.coarse_names)
-        parts = [pd.DataFrame({"run": name, "order": j, "color": run_color(j), "group": np.arange(n),
+        parts = [pd.DataFrame({"run": name, "order": j, "color": color, "group": np.arange(n),
                                "group_name": list(self.coarse_names), "top1_error": self.error[j],
                                "top1_error_pct": 100 * self.error[j], "n": self.group_sizes},
-                              columns=list(DOMAIN_COLUMNS)) for j, name in enumerate(self.runs)]
+                              columns=list(DOMAIN_COLUMNS))
+                 for j, (name, color) in enumerate(zip(self.runs, run_colors(self.runs, self.colors)))]
         return pd.concat(parts, ignore_index=True)
 
     def plot(self, ax=None):
-        """Grouped bars: one group of bars per coarse group, run j in run_color(j), the fine-label
+        """Grouped bars: one group of bars per coarse group, each run in its colour, the fine-label
         top-1 error in percent (no bar for a group without samples). Returns the axes."""
         n, r = len(self.coarse_names), len(self.runs)
         ax = axes_or_new(ax, (max(6.0, 0.3 * n * r + 2), 4.2))
         width = 0.8 / r
         x = np.arange(n)
-        for j, name in enumerate(self.runs):
+        for j, (name, color) in enumerate(zip(self.runs, run_colors(self.runs, self.colors))):
             has = np.isfinite(self.error[j])  # a group without samples gets no bar (not a bar at 0)
-            ax.bar((x - 0.4 + width * (j + 0.5))[has], 100 * self.error[j][has], width, color=run_color(j),
+            ax.bar((x - 0.4 + width * (j + 0.5))[has], 100 * self.error[j][has], width, color=color,
                    label=name)
         ax.set_xticks(x)
         ax.set_xticklabels(self.coarse_names, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center",

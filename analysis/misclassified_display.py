@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import _checks
-from .figures import GT_COLOR, run_color
+from .figures import GT_COLOR, run_colors
 from .metrics import softmax
 from .misclassified import log_probs_on, logprob_hist_counts, misclassified_by_all, predictive_distribution
 
@@ -49,6 +49,7 @@ class LogProbDisplay:
     edges: dict
     counts: dict
     min_samples: int = 10
+    colors: dict | None = None  # {run: hex colour}; the others: run_color(position) (figures.run_colors)
 
     @classmethod
     def from_logits(cls, logits_by_run: dict, labels, *, rows=None, description: str | None = None,
@@ -109,15 +110,15 @@ class LogProbDisplay:
         parts = []
         for kind, of in LOGPROB_KINDS.items():
             e = self.edges[kind]
-            for j, name in enumerate(self.runs):
-                parts.append(pd.DataFrame({"run": name, "order": j, "color": run_color(j), "kind": kind, "of": of,
+            for j, (name, color) in enumerate(zip(self.runs, run_colors(self.runs, self.colors))):
+                parts.append(pd.DataFrame({"run": name, "order": j, "color": color, "kind": kind, "of": of,
                                            "lower": e[:-1], "upper": e[1:], "count": self.counts[kind][name]},
                                           columns=list(LOGPROB_COLUMNS)))
         return pd.concat(parts, ignore_index=True)
 
     def plot(self, axes=None):
         """Two panels (predicted class, ground-truth class), one translucent histogram per run in
-        run_color(order) with its sample count in the legend; `title` as the figure's title.
+        its colour (figures.run_colors) with its sample count in the legend; `title` as the figure's title.
         axes: a pair of Axes, or None for a new figure. Returns (ax_pred, ax_true)."""
         if axes is None:
             axes = Figure(figsize=(10, 4)).subplots(1, 2)
@@ -130,8 +131,8 @@ class LogProbDisplay:
                         transform=ax.transAxes, color="grey")
                 continue
             e = self.edges[kind]
-            for j, name in enumerate(self.runs):
-                count, c = self.counts[kind][name], run_color(j)
+            for name, c in zip(self.runs, run_colors(self.runs, self.colors)):
+                count = self.counts[kind][name]
                 ax.hist(e[:-1], bins=e, weights=count, color=c, alpha=0.45, label=f"{name} (n={count.sum()})")
                 ax.hist(e[:-1], bins=e, weights=count, color=c, histtype="step", linewidth=1.2)
             ax.legend(fontsize="small")
@@ -161,6 +162,7 @@ class PredictiveDistributionDisplay:
     k: int
     shared_axis: bool = False
     index: int | None = None  # the sample's index in its data set, for titles
+    colors: dict | None = None  # {run: hex colour}; the others: run_color(position) (figures.run_colors)
 
     @classmethod
     def from_logits(cls, logits_by_run: dict, labels, row: int, *, k: int = 5, class_names=None,
@@ -204,18 +206,18 @@ class PredictiveDistributionDisplay:
     def frame(self) -> pd.DataFrame:
         """One row per bar: run, order, color, position (0-based place on the class axis, from the
         top), class, class_name, probability, is_true (the ground-truth class), in_top_k."""
-        parts = [pd.DataFrame({"run": name, "order": j, "color": run_color(j),
+        parts = [pd.DataFrame({"run": name, "order": j, "color": color,
                                "position": np.arange(self.classes[name].size), "class": self.classes[name],
                                "class_name": [self.class_names[c] for c in self.classes[name]],
                                "probability": self.probs[name], "is_true": self.classes[name] == self.true_class,
                                "in_top_k": self.in_top_k[name]}, columns=list(DISTRIBUTION_COLUMNS))
-                 for j, name in enumerate(self.runs)]
+                 for j, (name, color) in enumerate(zip(self.runs, run_colors(self.runs, self.colors)))]
         return pd.concat(parts, ignore_index=True)
 
     def plot(self, ax=None, *, image=None, image_ax=None):
-        """Horizontal probability bars, run j in run_color(j), the true class's bars hatched and its
-        label bold in GT_COLOR. Without a shared axis the runs are stacked sections of their own
-        classes; with it, each class holds one bar per run. `image` is shown on `image_ax` (made
+        """Horizontal probability bars, each run in its colour (figures.run_colors), the true class's
+        bars hatched and its label bold in GT_COLOR. Without a shared axis the runs are stacked
+        sections of their own classes; with it, each class holds one bar per run. `image` is shown on `image_ax` (made
         left of the bars when `ax` is None) under the title. Returns the bar axes."""
         if ax is None:
             if image is not None:
@@ -226,11 +228,11 @@ class PredictiveDistributionDisplay:
         ticks, labels, true_ticks = [], [], []
         y0 = 0.0
         height = 0.8 / len(self.runs) if self.shared_axis else 0.8
-        for j, name in enumerate(self.runs):
+        for j, (name, color) in enumerate(zip(self.runs, run_colors(self.runs, self.colors))):
             for pos, (cls, p) in enumerate(zip(self.classes[name], self.probs[name])):
                 y = -pos - j * height + 0.4 - height / 2 if self.shared_axis else y0 - pos
                 is_true = int(cls) == self.true_class
-                ax.barh(y, p, height=height, color=run_color(j), edgecolor="black" if is_true else run_color(j),
+                ax.barh(y, p, height=height, color=color, edgecolor="black" if is_true else color,
                         hatch="//" if is_true else None, label=name if pos == 0 else None)
                 if not self.shared_axis or j == 0:
                     ticks.append(-pos if self.shared_axis else y)

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from . import calibration as cal
-from .figures import GT_COLOR, run_color
+from .figures import GT_COLOR, run_color, run_colors
 from .metrics import softmax
 
 COUNT_LABEL = "count"
@@ -177,13 +177,14 @@ def _draw_counts(count_ax, bins: cal.ReliabilityBins, color, log_counts: bool, *
     count_ax.set_ylabel(f"{COUNT_LABEL} (log)" if log_counts else COUNT_LABEL)
 
 
-def overlay(displays, ax=None, *, count_ax=None, kind: str = "bars", log_counts: bool = False):
+def overlay(displays, ax=None, *, count_ax=None, kind: str = "bars", log_counts: bool = False,
+            colors: dict | None = None):
     """Several runs' reliability diagrams on ONE axes (paper Fig. 5 overlays CE and CS-KD); returns
     (ax, count_ax).
 
-    Run j is drawn in run_color(j) with its ECE and MCE in the legend (above the axes): kind
-    "bars" as the outline of its accuracy bars (a step line, broken at empty bins), kind "lines"
-    as accuracy against mean confidence with markers. For
+    Run j is drawn in run_color(j) (or `colors[its name]`: figures.run_colors) with its ECE and
+    MCE in the legend (above the axes): kind "bars" as the outline of its accuracy bars (a step
+    line, broken at empty bins), kind "lines" as accuracy against mean confidence with markers. For
     both, a dotted segment in the run's colour joins each bin's marker (at its mean confidence)
     to the diagonal: its length is the bin's gap, mean confidence − accuracy (below the
     diagonal: over-confident), as the legend says. Counts go on `count_ax` (appended under `ax`
@@ -195,8 +196,8 @@ def overlay(displays, ax=None, *, count_ax=None, kind: str = "bars", log_counts:
     if kind not in ("lines", "bars"):
         raise ValueError(f"kind must be 'bars' or 'lines'; got {kind!r}")
     ax, count_ax = _axes_with_counts(ax, count_ax, (5.4, 6.0))
-    for j, d in enumerate(displays):
-        color, b = run_color(j), d.bins
+    for j, (d, color) in enumerate(zip(displays, run_colors([d.name for d in displays], colors))):
+        b = d.bins
         full = b.count > 0
         label = d.label if d.name else f"run {j}: {d.summary}"
         if kind == "lines":
@@ -216,17 +217,19 @@ def overlay(displays, ax=None, *, count_ax=None, kind: str = "bars", log_counts:
     return ax, count_ax
 
 
-def side_by_side(displays, *, log_counts: bool = False, kind: str | None = None, panel_width: float = 3.8):
+def side_by_side(displays, *, log_counts: bool = False, kind: str | None = None, panel_width: float = 3.8,
+                 colors: dict | None = None):
     """A new Figure with one reliability diagram per run side by side (shared axes, counts
-    underneath on one scale), run j in run_color(j), each titled with its name, ECE and MCE."""
+    underneath on one scale), run j in run_color(j) (or `colors[its name]`), each titled with its
+    name, ECE and MCE."""
     displays = list(displays)
     if not displays:
         raise ValueError("displays is empty; pass at least one ReliabilityDisplay")
     fig = Figure(figsize=(panel_width * len(displays) + 0.6, 5.4))
     axes = fig.subplots(2, len(displays), sharex=True, sharey="row", squeeze=False,
                         gridspec_kw={"height_ratios": [3, 1]})
-    for j, d in enumerate(displays):
-        d.plot(axes[0, j], count_ax=axes[1, j], color=run_color(j), kind=kind, log_counts=log_counts,
+    for j, (d, color) in enumerate(zip(displays, run_colors([d.name for d in displays], colors))):
+        d.plot(axes[0, j], count_ax=axes[1, j], color=color, kind=kind, log_counts=log_counts,
                title=f"{d.name}\n{d.summary}" if d.name else d.summary, legend=False)
         if j:  # shared axes: one set of y labels is enough
             axes[0, j].set_ylabel("")

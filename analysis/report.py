@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from . import calibration as cal
 from . import tables
-from .confusion import confusion_matrix, most_confused_pairs, per_class_accuracy
+from .confusion import accuracy_of_confusion, confusion_matrix, most_confused_pairs
 from .displays import (
     DomainErrorDisplay,
     HierarchyDisplay,
@@ -143,18 +143,6 @@ def _jsonable(metrics: dict) -> dict:
                 for k, v in m.items()} for r, m in metrics.items()}
 
 
-def _txl_grids(groups) -> dict:
-    """{method: groups} for every method whose groups span >= 2 temperatures or lambdas (one
-    T x λ grid per method, so a sweep of several methods does not collide on one cell)."""
-    by_method: dict = {}
-    for g in groups:
-        if (g.config.get("method") != "ce" and isinstance(g.config.get("temperature"), (int, float))
-                and isinstance(g.config.get("lambda_cls"), (int, float))):
-            by_method.setdefault(g.config.get("method"), []).append(g)
-    return {m: gs for m, gs in by_method.items()
-            if len({g.config["temperature"] for g in gs}) >= 2 or len({g.config["lambda_cls"] for g in gs}) >= 2}
-
-
 def _class_tables(runs: dict, k: int = 10) -> tuple[str, str]:
     """CSV texts of the per-class accuracy (one column per run, fractions) and of each run's k most
     confused (true, predicted) class pairs."""
@@ -162,9 +150,9 @@ def _class_tables(runs: dict, k: int = 10) -> tuple[str, str]:
     names, y = [str(c) for c in first["class_names"]], np.asarray(first["labels"])
     acc, pairs = {}, []
     for run, r in runs.items():
-        pred = np.argmax(np.asarray(r["logits"]), axis=1)
-        acc[run] = per_class_accuracy(pred, y, n_classes=len(names))
-        for rank, (t, p, n) in enumerate(most_confused_pairs(confusion_matrix(pred, y, n_classes=len(names)), k=k)):
+        m = confusion_matrix(np.argmax(np.asarray(r["logits"]), axis=1), y, n_classes=len(names))
+        acc[run] = accuracy_of_confusion(m)
+        for rank, (t, p, n) in enumerate(most_confused_pairs(m, k=k)):
             pairs.append([run, rank + 1, t, names[t], p, names[p], n])
     out = []
     for header, lines in ((["class", "class_name", *runs], [[c, names[c], *(repr(float(a[c])) for a in acc.values())]
@@ -304,8 +292,8 @@ def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int 
         save(d.plot().figure, f"tsne_{_safe(name)}")
 
     def step_txl():
-        grids = _txl_grids(state["groups"])
-        for method, grid in grids.items():
+        grids = tables.txl_groups(state["groups"], by=("method",))
+        for (method,), grid in grids.items():
             try:
                 d = TxLDisplay.from_groups(grid, metric="top1_error", name=str(method))
             except ValueError as err:  # e.g. two models on one cell: the grid is ambiguous

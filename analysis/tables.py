@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # Metrics that are not fractions: printed as they are, never multiplied by 100.
-NOT_FRACTIONS = frozenset({"nll", "nll_after_ts", "temperature"})
+NOT_FRACTIONS = frozenset({"nll", "nll_after_ts", "temperature", "brier"})  # shown as they are, not ×100
 DEFAULT_METRICS = ("top1_error", "top5_error", "ece", "nll", "recall_at_1")
 # Preferred order of config keys in row labels.
 LABEL_KEYS = ("dataset", "model", "method", "temperature", "lambda_cls")
@@ -97,21 +97,23 @@ def row_labels(groups) -> list[str]:
             for label, g in zip(labels, groups)]
 
 
-def _scale(metric: str, percent: bool) -> float:
+def scale(metric: str, percent: bool = True) -> float:
+    """100 for a metric shown in percent (a fraction, with `percent`), else 1 (NOT_FRACTIONS)."""
     return 100.0 if percent and metric not in NOT_FRACTIONS else 1.0
 
 
 def _header(metric: str, percent: bool) -> str:
-    return f"{metric} (%)" if _scale(metric, percent) == 100.0 else metric
+    return f"{metric} (%)" if scale(metric, percent) == 100.0 else metric
 
 
-def _cell(g: RunGroup, metric: str, percent: bool, decimals: int, pm: str) -> str:
-    """"mean ± std" (n >= 2), the value alone (n = 1) or "n/a" (n = 0); " (n=k)" appended when
+def cell_text(g: RunGroup, metric: str, *, percent: bool = True, decimals: int = 2, pm: str = " ± ",
+              missing: str = "n/a") -> str:
+    """"mean ± std" (n >= 2), the value alone (n = 1) or `missing` (n = 0); " (n=k)" appended when
     only k of the group's runs have the metric."""
     n = g.n.get(metric, 0)
     if n == 0:
-        return "n/a"
-    s = _scale(metric, percent)
+        return missing
+    s = scale(metric, percent)
     text = f"{g.mean[metric] * s:.{decimals}f}"
     if n >= 2:
         text += f"{pm}{g.std[metric] * s:.{decimals}f}"
@@ -130,7 +132,7 @@ def format_table(groups, *, metrics=DEFAULT_METRICS, percent: bool = True,
     head = ["run", "n"] + [_header(m, percent) for m in metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for label, g in zip(row_labels(groups), groups):
-        cells = [label, str(len(g.runs))] + [_cell(g, m, percent, decimals, " ± ") for m in metrics]
+        cells = [label, str(len(g.runs))] + [cell_text(g, m, percent=percent, decimals=decimals) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + f"\n\n{CAPTION[0].upper()}{CAPTION[1:]}.\n"
 
@@ -146,7 +148,7 @@ def to_csv(groups, *, metrics=DEFAULT_METRICS, percent: bool = True) -> str:
     for label, g in zip(row_labels(groups), groups):
         row = [label, len(g.runs), ";".join(g.runs)]
         for m in metrics:
-            n, s = g.n.get(m, 0), _scale(m, percent)
+            n, s = g.n.get(m, 0), scale(m, percent)
             row += [repr(g.mean[m] * s) if n else "", repr(g.std[m] * s) if n >= 2 else "", n]
         w.writerow(row)
     return buf.getvalue()
@@ -169,10 +171,25 @@ def to_latex(groups, *, metrics=DEFAULT_METRICS, percent: bool = True, decimals:
              " & ".join(head) + r" \\", r"\midrule"]
     for label, g in zip(row_labels(groups), groups):
         cells = [_tex_escape(label), str(len(g.runs))]
-        cells += [_cell(g, m, percent, decimals, r" $\pm$ ") for m in metrics]
+        cells += [cell_text(g, m, percent=percent, decimals=decimals, pm=r" $\pm$ ") for m in metrics]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
+
+
+def txl_groups(groups, *, by=("dataset", "model", "method")) -> dict:
+    """{key: groups} of the groups that form T x λ grids: groups of a method other than cross-entropy
+    with numeric temperature and lambda_cls, keyed by their config values `by` (one grid per key,
+    so runs of several methods never collide on one cell), kept where a key's groups span at least
+    two temperatures or two λ."""
+    grids: dict = {}
+    for g in groups:
+        c = g.config
+        if c.get("method") != "ce" and all(isinstance(c.get(k), (int, float)) and not isinstance(c.get(k), bool)
+                                           for k in ("temperature", "lambda_cls")):
+            grids.setdefault(tuple(c.get(k) for k in by), []).append(g)
+    return {k: gs for k, gs in grids.items()
+            if len({g.config["temperature"] for g in gs}) > 1 or len({g.config["lambda_cls"] for g in gs}) > 1}
 
 
 def txl_grid(groups, *, metric: str = "top1_error"):

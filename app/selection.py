@@ -107,8 +107,7 @@ def distribution(ready, row: int, *, shared_axis: bool, index: int | None = None
 
 
 def distribution_frame(display, ctx) -> pd.DataFrame:
-    """The display's frame with each run in its dashboard colour."""
+    """The display's frame (its colours: the runs' dashboard colours), ordered as the picks."""
     frame = display.frame()
-    frame["color"] = frame["run"].map(ctx.color)
     frame["order"] = frame["run"].map(lambda n: ctx.picked.index(n) if n in ctx.picked else 99)
     return frame

@@ -113,6 +113,12 @@ class Ready:
     color: str
 
 
+def colors(ready) -> dict:
+    """{run: its dashboard colour} of these ready runs, for a display's `colors` (charts and
+    downloads then colour each run as the rest of the dashboard does)."""
+    return {r.name: r.color for r in ready}
+
+
 def stats_estimate(preds, *, search: bool = False) -> float | None:
     """Seconds the metrics (or, with `search`, the neighbour search) of these predictions take."""
     from cskd.stats_compute import estimate_seconds

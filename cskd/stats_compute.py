@@ -119,7 +119,7 @@ def _calibration(conf, correct) -> tuple[float, float]:
 def first_step(preds, val, plan: Plan, step) -> tuple[dict, dict]:
     """Everything but the neighbour search: (arrays, meta)."""
     from analysis import calibration as cal
-    from analysis.confusion import confusion_matrix, most_confused_pairs
+    from analysis.confusion import accuracy_of_confusion, confusion_matrix, most_confused_pairs
     from analysis.hierarchy import hierarchical_accuracy, top1_error_by_group
 
     t0 = time.monotonic()
@@ -151,8 +151,7 @@ def first_step(preds, val, plan: Plan, step) -> tuple[dict, dict]:
     step(0.9 * plan.first, "confusion matrix")
     pred = arrays["pred"]
     confusion = confusion_matrix(pred, labels, n_classes=c)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        arrays["per_class_accuracy"] = np.diag(confusion) / confusion.sum(axis=1)
+    arrays["per_class_accuracy"] = accuracy_of_confusion(confusion)
     arrays["confusion"] = confusion
     arrays["confused_pairs"] = np.array(most_confused_pairs(confusion, k=TOP_PAIRS), dtype=np.int64).reshape(-1, 3)
     mapping = preds.fine_to_coarse

@@ -266,3 +266,32 @@ def test_k_is_capped_at_the_class_count_and_inputs_are_checked():
         PredictiveDistributionDisplay.from_logits({"ce": Z_CE}, Y, 0, class_names=["a", "b"])
     with pytest.raises(ValueError, match=r"^all runs must have logits of one shape"):
         LogProbDisplay.from_logits({"a": Z_CE, "b": Z_KD[:5]}, Y)
+
+
+def test_given_colours_hold_in_every_frame_and_figure():
+    """A dashboard skipping a picked run still draws each run in its own colour: `colors` overrides
+    the colour by position in frames, plots, the overlay and side by side (and the others keep it)."""
+    from dataclasses import replace
+
+    from matplotlib.colors import to_hex
+
+    from analysis.displays import DomainErrorDisplay
+
+    colors = {"cskd": "#123456"}  # "ce" keeps run_color(0)
+    logits = {"ce": Z_CE, "cskd": Z_KD}
+    mapping = np.array([0, 0, 1, 1, 1])
+    displays = [replace(LogProbDisplay.from_logits(logits, Y, rows=np.arange(N)), colors=colors),
+                replace(PredictiveDistributionDisplay.from_logits(logits, Y, 3), colors=colors),
+                replace(DomainErrorDisplay.from_logits(logits, Y, mapping), colors=colors)]
+    for d in displays:
+        f = d.frame()
+        assert set(f.loc[f["run"] == "cskd", "color"]) == {"#123456"}
+        assert set(f.loc[f["run"] == "ce", "color"]) == {run_color(0)}
+        axes = d.plot()
+        drawn = {to_hex(p.get_facecolor()) for ax in np.atleast_1d(axes) for p in ax.patches}
+        assert {"#123456", run_color(0)} <= drawn
+    ds = [ReliabilityDisplay.from_logits(z, Y, n_bins=10, name=n) for n, z in logits.items()]
+    ax, _ = overlay(ds, colors=colors, kind="lines")
+    assert {line.get_color() for line in ax.lines} >= {"#123456", run_color(0)}
+    fig = side_by_side(ds, colors=colors)
+    assert "#123456" in {to_hex(p.get_facecolor()) for p in fig.axes[1].patches}

@@ -5,7 +5,16 @@ import math
 import numpy as np
 import pytest
 
-from analysis.tables import CAPTION, comparison_table, format_table, group_by_seed, to_csv, to_latex, txl_grid
+from analysis.tables import (
+    CAPTION,
+    comparison_table,
+    format_table,
+    group_by_seed,
+    to_csv,
+    to_latex,
+    txl_grid,
+    txl_groups,
+)
 
 IGNORE = ("seed", "out")  # the caller's knowledge: which config keys do not change results
 
@@ -70,6 +79,13 @@ def test_a_metric_only_some_runs_have_says_n():
     assert "| method=ce | 2 | 25.00 ± 7.07 | 5.00 (n=1) |" in text
 
 
+def test_the_brier_score_is_not_shown_as_a_percentage():
+    """Brier lies in [0, 2] (not a fraction): shown as it is, like the NLL, in tables and the dashboard."""
+    records = [rec("a", "ce", 0, 0.2, brier=0.31), rec("b", "ce", 1, 0.3, brier=0.35)]
+    text = format_table(group_by_seed(records, ignore=IGNORE), metrics=("brier",))
+    assert "| run | n | brier |" in text and "| 0.33 ± 0.03 |" in text
+
+
 def test_to_csv_round_trips():
     rows = list(csv.DictReader(io.StringIO(to_csv(group_by_seed(RECORDS, ignore=IGNORE),
                                                   metrics=("top1_error", "ece")))))
@@ -102,6 +118,18 @@ def test_txl_grid():
     # T=1, λ=2 was never run -> NaN
     np.testing.assert_allclose(mean, [[0.31, np.nan], [0.20, 0.25]])
     assert std[0, 0] == pytest.approx(math.sqrt(2) * 0.01)  # sample std of .30, .32
+
+
+def test_txl_groups_keeps_each_method_that_spans_t_or_lambda():
+    records = [rec("a", "cskd", 0, 0.2, T=1.0), rec("b", "cskd", 0, 0.3, T=4.0),  # spans T: a grid
+               rec("c", "kd", 0, 0.2), rec("d", "kd", 1, 0.2),  # seeds of one cell: no grid
+               rec("e", "ce", 0, 0.2, T=1.0), rec("f", "ce", 0, 0.2, T=4.0),  # cross-entropy: never
+               rec("g", "cskd_e", 0, 0.2, lam=1.0), rec("h", "cskd_e", 0, 0.2, lam=2.0)]
+    records[-1]["config"]["model"] = "resnet18"
+    grids = txl_groups(group_by_seed(records, ignore=IGNORE))
+    assert {k: [g.runs for g in v] for k, v in grids.items()} == {
+        ("cifar100", "preact_resnet18", "cskd"): [("a",), ("b",)]}  # cskd_e's two λ are on two models
+    assert set(txl_groups(group_by_seed(records, ignore=IGNORE), by=("method",))) == {("cskd",), ("cskd_e",)}
 
 
 def test_txl_grid_refuses_two_groups_on_one_cell():

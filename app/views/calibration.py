@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.displays import ReliabilityDisplay, overlay, side_by_side
-from analysis.tables import group_by_seed, row_labels
+from analysis.tables import cell_text, group_by_seed, row_labels, scale
 from app import charts, ui
 from cskd.config import NOT_EXPERIMENT
 
@@ -74,7 +74,7 @@ def _pct(x) -> str:
 def seed_table(ready) -> None:
     records = [{"run": r.name, "config": r.record["config"],
                 "metrics": {k: v for k, v in r.stats.metrics.items() if k in GROUPED and v is not None}} for r in ready]
-    groups = [g for g in group_by_seed(records, ignore=NOT_EXPERIMENT)] if records else []
+    groups = group_by_seed(records, ignore=NOT_EXPERIMENT) if records else []
     labels = row_labels(groups) if groups else []
     shown = [(label, g) for label, g in zip(labels, groups) if len(g.runs) > 1]
     if not shown:
@@ -84,9 +84,7 @@ def seed_table(ready) -> None:
     for label, g in shown:
         row = {"group": label, "n": len(g.runs)}
         for k, title in GROUPED.items():
-            s = 1.0 if k == "nll" or k == "brier" else 100.0
-            row[title + ("" if s == 1.0 else " %")] = (f"{g.mean[k] * s:.2f} ± {g.std[k] * s:.2f}" if g.n.get(k, 0) >= 2
-                                                      else "—")
+            row[title + (" %" if scale(k) == 100.0 else "")] = cell_text(g, k, missing="—")
         rows.append(row)
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
@@ -122,11 +120,12 @@ def page() -> None:
         frame, log_counts=log_counts)
     st.vega_lite_chart(frame, spec)
     ordered = list(displays.values())
+    colors = {name: ctx.color(name) for name in displays}  # the download in the screen's colours
 
     def figure():
         if layout == "overlaid":
-            return overlay(ordered, log_counts=log_counts)[0].figure
-        return side_by_side(ordered, log_counts=log_counts)
+            return overlay(ordered, log_counts=log_counts, colors=colors)[0].figure
+        return side_by_side(ordered, log_counts=log_counts, colors=colors)
 
     ui.downloads(f"reliability-{'ts-' if scaled else ''}{n_bins}{strategy}-{layout.replace(' ', '-')}", figure,
                  key="reliability")

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from analysis.confusion import most_confused_pairs
 from app import charts, images, selection, ui
 
 CELL_KEY = "_confusion_cell"
@@ -18,16 +19,11 @@ CELL_KEY = "_confusion_cell"
 def pairs_table(key, _confusion, class_names: tuple) -> pd.DataFrame:
     """Every off-diagonal non-empty cell: true, predicted, count, share of the true class."""
     m = np.asarray(_confusion)
-    t, p = np.nonzero(m)
-    off = t != p
-    t, p = t[off], p[off]
-    counts = m[t, p]
+    t, p, counts = np.array(most_confused_pairs(m, k=m.size), dtype=np.int64).reshape(-1, 3).T
     sizes = m.sum(axis=1)[t]
-    order = np.lexsort((p, t, -counts))
     names = np.asarray(class_names, dtype=object)
-    return pd.DataFrame({"true": names[t[order]], "predicted as": names[p[order]], "samples": counts[order],
-                         "% of the true class": 100 * counts[order] / np.maximum(sizes[order], 1),
-                         "t": t[order], "p": p[order]})
+    return pd.DataFrame({"true": names[t], "predicted as": names[p], "samples": counts,
+                         "% of the true class": 100 * counts / np.maximum(sizes, 1), "t": t, "p": p})
 
 
 def matrix_frame(confusion: np.ndarray, class_names, classes: np.ndarray) -> pd.DataFrame:

@@ -5,6 +5,8 @@ coarse group of every such run side by side."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import streamlit as st
 
@@ -62,10 +64,10 @@ def domain_errors(ctx, grouped) -> None:
     same = [r for r in grouped if coarse(r)[1] == coarse(grouped[0])[1]]
     st.subheader("Fine-label top-1 error per coarse group")
     mapping, names = coarse(same[0])
-    d = DomainErrorDisplay.from_predictions({r.name: np.asarray(r.stats.pred) for r in same},
-                                            np.asarray(same[0].preds.labels), mapping, coarse_names=names)
+    d = replace(DomainErrorDisplay.from_predictions({r.name: np.asarray(r.stats.pred) for r in same},
+                                                    np.asarray(same[0].preds.labels), mapping, coarse_names=names),
+                colors=ui.colors(same))
     frame = d.frame()
-    frame["color"] = frame["run"].map(ctx.color)
     st.vega_lite_chart(frame, charts.grouped_bars(frame, x="group_name", y="top1_error_pct",
                                                   y_title="top-1 error of the fine label (%)",
                                                   x_title="coarse group of the true label"), width="stretch")

@@ -5,6 +5,8 @@ on one class axis), and the log-probability histograms of paper Fig. 2."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -125,7 +127,7 @@ def inspect(ctx, ready, row: int, labels, indices, class_names) -> None:
     st.text("\n".join(lines))
     shared = st.toggle("One class axis for all runs", value=len(ready) > 1, key="mis_shared", persist_state="session",
                        help="the union of the runs' top 5 (and the true class); off: each run's own top 5")
-    d = selection.distribution(ready, row, shared_axis=shared, index=index)
+    d = replace(selection.distribution(ready, row, shared_axis=shared, index=index), colors=ui.colors(ready))
     frame = selection.distribution_frame(d, ctx)
     with st.container(key="distributions"):
         st.vega_lite_chart(frame, charts.distributions(frame, shared_axis=shared, true_name=true_name),
@@ -175,11 +177,11 @@ def logprobs(ctx, ready, rows: np.ndarray, what: str) -> None:
     st.markdown("**Log-probabilities on these samples** (paper Fig. 2)")
     d = selection.logprob_display(tuple(r.files.key for r in ready), ready, (rows.size, hash(rows.tobytes())), rows,
                                   what)
+    d = replace(d, colors=ui.colors(ready))
     if d.too_few:
         st.info(f"Only {d.n_samples} sample(s) qualify: fewer than {d.min_samples}, too few for a histogram.")
         return
     frame = d.frame()
-    frame["color"] = frame["run"].map(ctx.color)
     st.vega_lite_chart(frame, charts.logprob(frame))
     ui.downloads("logprob-histograms", lambda: d.plot()[0].figure, key="logprob")
 

@@ -10,14 +10,13 @@ import pandas as pd
 import streamlit as st
 
 from analysis.displays import TxLDisplay
-from analysis.tables import group_by_seed, row_labels
+from analysis.tables import cell_text, group_by_seed, row_labels, txl_groups
 from app import charts, data, jobs, ui
 from cskd.config import CLASS_WISE, NOT_EXPERIMENT, USES_TEMPERATURE
 from cskd.errors import UserError
 
 GROUP_METRICS = {"top1_error": "top-1 err %", "top5_error": "top-5 err %", "nll": "NLL", "ece": "ECE %",
                  "recall_at_1": "R@1 %", "best_acc": "best acc %"}
-PERCENT = {"top1_error", "top5_error", "ece", "recall_at_1", "best_acc"}
 NUMBERS = ("best acc %", "top-1 err %", "top-5 err %", "NLL", "ECE %", "R@1 %")
 
 
@@ -138,7 +137,7 @@ def seed_groups(records) -> None:
     for label, g in zip(row_labels(groups), groups):
         row = {"group": label, "n": len(g.runs), "runs": ", ".join(g.runs)}
         for metric, column in GROUP_METRICS.items():
-            row[column] = _mean_std(g, metric)
+            row[column] = cell_text(g, metric, missing="—")
         table.append(row)
     st.caption("Runs whose configs differ only in the seed (or where and how they ran): mean ± sample std "
                "(ddof = 1) over the runs that have the metric; (n=k) when only k of them do.")
@@ -146,26 +145,10 @@ def seed_groups(records) -> None:
     txl(groups)
 
 
-def _mean_std(g, metric: str) -> str:
-    n = g.n.get(metric, 0)
-    if not n:
-        return "—"
-    s = 100.0 if metric in PERCENT else 1.0
-    text = f"{g.mean[metric] * s:.2f}" + (f" ± {g.std[metric] * s:.2f}" if n >= 2 else "")
-    return text if n == len(g.runs) else f"{text} (n={n})"
-
-
 def txl(groups) -> None:
     """The T × λ heat map (supplementary Table 7) of each data set, model and class-wise method whose
     runs span at least two temperatures or two λ."""
-    grids: dict = {}
-    for g in groups:
-        c = g.config
-        if c.get("method") in CLASS_WISE and isinstance(c.get("temperature"), (int, float)) \
-                and isinstance(c.get("lambda_cls"), (int, float)):
-            grids.setdefault((c.get("dataset"), c.get("model"), c.get("method")), []).append(g)
-    grids = {k: v for k, v in grids.items()
-             if len({g.config["temperature"] for g in v}) > 1 or len({g.config["lambda_cls"] for g in v}) > 1}
+    grids = {key: grid for key, grid in txl_groups(groups).items() if key[2] in CLASS_WISE}
     if not grids:
         return
     st.subheader("T × λ")
