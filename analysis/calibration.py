@@ -236,8 +236,12 @@ def overconfidence(probs, labels) -> float:
     """Mean confidence minus accuracy, in [-1, 1]: (1/N) sum_i max_c p_ic - (1/N) sum_i
     1[argmax_c p_ic = y_i]. Positive: over-confident on average; negative: under-confident.
     Equals sum_m |B_m|/n * (conf(B_m) - acc(B_m)) for any binning (the signed ECE)."""
-    conf, right = confidence_and_correctness(probs, labels)
-    return float(conf.mean() - right.mean())
+    return overconfidence_from_confidence(*confidence_and_correctness(probs, labels))
+
+
+def overconfidence_from_confidence(confidence, correct) -> float:
+    """overconfidence from per-sample max probabilities (N,) and correctness (N,) already computed."""
+    return float(np.mean(confidence) - np.mean(correct))
 
 
 def apply_temperature(logits, t: float) -> np.ndarray:

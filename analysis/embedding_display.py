@@ -11,6 +11,7 @@ import pandas as pd
 from . import _checks
 from .embedding import tsne_2d
 from .figures import axes_or_new, class_colors
+from .hierarchy import group_names as names_of_groups
 
 LEGEND_MAX = 20  # categories; above this a legend would hide the plot
 TSNE_COLUMNS = ("x", "y", "row", "index", "class", "class_name", "group", "group_name", "category", "color")
@@ -61,12 +62,10 @@ class TSNEDisplay:
         names = tuple(map(str, class_names)) if class_names is not None else tuple(map(str, range(n_classes)))
         groups = group_names = None
         if mapping is not None:
-            n_groups = len(coarse_names) if coarse_names is not None else int(mapping.max()) + 1
-            if mapping.max() >= n_groups:
-                raise ValueError(f"fine_to_coarse must lie in [0, {n_groups}); got {int(mapping.max())}")
+            group_names = tuple(names_of_groups(mapping, coarse_names))
+            if mapping.max() >= len(group_names):
+                raise ValueError(f"fine_to_coarse must lie in [0, {len(group_names)}); got {int(mapping.max())}")
             groups = mapping[y[rows]]
-            group_names = tuple(map(str, coarse_names)) if coarse_names is not None else \
-                tuple(map(str, range(n_groups)))
         if color_by == "auto":
             color_by = "group" if groups is not None and n_classes > LEGEND_MAX else "class"
         if color_by not in ("class", "group") or (color_by == "group" and groups is None):

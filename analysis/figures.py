@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import colorsys
 import os
+import re
 
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
@@ -25,6 +26,11 @@ _GOLDEN = 0.6180339887498949
 def run_color(order: int) -> str:
     """Hex colour of the run at position `order` (0-based) among the runs shown."""
     return RUN_COLORS[int(order) % len(RUN_COLORS)]
+
+
+def safe_stem(name) -> str:
+    """`name` as a file-name stem: runs of characters other than A-Z a-z 0-9 . _ - become "_"."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)) or "run"
 
 
 def run_colors(runs, colors: dict | None = None) -> list[str]:

@@ -47,6 +47,14 @@ def hierarchical_accuracy(pred_fine, true_fine, fine_to_coarse) -> float:
     return float(np.mean(pc == tc))
 
 
+def group_names(fine_to_coarse, coarse_names=None) -> list[str]:
+    """The coarse groups' names: `coarse_names` as text when given (non-empty), else "0", "1", ...
+    up to max(fine_to_coarse)."""
+    if coarse_names is not None and len(coarse_names):
+        return [str(g) for g in coarse_names]
+    return [str(g) for g in range(int(np.max(fine_to_coarse)) + 1)]
+
+
 def group_error_key(group_name) -> str:
     """Name of the per-run metric holding one coarse group's fine-label top-1 error:
     "top1_error[<group name>]"."""

@@ -12,7 +12,13 @@ import pandas as pd
 import seaborn as sns
 
 from .figures import axes_or_new, run_colors
-from .hierarchy import group_error_key, hierarchical_accuracy, hierarchical_confusion, top1_error_by_group
+from .hierarchy import (
+    group_error_key,
+    group_names,
+    hierarchical_accuracy,
+    hierarchical_confusion,
+    top1_error_by_group,
+)
 
 HIERARCHY_COLUMNS = ("g", "h", "true_group", "predicted_group", "fraction", "percent", "n_true_group")
 DOMAIN_COLUMNS = ("run", "order", "color", "group", "group_name", "top1_error", "top1_error_pct", "n")
@@ -22,8 +28,8 @@ def _groups(fine_to_coarse, true_fine, coarse_names):
     """(mapping int64, coarse names, samples per true coarse group) with n_coarse = len(names)
     when names are given, else max(mapping) + 1."""
     mapping = np.asarray(fine_to_coarse, dtype=np.int64).reshape(-1)
-    n = len(coarse_names) if coarse_names is not None else int(mapping.max()) + 1
-    names = tuple(map(str, coarse_names)) if coarse_names is not None else tuple(str(g) for g in range(n))
+    names = tuple(group_names(mapping, coarse_names))
+    n = len(names)
     sizes = np.bincount(mapping[np.asarray(true_fine, dtype=np.int64)], minlength=n).astype(np.int64)
     return mapping, names, sizes
 

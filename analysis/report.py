@@ -10,7 +10,6 @@ import io
 import json
 import math
 import os
-import re
 import warnings
 
 import numpy as np
@@ -30,8 +29,8 @@ from .displays import (
     side_by_side,
 )
 from .displays import overlay as overlay_reliability
-from .figures import save_figure
-from .hierarchy import group_error_key, hierarchical_accuracy, top1_error_by_group
+from .figures import safe_stem, save_figure
+from .hierarchy import group_error_key, group_names, hierarchical_accuracy, top1_error_by_group
 from .metrics import nll, softmax, top_k_error
 from .misclassified import misclassified_by_all
 from .retrieval import recall_at_k
@@ -74,13 +73,6 @@ def check_runs(runs: dict) -> None:
             raise ValueError(f"run {name!r}: give both val_logits and val_labels, or neither")
 
 
-def coarse_names_of(run: dict) -> list[str]:
-    """The run's coarse group names, or "0", "1", ... up to max(fine_to_coarse) when it has none."""
-    if run.get("coarse_names") is not None:
-        return [str(g) for g in run["coarse_names"]]
-    return [str(g) for g in range(int(np.max(run["fine_to_coarse"])) + 1)]
-
-
 def run_metrics(run: dict, *, n_bins: int = 20, n_boot: int = 1000, ci_level: float = 0.95,
                 seed: int = 0) -> dict:
     """All scalar metrics of one run, {name: float}.
@@ -107,7 +99,7 @@ def run_metrics(run: dict, *, n_bins: int = 20, n_boot: int = 1000, ci_level: fl
         "adaptive_ece": cal.adaptive_ece(p, y, n_bins=n_bins),
         "classwise_ece": cal.classwise_ece(p, y, n_bins=n_bins),
         "brier": cal.brier_score(p, y),
-        "overconfidence": float(conf.mean() - correct.mean()),
+        "overconfidence": cal.overconfidence_from_confidence(conf, correct),
         # imported predictions may come without features: no Recall@1 then
         **({"recall_at_1": recall_at_k(run["features"], y, k=1)} if run.get("features") is not None else {}),
     }
@@ -122,15 +114,11 @@ def run_metrics(run: dict, *, n_bins: int = 20, n_boot: int = 1000, ci_level: fl
                  nll_after_ts=nll(zt, y))
     if run.get("fine_to_coarse") is not None:
         pred = p.argmax(axis=1)
-        names = coarse_names_of(run)
+        names = group_names(run["fine_to_coarse"], run.get("coarse_names"))
         m["hierarchical_accuracy"] = hierarchical_accuracy(pred, y, run["fine_to_coarse"])
         errors = top1_error_by_group(pred, y, run["fine_to_coarse"], n_coarse=len(names))
         m.update({group_error_key(g): float(e) for g, e in zip(names, errors)})
     return m
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)) or "run"
 
 
 def _write(path: str, text: str) -> None:
@@ -213,8 +201,10 @@ def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int 
     over seeds, mean ± sample std, errors in %); per_class_accuracy.csv and most_confused.csv;
     with a coarse grouping table_domain_error.md/.csv/.tex (fine-label top-1 error per group);
     figures/<name>.png + .pdf: reliability (side by side), reliability_overlay (>= 2 runs and
-    overlay), logprob_misclassified_by_all (>= 2 runs), predictive_distribution (images
-    given and a sample every run misclassifies), hierarchical_confusion_<run> and
+    overlay), logprob_misclassified_by_all (>= 2 runs), logprob_misclassified_by_both_per_seed
+    (two seed groups, e.g. CE and CS-KD: samples both runs of a seed misclassify),
+    predictive_distribution (images given and a sample every run misclassifies),
+    hierarchical_confusion_<run> and
     domain_top1_error (coarse grouping), tsne_<run>, txl_top1_error[_<method>] (a T × λ grid).
     Returns {run: {metric: float}} (see run_metrics).
     """
@@ -227,7 +217,7 @@ def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int 
     images = next((r["images"] for r in runs.values() if r.get("images") is not None), None)
     mapped = next((r for r in runs.values() if r.get("fine_to_coarse") is not None), None)
     mapping = None if mapped is None else mapped["fine_to_coarse"]
-    coarse = None if mapped is None else coarse_names_of(mapped)
+    coarse = None if mapped is None else group_names(mapped["fine_to_coarse"], mapped.get("coarse_names"))
     logits = {n: r["logits"] for n, r in runs.items()}
     metrics: dict = {}
     state: dict = {}
@@ -274,7 +264,7 @@ def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int 
 
     def step_hierarchy(name):
         d = HierarchyDisplay.from_logits(runs[name]["logits"], labels, mapping, coarse_names=coarse, name=name)
-        save(d.plot().figure, f"hierarchical_confusion_{_safe(name)}")
+        save(d.plot().figure, f"hierarchical_confusion_{safe_stem(name)}")
 
     def step_domain():
         d = DomainErrorDisplay.from_logits(logits, labels, mapping, coarse_names=coarse)
@@ -289,7 +279,7 @@ def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int 
             d = TSNEDisplay.from_embedding(coords, rows, labels, **options)
         else:
             d = TSNEDisplay.from_features(r["features"], labels, max_points=tsne_max_points, seed=0, **options)
-        save(d.plot().figure, f"tsne_{_safe(name)}")
+        save(d.plot().figure, f"tsne_{safe_stem(name)}")
 
     def step_txl():
         grids = tables.txl_groups(state["groups"], by=("method",))
@@ -299,7 +289,7 @@ def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int 
             except ValueError as err:  # e.g. two models on one cell: the grid is ambiguous
                 warnings.warn(f"T x lambda heatmap of {method} skipped: {err}", stacklevel=2)
                 continue
-            save(d.plot().figure, "txl_top1_error" if len(grids) == 1 else f"txl_top1_error_{_safe(str(method))}")
+            save(d.plot().figure, "txl_top1_error" if len(grids) == 1 else f"txl_top1_error_{safe_stem(str(method))}")
 
     options = dict(n_bins=n_bins, n_boot=n_boot, ci_level=ci_level)
 

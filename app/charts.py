@@ -5,7 +5,7 @@ figures draw. Data goes to the browser as Arrow (the DataFrame passed next to th
 Runs are coloured with `run_scale` (each run's colour fixed by its place among the picked runs,
 as the `color` column says) on every page. Text in specs is drawn as text by Vega (never read as
 Markdown or HTML); the one HTML-rendering path, the tooltip's `image` field, only ever holds data
-URLs made here.
+URLs of thumbnails (made by app/images.py).
 """
 
 from __future__ import annotations

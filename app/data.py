@@ -21,8 +21,7 @@ import streamlit as st
 from app.paths import RunFiles
 from cskd.errors import UserError, short_reason
 from cskd.runfolder import CONFIG, METRICS, SUMMARY, RunFolder, predictions_name, stats_name, tsne_name
-
-TSNE_MAX_POINTS = 10_000  # cskd.analyze.TSNE_MAX_POINTS: the cache the dashboard reads was made with it
+from cskd.runfolder.arrays import TSNE_MAX_POINTS
 
 
 def _guard(files: RunFiles, *names: str) -> None:

@@ -106,9 +106,6 @@ class RunFiles:
         """Everything the caches of this run depend on: any file rewritten, every entry is new."""
         return (str(self.path), tuple(sorted(self.stamps.items())), tuple(sorted(self.problems.items())))
 
-    def has(self, filename: str) -> bool:
-        return filename in self.stamps
-
     def check(self, filename: str) -> None:
         """Raise the file's problem as a UserError, if it has one."""
         if filename in self.problems:

@@ -282,5 +282,3 @@ def downloads(stem: str, draw, *, key: str) -> None:
                         on_click="ignore", icon=":material/download:")
 
 
-def safe_stem(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "run"

@@ -18,9 +18,9 @@ from .config import NOT_EXPERIMENT
 from .errors import UserError
 from .predict import predict
 from .runfolder import RunFolder, predictions_name, tsne_name
+from .runfolder.arrays import TSNE_MAX_POINTS
 from .runfolder.store import replaced_as_a_whole
 
-TSNE_MAX_POINTS = 10_000
 REPORT_MARK = ".cskd-report.json"
 
 

@@ -1,8 +1,10 @@
 """Per-run metrics computed once: `stats-<split>.npz` next to a run's predictions.
 
-Everything the dashboard shows about a run comes from here, so a softmax over the logits is taken
-once per predictions file (in row chunks: an ImageNet validation run, 50,000 x 1,000 logits, never
-needs more than a few tens of MB at a time), not once per page, bin count or view.
+Every metric and per-sample summary the dashboard shows comes from here (it reads single rows of
+the logits for a sample's predictive distribution, the t-SNE cache and metrics.jsonl besides), so
+a softmax over the logits is taken once per predictions file (in row chunks: an ImageNet
+validation run, 50,000 x 1,000 logits, never needs more than a few tens of MB at a time), not once
+per page, bin count or view.
 
 Scalars (meta "metrics"; fractions in [0, 1] unless said otherwise; None when undefined), named as
 analysis.report.run_metrics names them:
@@ -75,12 +77,12 @@ class Stats:
     def report_metrics(self, coarse_names: list[str] | None = None) -> dict:
         """The metrics as analysis.report.run_metrics names them (20 bins): the defined scalars,
         and with a coarse grouping one top1_error[<group>] per group."""
-        from analysis.hierarchy import group_error_key
+        from analysis.hierarchy import group_error_key, group_names
 
         m = {k: float(v) for k, v in self.meta["metrics"].items() if v is not None}
         errors = self.array("group_error") if self.has("group_error") else None
         if errors is not None:
-            names = coarse_names or [str(g) for g in range(len(errors))]
+            names = group_names(np.arange(len(errors)), coarse_names)  # one cached error per group
             m.update({group_error_key(g): float(e) for g, e in zip(names, errors)})
         return m
 

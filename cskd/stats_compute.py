@@ -120,7 +120,7 @@ def first_step(preds, val, plan: Plan, step) -> tuple[dict, dict]:
     """Everything but the neighbour search: (arrays, meta)."""
     from analysis import calibration as cal
     from analysis.confusion import accuracy_of_confusion, confusion_matrix, most_confused_pairs
-    from analysis.hierarchy import hierarchical_accuracy, top1_error_by_group
+    from analysis.hierarchy import group_names, hierarchical_accuracy, top1_error_by_group
 
     t0 = time.monotonic()
     logits, labels = preds.logits, np.asarray(preds.labels, dtype=np.int64)
@@ -134,7 +134,7 @@ def first_step(preds, val, plan: Plan, step) -> tuple[dict, dict]:
          "adaptive_ece": cal.ece_from_bins(cal.reliability_bins_from_confidence(conf, correct, n_bins=N_BINS,
                                                                                 strategy="quantile")),
          "classwise_ece": s.pop("_classwise_ece"), "brier": s.pop("_brier"),
-         "overconfidence": float(conf.mean() - correct.mean()), "recall_at_1": None, "temperature": None,
+         "overconfidence": cal.overconfidence_from_confidence(conf, correct), "recall_at_1": None, "temperature": None,
          "ece_after_ts": None, "mce_after_ts": None, "nll_after_ts": None, "hierarchical_accuracy": None}
     step(0.3 * plan.first, "bootstrap interval of the ECE")
     m["ece_ci_low"], m["ece_ci_high"] = cal.ece_bootstrap_ci_from_confidence(conf, correct, n_bins=N_BINS,
@@ -156,7 +156,7 @@ def first_step(preds, val, plan: Plan, step) -> tuple[dict, dict]:
     arrays["confused_pairs"] = np.array(most_confused_pairs(confusion, k=TOP_PAIRS), dtype=np.int64).reshape(-1, 3)
     mapping = preds.fine_to_coarse
     if mapping is not None:
-        n_groups = len(preds.coarse_names) if preds.coarse_names else int(np.max(mapping)) + 1
+        n_groups = len(group_names(mapping, preds.coarse_names))
         m["hierarchical_accuracy"] = hierarchical_accuracy(pred, labels, mapping)
         arrays["group_error"] = top1_error_by_group(pred, labels, mapping, n_coarse=n_groups)
     meta = {"stats_version": STATS_VERSION, "metrics": m, "n_samples": n, "n_classes": c, "n_bins": N_BINS,

@@ -16,8 +16,8 @@ import numpy as np
 
 from cskd.config import TrainConfig
 from cskd.runfolder import RunFolder, tsne_name
+from cskd.runfolder.arrays import TSNE_MAX_POINTS
 
-TSNE_MAX_POINTS = 10_000  # cskd.analyze.TSNE_MAX_POINTS: the cache must record it
 CHUNK = 4096
 
 

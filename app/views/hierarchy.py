@@ -11,13 +11,14 @@ import numpy as np
 import streamlit as st
 
 from analysis.displays import DomainErrorDisplay, HierarchyDisplay
+from analysis.figures import safe_stem
+from analysis.hierarchy import group_names
 from app import charts, ui
 
 
 def coarse(r) -> tuple[np.ndarray, list]:
     mapping = np.asarray(r.preds.fine_to_coarse)
-    names = r.preds.coarse_names or [str(g) for g in range(int(mapping.max()) + 1)]
-    return mapping, list(names)
+    return mapping, group_names(mapping, r.preds.coarse_names)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -53,7 +54,7 @@ def page() -> None:
                                   tooltip=[{"field": "n_true_group", "title": "samples in the group"}])
             spec["height"] = max(260, 22 * len(d.coarse_names))
             st.vega_lite_chart(frame, spec, width="stretch")
-            ui.downloads(f"hierarchy-{ui.safe_stem(r.name)}", lambda d=d: d.plot().figure, key=f"hier:{r.name}")
+            ui.downloads(f"hierarchy-{safe_stem(r.name)}", lambda d=d: d.plot().figure, key=f"hier:{r.name}")
     if grouped:
         with ui.card_on_error("picked runs", "their coarse groupings"):
             domain_errors(ctx, grouped)

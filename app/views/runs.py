@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.displays import TxLDisplay
+from analysis.figures import safe_stem
 from analysis.tables import cell_text, group_by_seed, row_labels, txl_groups
 from app import charts, data, jobs, ui
 from cskd.config import CLASS_WISE, NOT_EXPERIMENT, USES_TEMPERATURE
@@ -169,7 +170,7 @@ def txl(groups) -> None:
                               value_title=d.value_label, scheme="viridis",
                               domain=[float(finite.min()), float(finite.max())] if len(finite) else None)
         st.vega_lite_chart(frame, spec, width="stretch")
-        ui.downloads(f"txl-{ui.safe_stem(d.name)}-{metric}", lambda d=d: d.plot().figure, key=f"txl:{d.name}")
+        ui.downloads(f"txl-{safe_stem(d.name)}-{metric}", lambda d=d: d.plot().figure, key=f"txl:{d.name}")
 
 
 def curves(ctx) -> None:
