@@ -67,6 +67,7 @@ class DecodeCache:
     def __init__(self, files: list[str], root: Path, *, short_side: int = SHORT_SIDE, progress: bool | None = None):
         self.folder = Path(root) / f"{_key(files)}-s{short_side}"
         self.index = self._valid_index(len(files))
+        root_created = not Path(root).exists()
         if self.index is None:  # absent, damaged (a truncated pixels.u8) or foreign: built (again)
             # One builder at a time; the others (several processes of one torchrun job, say) wait
             # for it and then find the cache built.
@@ -82,6 +83,9 @@ class DecodeCache:
                     except BaseException:
                         if created:  # we hold the lock: no one else is building; leave no empty cache behind
                             shutil.rmtree(self.folder, ignore_errors=True)
+                            if root_created:  # nor the caches' folder, unless another cache is in it now
+                                with contextlib.suppress(OSError):
+                                    Path(root).rmdir()
                         raise
                     self.index = self._valid_index(len(files))
             if self.index is None:

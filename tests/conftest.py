@@ -10,6 +10,9 @@ import subprocess
 import sys
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The suite is CPU only, also on a machine with a GPU: `--device auto` (and bf16 autocast, and the
+# --compile and --sync-bn checks) would otherwise take the CUDA paths. Subprocesses inherit it.
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -85,9 +88,17 @@ def digits_runs(tmp_path_factory):
     return runs
 
 
+@pytest.fixture
+def predicted(predicted_runs, tmp_path):
+    """Fresh copies of predicted_runs (same folder names), for a test whose commands write caches
+    (stats, t-SNE) into the runs."""
+    return {method: copy_run(run, tmp_path / "runs" / run.name) for method, run in predicted_runs.items()}
+
+
 @pytest.fixture(scope="session")
 def predicted_runs(digits_runs, tmp_path_factory):
-    """Copies of digits_runs with their test and validation predictions. Read only."""
+    """Copies of digits_runs with their test and validation predictions and no caches. Read only:
+    a test that analyses them uses `predicted`."""
     from cskd.predict import predict
 
     root = tmp_path_factory.mktemp("predicted")
@@ -97,3 +108,11 @@ def predicted_runs(digits_runs, tmp_path_factory):
         for split in ("test", "val"):
             predict(runs[method], split=split, progress=False)
     return runs
+
+
+@pytest.fixture(scope="session")
+def tiny_app_runs(tmp_path_factory):
+    """app_helpers.tiny_runs(): the dashboard tests' runs, read only."""
+    from app_helpers import tiny_runs
+
+    return tiny_runs(tmp_path_factory.mktemp("tiny-runs"))

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from app_helpers import CE, CSKD0, FLAT, app, charts, open_page, preds, texts
 from streamlit import dataframe_util
-from test_app import CE, CSKD0, FLAT, app, charts, open_page, preds, texts, tiny_runs
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    return tiny_runs(tmp_path_factory.mktemp("tiny-runs"))
+@pytest.fixture
+def runs(tiny_app_runs):
+    return tiny_app_runs
 
 
 def chart_frames(at) -> list:
@@ -68,7 +68,7 @@ def test_calibration_numbers_follow_bins_strategy_and_temperature(monkeypatch, r
 
 
 def test_calibration_groups_seeds(monkeypatch, runs):
-    from test_app import CSKD1
+    from app_helpers import CSKD1
 
     at = open_page(app(monkeypatch, runs, [CSKD0, CSKD1]), "calibration")
     groups = at.dataframe[1].value
@@ -202,8 +202,8 @@ def test_embeddings_scatter_and_neighbours(monkeypatch, runs):
 
 @pytest.mark.slow
 def test_embeddings_compute_a_missing_tsne(monkeypatch, tmp_path):
+    from app_helpers import settle
     from synthetic_runs import write_synthetic_run
-    from test_app import settle
 
     run = write_synthetic_run(tmp_path / "r", n=120, tsne=False, stats=True)
     at = open_page(app(monkeypatch, tmp_path, ["r"]), "embeddings")

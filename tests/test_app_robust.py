@@ -12,9 +12,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from app_helpers import app, charts, open_page, settle, texts
 from conftest import hold_lock
 from synthetic_runs import write_synthetic_run
-from test_app import app, charts, open_page, settle, texts
 
 from cskd.errors import UserError
 from cskd.runfolder import RunFolder
@@ -280,21 +280,29 @@ def test_no_background_job_reads_a_file_that_leads_outside_the_runs_folder(monke
 
 
 def test_a_job_that_ends_while_the_page_is_drawn_still_updates_the_page(monkeypatch, tmp_path):
-    import time
+    import threading
 
     import app.ui as ui
-    from app import jobs
+    from app import jobs, worker
 
     write_synthetic_run(tmp_path / "r", n=60, n_val=30)  # no stats cache: the page asks for one
-    drawn = ui.job_caption
+    drawn, real_task, release, seen = ui.job_caption, worker.run_task, threading.Event(), []
 
-    def slow_caption(job):  # the job (a thread here) ends while the rest of the page is drawn
+    def gated_task(*args, **kwargs):  # the job (a thread here) starts only once its caption is drawn
+        assert release.wait(60)
+        return real_task(*args, **kwargs)
+
+    def caption_then_job_ends(job):  # ... and ends while the rest of the page is drawn
         drawn(job)
-        time.sleep(0.5)
+        seen.append(job.active)
+        release.set()
+        assert jobs.wait_idle(60)
 
-    monkeypatch.setattr(ui, "job_caption", slow_caption)
+    monkeypatch.setattr(worker, "run_task", gated_task)
+    monkeypatch.setattr(ui, "job_caption", caption_then_job_ends)
     at = app(monkeypatch, tmp_path, ["r"]).run()
     assert jobs.wait_idle(60)
+    assert seen and seen[0]  # the caption was drawn for a job still to run
     waiting = [c.value for c in at.caption if "computing its" in c.value]
     assert not waiting, waiting  # the ended job reran the page, which now shows the metrics
 
@@ -311,3 +319,25 @@ def test_a_failed_neighbour_search_is_shown_with_a_retry(monkeypatch, tmp_path):
     settle(at)
     assert "ran out of memory (a test)" in texts(at.error)
     assert any(b.key == "retry-search:runs:r" for b in at.button)
+
+
+@pytest.mark.slow
+def test_a_background_job_runs_in_a_child_process(monkeypatch, tmp_path):
+    """The server's own runner (every other dashboard test runs jobs in a thread): `python -m
+    app.worker` computes the stats cache, reports progress, and a failure comes back as the job's
+    error with the child's last words."""
+    from app import jobs
+    from cskd.stats import read_stats
+
+    monkeypatch.delenv("CSKD_DASHBOARD_JOBS", raising=False)
+    monkeypatch.setattr(jobs, "START_DELAY_S", 0.0)
+    write_synthetic_run(tmp_path / "r", n=60, n_val=30)
+    job = jobs.submit(tmp_path / "r", "r", "stats", stamp=("a",), root=tmp_path)
+    assert jobs.wait_idle(120)
+    assert job.state == "done" and job.error is None and job.fraction == 1.0, job.error
+    assert job.peak_mb is not None  # reported by the child process (a thread reports none)
+    assert read_stats(tmp_path / "r", "test") is not None
+    (tmp_path / "bad").mkdir()
+    failed = jobs.submit(tmp_path / "bad", "bad", "stats", stamp=("b",), root=tmp_path)
+    assert jobs.wait_idle(120)
+    assert failed.state == "failed" and "bad" in failed.error

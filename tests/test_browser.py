@@ -114,7 +114,8 @@ def dashboard(runs_dir: Path, log_path: Path, command=None, env=None, cwd=ROOT):
     cmd = (command or [sys.executable, "-m", "cskd", "dashboard", "--runs", str(runs_dir), "--port"]) + [str(port)]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd,
-                                env={**os.environ, **(env or {})})
+                                env={**{k: v for k, v in os.environ.items() if k != "CSKD_DASHBOARD_JOBS"},
+                                     **(env or {})})  # the server's own job runner: a process per job
         try:
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 60

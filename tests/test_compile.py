@@ -57,6 +57,7 @@ def test_compiled_step_matches_the_eager_step_and_compiles_every_call(method, mo
     # the eager backend builds no C++: this test must not depend on the machine having a compiler
     monkeypatch.setattr("cskd.train.compile_available", lambda device: True)
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()  # reset() keeps the counters: the last assertion counts this test's graphs
     results = []
     for use_compile in (False, True):
         cfg = resolve({"method": method, "batch_size": 16, "compile": use_compile})

@@ -53,8 +53,10 @@ def test_every_method_trains_one_epoch_and_learns(method_runs, method):
         assert record["train_reg"] == 0.0 and record["train_loss"] == pytest.approx(record["train_ce"])
     else:
         assert abs(record["train_reg"]) > 1e-4
-        assert record["train_loss"] == pytest.approx(record["train_ce"] + record["train_reg"], rel=1e-6) or \
-            method in ("kd", "kd_cskd")  # KD weighs its CE by (1 - α): loss = (1-α)·CE + reg
+        # KD weighs its CE by (1 - α): loss = (1-α)·CE + reg
+        alpha = json.loads((method_runs[method] / "config.json").read_text())["config"]["kd_alpha"]
+        ce_weight = 1 - alpha if method in ("kd", "kd_cskd") else 1.0
+        assert record["train_loss"] == pytest.approx(ce_weight * record["train_ce"] + record["train_reg"], rel=1e-5)
 
 
 @pytest.mark.parametrize("method", ["adacos", "virtual_softmax", "byot"])

@@ -122,14 +122,15 @@ def _ece(logits, labels, n_bins):
     return total
 
 
-def test_analyze_two_runs_agrees_with_independent_computation(predicted_runs, tmp_path, capsys):
+def test_analyze_two_runs_agrees_with_independent_computation(predicted, tmp_path, capsys):
     from sklearn.neighbors import NearestNeighbors
 
     out = tmp_path / "report"
-    assert cli("analyze", predicted_runs["ce"], predicted_runs["cskd"], "--out", out) == 0
+    assert not (predicted["ce"] / "tsne-test.npz").exists()
+    assert cli("analyze", predicted["ce"], predicted["cskd"], "--out", out) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"digits-ce", "digits-cskd"}
-    for name, run in (("digits-ce", predicted_runs["ce"]), ("digits-cskd", predicted_runs["cskd"])):
+    for name, run in (("digits-ce", predicted["ce"]), ("digits-cskd", predicted["cskd"])):
         p = RunFolder(run).predictions("test")
         logits, labels = np.asarray(p.logits, np.float64), np.asarray(p.labels)
         m = metrics[name]
@@ -148,13 +149,13 @@ def test_analyze_two_runs_agrees_with_independent_computation(predicted_runs, tm
             assert 0 <= m[key] <= 1
     for name in ("table.md", "table.csv", "table.tex", "figures/reliability.png", "figures/reliability.pdf"):
         assert (out / name).stat().st_size > 0, name
-    assert (predicted_runs["ce"] / "tsne-test.npz").is_file()  # cached next to the predictions
+    assert (predicted["ce"] / "tsne-test.npz").is_file()  # cached next to the predictions
     assert "wrote" in capsys.readouterr().out
 
 
-def test_the_report_folder_is_replaced_as_a_whole(predicted_runs, tmp_path, capsys, monkeypatch):
+def test_the_report_folder_is_replaced_as_a_whole(predicted, tmp_path, capsys, monkeypatch):
     out = tmp_path / "report"
-    ce, ck = predicted_runs["ce"], predicted_runs["cskd"]
+    ce, ck = predicted["ce"], predicted["cskd"]
     assert cli("analyze", ce, ck, "--out", out) == 0
     assert (out / "figures" / "tsne_digits-cskd.png").is_file()
     assert cli("analyze", ce, "--out", out) == 0  # exactly this call's report: no figure of the other run
@@ -205,11 +206,11 @@ def test_analyze_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "is not a cskd run" in one_error_line(capsys)
 
 
-def test_a_users_file_inside_a_report_is_never_deleted(predicted_runs, tmp_path, capsys):
+def test_a_users_file_inside_a_report_is_never_deleted(predicted, tmp_path, capsys):
     out = tmp_path / "rep"
-    assert cli("analyze", predicted_runs["ce"], "--out", out) == 0
+    assert cli("analyze", predicted["ce"], "--out", out) == 0
     (out / "notes.txt").write_text("mine")
-    assert cli("analyze", predicted_runs["ce"], "--out", out) == 2
+    assert cli("analyze", predicted["ce"], "--out", out) == 2
     assert "notes.txt is not part of the report cskd wrote" in one_error_line(capsys)
     assert (out / "notes.txt").read_text() == "mine"
 

@@ -33,11 +33,11 @@ def test_overwrite_deletes_only_the_files_cskd_wrote(digits_runs, tmp_path):
     assert json.loads((out / "config.json").read_text())["config"]["epochs"] == 1
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04truncated"])
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04truncated", None])  # None: half
 def test_resume_from_a_damaged_checkpoint_is_a_clear_error(digits_runs, tmp_path, capsys, content):
     run = copy_run(digits_runs["ce"], tmp_path / "copy")
     full = (run / "last.pt").read_bytes()
-    (run / "last.pt").write_bytes(content or full[: len(full) // 2])
+    (run / "last.pt").write_bytes(full[: len(full) // 2] if content is None else content)
     assert cli("train", "--out", run, "--resume") == 2
     line = one_error_line(capsys)
     # the file changed behind cskd's back: it is no longer cskd's, and is never replaced
