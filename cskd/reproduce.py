@@ -63,9 +63,10 @@ def run_metrics_of(item: Item) -> dict:
     """The metrics of a finished run (predicting its test and validation splits where needed, read
     from its stats cache), as percents of the paper's units; hierarchical accuracy and per-group
     errors when they exist."""
-    from .analyze import run_arrays
+    from .analyze import prepare_run
 
-    m = run_arrays(Path(item.cfg.out), split="test", progress=False, with_tsne=False)["metrics"]  # 20 bins
+    preds, _, _, stats = prepare_run(Path(item.cfg.out), split="test", progress=False, with_tsne=False)
+    m = stats.report_metrics(preds.coarse_names)  # 20 bins
     return {k: 100 * v for k, v in m.items() if k not in ("nll", "nll_after_ts", "temperature")}
 
 

@@ -322,16 +322,19 @@ class RunFolder:
             raise RuntimeError(f"write of {name} outside RunFolder.writing()")
         return self._manifest.write(name, writer)
 
+    def _write_json(self, name: str, record: dict) -> None:
+        self._write(name, lambda f: f.write((json.dumps(record, indent=2, sort_keys=True) + "\n").encode()))
+
     def write_config(self, config: dict, meta: dict, *, kind: str = "trained") -> str:
         """Write config.json for a new run; returns its run id (a fresh one unless `meta` has it)."""
         meta = {**meta, "run_id": meta.get("run_id") or uuid.uuid4().hex}
         record = {"format": CONFIG_FORMAT, "kind": kind, "config": config, "meta": meta}
-        self._write(CONFIG, lambda f: f.write((json.dumps(record, indent=2, sort_keys=True) + "\n").encode()))
+        self._write_json(CONFIG, record)
         return meta["run_id"]
 
     def write_summary(self, summary: dict) -> None:
         record = {"format": SUMMARY_FORMAT, "run_id": self.run_id(), **summary}
-        self._write(SUMMARY, lambda f: f.write((json.dumps(record, indent=2, sort_keys=True) + "\n").encode()))
+        self._write_json(SUMMARY, record)
 
     def write_metrics(self, records: list[dict]) -> None:
         """Replace metrics.jsonl with `records` (one JSON object per line), atomically: rewriting

@@ -31,6 +31,13 @@ import numpy as np
 
 META = "meta"
 _LOCAL_HEADER = 30  # bytes of a zip local file header before the name and the extra field
+
+
+def _data_start(info: zipfile.ZipInfo, header: bytes) -> int:
+    """Offset of a stored member's bytes: its local header (`header`, its first _LOCAL_HEADER
+    bytes), then its name and extra field, whose lengths the header gives."""
+    return info.header_offset + _LOCAL_HEADER + int.from_bytes(header[26:28], "little") \
+        + int.from_bytes(header[28:30], "little")
 _CRC_CHUNK = 64 << 20
 
 
@@ -123,8 +130,7 @@ class NpzFile:
         header = raw.read(_LOCAL_HEADER)
         if len(header) < _LOCAL_HEADER or header[:4] != b"PK\x03\x04":
             raise NpzError(f"member {info.filename} has a damaged header")
-        start = info.header_offset + _LOCAL_HEADER + int.from_bytes(header[26:28], "little") \
-            + int.from_bytes(header[28:30], "little")
+        start = _data_start(info, header)
         raw.seek(start)
         version = np.lib.format.read_magic(raw)
         shape, fortran, dtype = _read_header(raw, version)
@@ -198,8 +204,7 @@ class NpzFile:
                         z.read(info)  # zipfile checks the CRC of what it decompresses
                         continue
                     header = bytes(view[info.header_offset:info.header_offset + _LOCAL_HEADER])
-                    start = info.header_offset + _LOCAL_HEADER + int.from_bytes(header[26:28], "little") \
-                        + int.from_bytes(header[28:30], "little")
+                    start = _data_start(info, header)
                     end = start + info.file_size
                     crc = 0
                     for at in range(start, min(end, len(view)), _CRC_CHUNK):
