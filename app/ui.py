@@ -24,13 +24,18 @@ from cskd.errors import UserError
 
 ROOT_KEY, RUNS_KEY, PICKED_KEY = "_cskd_root", "_cskd_runs", "picked"
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character: CommonMark can escape each
+# GitHub-flavoured Markdown links bare addresses ("http://...", "www....", "a@b.c") whatever the
+# escapes: an invisible WORD JOINER after ":" and "@" and inside "www." leaves none to find.
+_AUTOLINK = re.compile(r"(?i)(:|@|(?<![a-z0-9])www)")
+_JOINER = "\u2060"
 
 
 def literal(text) -> str:
     """`text` as Markdown that renders exactly as written: every ASCII punctuation character
-    backslash-escaped (no link, image, emphasis, HTML, math, :icon: or :color[] survives) and
-    line breaks as spaces."""
-    return _PUNCTUATION.sub(r"\\\1", " ".join(str(text).splitlines()))
+    backslash-escaped (no link, image, emphasis, HTML, math, :icon: or :color[] survives), bare
+    addresses kept from being linked (an invisible joiner, see _AUTOLINK), line breaks as spaces."""
+    text = _AUTOLINK.sub(lambda m: m.group(1) + _JOINER, " ".join(str(text).splitlines()))
+    return _PUNCTUATION.sub(r"\\\1", text)
 
 
 @dataclass

@@ -71,8 +71,9 @@ def settle(at):
 
 
 def texts(elements) -> str:
-    """The elements' text as shown: ui.literal's Markdown escapes removed."""
-    return re.sub(r"\\(.)", r"\1", "\n".join(str(e.value) for e in elements).replace("**", ""))
+    """The elements' text as shown: ui.literal's Markdown escapes and invisible joiners removed."""
+    shown = "\n".join(str(e.value) for e in elements).replace("**", "").replace("\u2060", "")
+    return re.sub(r"\\(.)", r"\1", shown)
 
 
 def url_runs(at) -> list:

@@ -104,6 +104,12 @@ def test_a_grouping_that_does_not_fit_its_names_is_a_card_on_the_pages_that_use_
 
 HOSTILE = "[click](http://evil.example) ![t](http://evil.example/t.png) <img src=x> **b** :red[r] $x$"
 UNESCAPED = re.compile(r"(?<!\\)(\]\(|<img|!\[|:red\[|\$x)")
+# what GitHub-flavoured Markdown links even when every character is escaped: a bare address
+AUTOLINKABLE = re.compile(r"(?i)(https?://|(?<![a-z0-9])www\.|[a-z0-9]@[a-z0-9-]+\.[a-z0-9])")
+
+
+def linkable(markdown: str) -> bool:
+    return bool(AUTOLINKABLE.search(re.sub(r"\\(.)", r"\1", markdown)))
 
 
 @pytest.mark.slow
@@ -125,12 +131,14 @@ def test_names_from_folders_classes_and_the_url_are_shown_literally(monkeypatch,
                 shown.append(label)
             shown += [c for c in (getattr(element, "captions", None) or []) if isinstance(c, str)]
             shown += _help_texts(element)  # tooltips render Markdown too (a dataframe's column config)
-        bad = [s for s in shown if UNESCAPED.search(s)]
+        bad = [s for s in shown if UNESCAPED.search(s) or linkable(s)]
         assert not bad, (page, bad)
     from app.ui import literal
 
     first = app(monkeypatch, tmp_path, [name, HOSTILE]).run()
-    assert f"Ignored run {literal(repr(HOSTILE))} from the URL" in [w.value for w in first.warning][0]
+    warning = [w.value for w in first.warning][0]
+    assert f"Ignored run {literal(repr(HOSTILE))} from the URL" in warning and not linkable(warning)
+    assert not linkable(literal("see www.evil.example, http://evil.example or me@evil.example"))
     assert first.session_state["picked"] == [name]
 
 
