@@ -1,4 +1,4 @@
-"""Cached reading of run folders, through cskd.runfolder and cskd.stats only.
+"""Cached reading of run folders, through cskd.runfolder and cskd.evaluation.stats_cache only.
 
 Every reader takes the run's `RunFiles` (app.paths): it first refuses a file with a problem
 (symlink loop, outside the runs folder, ...) with that problem as a UserError, then calls a cached
@@ -121,13 +121,13 @@ def predictions(files: RunFiles, split: str = "test"):
 
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _stats(path: str, split: str, key):
-    from cskd.stats import read_stats
+    from cskd.evaluation.stats_cache import read_stats
 
     return read_stats(path, split)
 
 
 def stats(files: RunFiles, split: str = "test"):
-    """cskd.stats.read_stats: the run's fresh stats cache, or None (to be computed)."""
+    """cskd.evaluation.stats_cache.read_stats: the run's fresh stats cache, or None (to be computed)."""
     _guard(files, stats_name(split), predictions_name(split), predictions_name("val"))
     try:
         return _stats(str(files.path), split, files.key)

@@ -25,8 +25,8 @@ def preload() -> None:
 
     import analysis.displays  # noqa: F401 -- matplotlib, seaborn, scipy
     import analysis.tables  # noqa: F401
+    import cskd.evaluation.stats_cache  # noqa: F401
     import cskd.runfolder  # noqa: F401
-    import cskd.stats  # noqa: F401
 
 
 def main() -> int:

@@ -114,7 +114,7 @@ class Ready:
     files: paths.RunFiles
     record: dict
     preds: object  # cskd.runfolder.Predictions
-    stats: object  # cskd.stats.Stats
+    stats: object  # cskd.evaluation.stats_cache.Stats
     color: str
 
 
@@ -126,7 +126,7 @@ def colors(ready) -> dict:
 
 def stats_estimate(preds, *, search: bool = False) -> float | None:
     """Seconds the metrics (or, with `search`, the neighbour search) of these predictions take."""
-    from cskd.stats_compute import estimate_seconds
+    from cskd.evaluation.stats_compute import estimate_seconds
 
     try:
         n, c, feats = preds.num_samples, preds.num_classes, preds.features

@@ -21,8 +21,8 @@ def run_task(run, task: str, report, *, root=None) -> None:
     """Compute `task` for the run folder `run` through cskd; `report(fraction, text)`. With `root`
     (the dashboard's runs folder) nothing is done while one of the run's files leads outside it,
     loops or is not a regular file: the worker reads what the page would refuse to read."""
+    from cskd.evaluation.stats_compute import ensure_stats
     from cskd.runfolder import RunFolder
-    from cskd.stats import ensure_stats
 
     if root is not None:
         from pathlib import Path
@@ -38,7 +38,7 @@ def run_task(run, task: str, report, *, root=None) -> None:
                         f"run `cskd analyze` on it for a report, or copy it into a writable runs folder")
     if task == "predict":  # test (and validation) predictions, then the quick metrics; the neighbour
         # search and the t-SNE are jobs of their own, asked for by the pages that show them
-        from cskd.analyze import prepare_run
+        from cskd.evaluation.analyze import prepare_run
 
         prepare_run(folder.path, progress=False, on_step=report, with_tsne=False, retrieval=False)
     elif task == "stats":  # everything but the exact neighbour search: seconds
@@ -46,7 +46,7 @@ def run_task(run, task: str, report, *, root=None) -> None:
     elif task == "search":  # the rest: Recall@1 and the neighbours (minutes at the ImageNet scale)
         ensure_stats(folder, on_step=report)
     elif task == "tsne":
-        from cskd.analyze import cached_tsne
+        from cskd.evaluation.analyze import cached_tsne
 
         preds = folder.predictions("test")
         if preds.features is None:

@@ -89,7 +89,7 @@ def prepare(scale: str, data: Path) -> Path:
 
 
 def ensure_all_stats(root: Path, names) -> None:
-    from cskd.stats import ensure_stats
+    from cskd.evaluation.stats_compute import ensure_stats
 
     for name in names:
         t0 = time.perf_counter()

@@ -6,7 +6,8 @@ GLOBAL batch, and the share of a step spent in gradient communication.
 
 Each process count runs under torchrun (this script launches `torchrun --standalone` on itself).
 A worker trains PreAct ResNet-18 (width --width) on synthetic CIFAR-shaped data with CS-KD through
-cskd's own trainer (cskd.train.build_training, cskd.epoch.train_step, DistributedDataParallel when W > 1),
+cskd's own trainer (cskd.training.trainer.build_training, cskd.training.epoch.train_step,
+DistributedDataParallel when W > 1),
 times --steps steps after --warmup, then times the same number of steps under DDP's no_sync()
 (gradients not all-reduced): communication share = 1 - t(no_sync) / t(step). With the same global
 batch, perfect scaling would divide the step time by W: efficiency = t(1) / (W * t(W)). On a CPU
@@ -31,12 +32,12 @@ def worker(args) -> None:
     import torch
 
     from cskd.config import resolve
-    from cskd.data import load_synthetic_bundle
-    from cskd.device import pick_device, use_bf16
-    from cskd.distributed import close_world, device_of, init_world
-    from cskd.epoch import train_step
-    from cskd.sampler import step_generator
-    from cskd.train import build_training
+    from cskd.data.sets import load_synthetic_bundle
+    from cskd.method.sampler import step_generator
+    from cskd.training.device import pick_device, use_bf16
+    from cskd.training.distributed import close_world, device_of, init_world
+    from cskd.training.epoch import train_step
+    from cskd.training.trainer import build_training
 
     world = init_world(args.device)
     device = device_of(world, pick_device(args.device))

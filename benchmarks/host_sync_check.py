@@ -17,11 +17,11 @@ import warnings
 import torch
 
 from cskd.config import resolve
-from cskd.data import load_synthetic_bundle
-from cskd.device import pick_device, use_bf16
-from cskd.epoch import train_step
-from cskd.sampler import step_generator
-from cskd.train import build_training
+from cskd.data.sets import load_synthetic_bundle
+from cskd.method.sampler import step_generator
+from cskd.training.device import pick_device, use_bf16
+from cskd.training.epoch import train_step
+from cskd.training.trainer import build_training
 
 
 def count_syncs(method: str, *, device: torch.device, bundle, width: int, batch_size: int, steps: int) -> list[str]:

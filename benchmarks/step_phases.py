@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from cskd.config import resolve
-from cskd.data import load_synthetic_bundle
-from cskd.device import autocast, bf16_is_native, compile_available, pick_device
-from cskd.losses import cskd_loss
-from cskd.methods import fixed_prediction
-from cskd.train import build_training
+from cskd.data.sets import load_synthetic_bundle
+from cskd.method.losses import cskd_loss
+from cskd.method.objectives import fixed_prediction
+from cskd.training.device import autocast, bf16_is_native, compile_available, pick_device
+from cskd.training.trainer import build_training
 
 PHASES = ("data", "forward", "partner", "loss", "backward", "sgd")
 

@@ -12,7 +12,7 @@ Paths (same model, batch size and synthetic CIFAR-shaped data):
 Step time = wall time of `--steps` steps after `--warmup` steps, divided by steps (device synced
 at both ends), median over `--repeats` interleaved rounds; every step is a full batch. Each of
 (b)-(d) is built once and continues its training from round to round. On the CPU, cskd's trainer
-makes glibc keep freed memory (cskd.host_memory); that setting is process-wide, so the reference
+makes glibc keep freed memory (cskd.training.host_memory); that setting is process-wide, so the reference
 loop runs with it too. The last line is machine-readable.
 
     python benchmarks/train_throughput.py            # CPU: width 16, batch 64
@@ -31,13 +31,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from cskd.config import resolve
-from cskd.data import load_synthetic_bundle
-from cskd.device import bf16_is_native, compile_available, pick_device, use_bf16
-from cskd.epoch import evaluate, train_step
-from cskd.loaders import eval_batches
-from cskd.losses import cskd_loss
+from cskd.data.loaders import eval_batches
+from cskd.data.sets import load_synthetic_bundle
+from cskd.method.losses import cskd_loss
 from cskd.models import build_model
-from cskd.train import build_training
+from cskd.training.device import bf16_is_native, compile_available, pick_device, use_bf16
+from cskd.training.epoch import evaluate, train_step
+from cskd.training.trainer import build_training
 
 
 def sync(device):

@@ -18,7 +18,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from .errors import UserError, choose
+from cskd.errors import UserError, choose
 
 METHODS = ("ce", "cskd", "adacos", "virtual_softmax", "max_entropy", "label_smoothing", "ddgsd", "byot", "mixup",
            "mixup_cskd", "kd", "kd_cskd", "cskd_e")
@@ -206,8 +206,8 @@ PRESETS: dict[str, dict] = {
 
 
 # --protocol authors fixes these fields (the rest of that protocol follows from the field itself:
-# the authors' normalisation in cskd.data, their lr drop epochs in cskd.epoch.lr_at, AdaCos
-# evaluated on plain cosines in cskd.runmodel).
+# the authors' normalisation in cskd.data.sets, their lr drop epochs in cskd.training.epoch.lr_at, AdaCos
+# evaluated on plain cosines in cskd.training.run_model).
 PROTOCOL_AUTHORS = {"val_fraction": 0.0, "select_on": "test", "allow_self_pair": True}
 
 

@@ -25,7 +25,7 @@ torch.set_num_threads(1)
 
 def cli(*argv) -> int:
     """`cskd ARGV...` in this process; argparse's own exits return their status."""
-    from cskd.cli import main
+    from cskd.cli.main import main
 
     try:
         return main([str(a) for a in argv])
@@ -76,7 +76,7 @@ def write_image_folder(root, *, classes=("a", "b"), train=6, test=3, size=(20, 2
 def digits_runs(tmp_path_factory):
     """Two finished 2-epoch digits runs (CE and CS-KD). Read only: copy before changing."""
     from cskd.config import resolve
-    from cskd.train import run_training
+    from cskd.training.trainer import run_training
 
     root = tmp_path_factory.mktemp("runs")
     runs = {}
@@ -99,7 +99,7 @@ def predicted(predicted_runs, tmp_path):
 def predicted_runs(digits_runs, tmp_path_factory):
     """Copies of digits_runs with their test and validation predictions and no caches. Read only:
     a test that analyses them uses `predicted`."""
-    from cskd.predict import predict
+    from cskd.evaluation.predict import predict
 
     root = tmp_path_factory.mktemp("predicted")
     runs = {}

@@ -20,8 +20,8 @@ import torch
 
 
 def train(argv):
-    import cskd.epoch as t
     import cskd.runfolder.folder as folder
+    import cskd.training.epoch as t
 
     rank = int(os.environ["RANK"])
     log = Path(os.environ["CSKD_TEST_WRITES"])
@@ -47,7 +47,7 @@ def train(argv):
             return out
 
         t.train_step = step
-    from cskd.cli import main
+    from cskd.cli.main import main
 
     return main(argv)
 
@@ -61,11 +61,11 @@ def steps(out_path):
     import torch.distributed as dist
 
     from cskd.config import METHODS, resolve
-    from cskd.data import bundle_for
-    from cskd.distributed import init_world
-    from cskd.epoch import train_step
-    from cskd.sampler import step_generator
-    from cskd.train import build_training
+    from cskd.data.placement import bundle_for
+    from cskd.method.sampler import step_generator
+    from cskd.training.distributed import init_world
+    from cskd.training.epoch import train_step
+    from cskd.training.trainer import build_training
 
     world = init_world("cpu")
     results = {}

@@ -1,6 +1,6 @@
 """The Streamlit dashboard (app/) through streamlit.testing.v1.AppTest on tiny synthetic runs
 (tests/synthetic_runs.py): the run list, default picks and the URL, seed groups, T × λ and the
-training curves, background computation of missing metrics, and `cskd.dashboard.launch`. The
+training curves, background computation of missing metrics, and `cskd.cli.dashboard.launch`. The
 other pages are in test_app_pages.py, damaged and hostile run folders in test_app_robust.py; the
 helpers are in app_helpers.py.
 """
@@ -170,7 +170,7 @@ class FakeProc:
 def test_launch(monkeypatch, tmp_path, capsys):
     import socket
 
-    from cskd import dashboard
+    from cskd.cli import dashboard
     from cskd.errors import UserError
 
     with pytest.raises(UserError, match="not a folder"):

@@ -214,7 +214,7 @@ def test_compute_predictions_button_predicts_then_computes_metrics(monkeypatch, 
     for name in ("predictions-test.npz", "predictions-val.npz", "stats-test.npz"):
         assert (run / name).is_file(), name
     assert list(at.dataframe[0].value.columns) == ["digits-ce"]
-    from cskd.stats import read_stats
+    from cskd.evaluation.stats_cache import read_stats
 
     # the neighbour search ran as its own, later job; the t-SNE waits for the Embeddings page
     assert read_stats(run).complete and not (run / "tsne-test.npz").exists()
@@ -316,13 +316,13 @@ def test_a_job_that_ends_while_the_page_is_drawn_still_updates_the_page(monkeypa
 
 
 def test_a_failed_neighbour_search_is_shown_with_a_retry(monkeypatch, tmp_path):
-    import cskd.stats_compute
+    import cskd.evaluation.stats_compute
 
     def broken(*a, **k):
         raise UserError("the neighbour search ran out of memory (a test)")
 
     write_synthetic_run(tmp_path / "r", n=60, n_val=30)  # no stats cache: metrics, then the search
-    monkeypatch.setattr(cskd.stats_compute, "search_step", broken)
+    monkeypatch.setattr(cskd.evaluation.stats_compute, "search_step", broken)
     at = open_page(app(monkeypatch, tmp_path, ["r"]), "runs")
     settle(at)
     assert "ran out of memory (a test)" in texts(at.error)
@@ -335,7 +335,7 @@ def test_a_background_job_runs_in_a_child_process(monkeypatch, tmp_path):
     app.worker` computes the stats cache, reports progress, and a failure comes back as the job's
     error with the child's last words."""
     from app import jobs
-    from cskd.stats import read_stats
+    from cskd.evaluation.stats_cache import read_stats
 
     monkeypatch.delenv("CSKD_DASHBOARD_JOBS", raising=False)
     monkeypatch.setattr(jobs, "START_DELAY_S", 0.0)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cskd.baselines import (
+from cskd.method.baselines import (
     MAX_ENTROPY_BETA,
     AdaCosHead,
     ByotBranches,

@@ -6,7 +6,7 @@ import torch
 from conftest import cli
 
 from cskd.config import resolve
-from cskd.epoch import load_optimizer_state
+from cskd.training.epoch import load_optimizer_state
 
 
 def test_resumed_momentum_buffers_take_the_parameters_memory_format():
@@ -42,9 +42,9 @@ def test_compiled_step_matches_the_eager_step_and_compiles_every_call(method, mo
     """--compile (dynamo's eager backend here, to keep the test fast): one step gives the same loss and
     parameters as without it, and every model call of the step went through the one compiled
     module (the TrainingModel: methods ask for parts of its forward instead of calling submodules)."""
-    from cskd.data import bundle_for
-    from cskd.epoch import train_step
-    from cskd.train import build_training
+    from cskd.data.placement import bundle_for
+    from cskd.training.epoch import train_step
+    from cskd.training.trainer import build_training
 
     compiled = []
     real_compile = torch.compile
@@ -55,7 +55,7 @@ def test_compiled_step_matches_the_eager_step_and_compiles_every_call(method, mo
 
     monkeypatch.setattr(torch, "compile", eager_compile)
     # the eager backend builds no C++: this test must not depend on the machine having a compiler
-    monkeypatch.setattr("cskd.train.compile_available", lambda device: True)
+    monkeypatch.setattr("cskd.training.trainer.compile_available", lambda device: True)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()  # reset() keeps the counters: the last assertion counts this test's graphs
     results = []
@@ -69,7 +69,7 @@ def test_compiled_step_matches_the_eager_step_and_compiles_every_call(method, mo
     torch.testing.assert_close(loss_c, loss)
     for p, q in zip(params_c, params):
         torch.testing.assert_close(p, q)
-    from cskd.runmodel import TrainingModel
+    from cskd.training.run_model import TrainingModel
 
     assert isinstance(compiled[0], TrainingModel) and compiled[0].net is setup.model
     assert len(compiled) == 2 and compiled[1] is setup.model  # the training entry point, and evaluation's
@@ -80,7 +80,7 @@ def test_compiled_step_matches_the_eager_step_and_compiles_every_call(method, mo
                                           ({"amx_bf16": False, "avx512_bf16": True}, True),
                                           ({"avx2": True}, False)])
 def test_bf16_counts_as_native_only_on_cpus_with_bf16_instructions(caps, native, monkeypatch):
-    from cskd.device import bf16_is_native
+    from cskd.training.device import bf16_is_native
 
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps, raising=False)
     assert bf16_is_native(torch.device("cpu")) is native
@@ -103,7 +103,7 @@ def test_compile_without_a_cpu_compiler_is_one_line_before_any_work(tmp_path, ca
 def test_compile_looks_for_the_compiler_inductor_would_use(monkeypatch):
     import shutil
 
-    from cskd.device import compile_available
+    from cskd.training.device import compile_available
 
     found = {"/usr/bin/g++-13"}
     monkeypatch.setattr(shutil, "which", lambda name: name if name in found else None)

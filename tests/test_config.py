@@ -5,7 +5,8 @@ import dataclasses
 
 import pytest
 
-from cskd.cli import build_parser
+from cskd.cli.main import build_parser
+from cskd.cli.train_options import config_from_args, train_arguments
 from cskd.config import (
     CONFIG_FORMAT,
     FORMAT1_ABSENT,
@@ -16,8 +17,7 @@ from cskd.config import (
     resolve,
 )
 from cskd.errors import UserError
-from cskd.runfolder.naming import run_name
-from cskd.train_options import config_from_args, train_arguments
+from cskd.runfolder.run_names import run_name
 
 
 def test_every_field_has_one_kind_and_the_derived_lists_agree():
@@ -89,7 +89,7 @@ def test_train_arguments_rebuild_the_same_config(overrides, preset):
 
 def test_generated_folders_are_numbered_when_taken(tmp_path):
     from cskd.runfolder import RunFolder
-    from cskd.runfolder.naming import generated_folder
+    from cskd.runfolder.run_names import generated_folder
 
     cfg = resolve({"method": "ce", "epochs": 1}, "digits-small")
     first = generated_folder(cfg, runs_root=str(tmp_path))

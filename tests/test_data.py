@@ -3,12 +3,12 @@ import pytest
 import torch
 from PIL import Image
 
-from cskd.augment import normalize, random_crop_flip
 from cskd.config import resolve
-from cskd.data import load_bundle
+from cskd.data.augment import normalize, random_crop_flip
+from cskd.data.loaders import HostBatches, TensorBatches, eval_batches
+from cskd.data.sets import load_bundle
 from cskd.errors import UserError
-from cskd.loaders import HostBatches, TensorBatches, eval_batches
-from cskd.train import run_training
+from cskd.training.trainer import run_training
 
 
 def test_digits_split_is_fixed_stratified_and_disjoint():
@@ -155,7 +155,7 @@ def test_mixed_data_set_draws_per_class_samples_and_keeps_test_sets(tmp_path):
 def test_mixed_run_reports_hierarchical_accuracy(tmp_path):
     import json
 
-    from cskd.analyze import analyze
+    from cskd.evaluation.analyze import analyze
 
     for name, classes in (("birds", ["b1", "b2"]), ("rooms", ["r1", "r2"])):
         _write_images(tmp_path / name / "train", classes, 4, size=(12, 12))

@@ -3,10 +3,10 @@ import torch
 from PIL import Image
 
 from cskd.config import resolve
-from cskd.data import load_bundle
-from cskd.decode_cache import DecodeCache
-from cskd.loaders import eval_batches
-from cskd.train import run_training
+from cskd.data.decode_cache import DecodeCache
+from cskd.data.loaders import eval_batches
+from cskd.data.sets import load_bundle
+from cskd.training.trainer import run_training
 
 
 def _images(folder, sizes):
@@ -50,15 +50,15 @@ def test_cached_evaluation_matches_decoding_the_files(tmp_path):
                    "val_fraction": 0.5, "workers": 0, "out": str(tmp_path / "run")})
     run_training(cfg, progress=False)
     assert len(list((root / ".cskd-cache").iterdir())) == 3  # train, val and test file lists
-    from cskd.predict import predict
+    from cskd.evaluation.predict import predict
 
     z = np.load(predict(tmp_path / "run", progress=False))
     assert z["images"].shape == (4, 64, 64, 3) and z["logits"].shape == (4, 2)  # 64-px thumbnails of file sets
 
 
 def test_device_path_for_224_px_sets_matches_the_host_test_transform(tmp_path):
-    from cskd.data import bundle_for
-    from cskd.loaders import TensorBatches
+    from cskd.data.loaders import TensorBatches
+    from cskd.data.placement import bundle_for
 
     root = tmp_path / "set"
     for split, n in (("train", 4), ("test", 2)):
@@ -78,7 +78,7 @@ def test_device_path_for_224_px_sets_matches_the_host_test_transform(tmp_path):
     assert b.x.shape == b.partner.shape == (4, 3, 224, 224)
     cfg = resolve({**base, "loader": "device", "epochs": 1, "batch_size": 4, "out": str(tmp_path / "run")})
     assert run_training(cfg, progress=False)["test_n"] == 4
-    from cskd.predict import predict
+    from cskd.evaluation.predict import predict
 
     z = np.load(predict(tmp_path / "run", progress=False))
     assert z["images"].shape == (4, 64, 64, 3)  # thumbnails, not the padded tensors

@@ -3,7 +3,7 @@
 import pytest
 from conftest import cli
 
-from cskd.demo import demo_configs, summary_lines
+from cskd.experiments.demo import demo_configs, summary_lines
 
 
 def test_the_summary_shows_mean_and_sample_std_and_the_paired_differences(tmp_path):

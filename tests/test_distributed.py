@@ -124,7 +124,7 @@ def test_an_image_file_set_with_batchnorm_under_torchrun(tmp_path):
     import numpy as np
     from conftest import write_image_folder
 
-    from cskd.predict import predict
+    from cskd.evaluation.predict import predict
     from cskd.runfolder import RunFolder
 
     root = write_image_folder(tmp_path / "data", classes=("a", "b", "c"), train=8, test=4, size=(20, 24))

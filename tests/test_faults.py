@@ -88,7 +88,8 @@ def test_sigterm_outside_training_removes_the_temporary_file(digits_runs, tmp_pa
 
     run = copy_run(digits_runs["ce"], tmp_path / "run")
     script = _WRITER.replace("from cskd.runfolder import RunFolder",
-                             "from cskd.runfolder import RunFolder\nimport signal\nfrom cskd.cli import _terminate\n"
+                             "from cskd.runfolder import RunFolder\nimport signal\n"
+                             "from cskd.cli.main import _terminate\n"
                              "signal.signal(signal.SIGTERM, _terminate)")
     writer = subprocess.Popen([sys.executable, "-c", script, str(run)], stdout=subprocess.PIPE, text=True)
     assert writer.stdout.readline().strip() == "half"
@@ -121,8 +122,8 @@ def test_an_empty_training_class_and_a_non_utf8_class_name_are_one_line(tmp_path
 
 def test_a_truncated_decode_cache_is_rebuilt(tmp_path):
     from cskd.config import resolve
-    from cskd.decode_cache import DecodeCache
-    from cskd.train import run_training
+    from cskd.data.decode_cache import DecodeCache
+    from cskd.training.trainer import run_training
 
     root = write_image_folder(tmp_path / "data", train=4, test=2, size=(40, 30))
     cfg = resolve({"dataset": "imagefolder", "data_root": str(root), "model": "small", "epochs": 1, "workers": 0,

@@ -16,7 +16,7 @@ MALLINFO2 = GLIBC and tuple(map(int, VERSION.split(".")[:2])) >= (2, 33)  # the 
 # the bytes in mmapped blocks while it was held, and of the heap's size after the free.
 PROBE = """
 import ctypes, sys
-from cskd.host_memory import keep_freed_host_memory
+from cskd.training.host_memory import keep_freed_host_memory
 if sys.argv[1] == "keep":
     assert keep_freed_host_memory()
 libc = ctypes.CDLL(None)
@@ -50,7 +50,7 @@ def test_activation_sized_blocks_come_from_the_heap_and_stay_there():
 
 
 def test_it_is_applied_once_and_reports_whether_it_took(monkeypatch):
-    from cskd import host_memory
+    from cskd.training import host_memory
 
     first = host_memory.keep_freed_host_memory()
     assert first == GLIBC

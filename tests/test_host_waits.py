@@ -41,10 +41,10 @@ def test_training_step_never_makes_the_host_wait(monkeypatch):
     queue): every aten op of the forward, the backward and the update is inspected, and .tolist()
     (which bypasses the dispatcher) is spied on. The only allowed exception is Mixup's draw from its
     CPU generator."""
-    from cskd.data import bundle_for
-    from cskd.epoch import train_step
-    from cskd.sampler import step_generator
-    from cskd.train import build_training
+    from cskd.data.placement import bundle_for
+    from cskd.method.sampler import step_generator
+    from cskd.training.epoch import train_step
+    from cskd.training.trainer import build_training
 
     def spy(original):
         def tolist(self, *a, **k):
@@ -73,8 +73,8 @@ def test_training_step_never_makes_the_host_wait(monkeypatch):
 
 def test_device_augmentations_never_make_the_host_wait():
     """The batched augmentations of the device path, for every kind of data set it serves."""
-    from cskd.augment import random_crop_flip, random_resized_crop_flip, resize_center_crop
-    from cskd.sampler import step_generator
+    from cskd.data.augment import random_crop_flip, random_resized_crop_flip, resize_center_crop
+    from cskd.method.sampler import step_generator
 
     g = step_generator(0, 0, 0)
     images = torch.randint(0, 256, (6, 3, 40, 48), dtype=torch.uint8)

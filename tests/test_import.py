@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cskd.errors import UserError
-from cskd.importer import add_arguments, cmd_import, import_predictions
+from cskd.evaluation.importer import add_arguments, cmd_import, import_predictions
 from cskd.runfolder import RunFolder
 
 N, C = 1000, 10
@@ -59,8 +59,8 @@ def test_import_makes_a_run_folder_and_a_second_call_adds_val(tmp_path):
 
 @pytest.mark.slow
 def test_cskd_analyze_and_the_stats_cache_work_on_an_import(tmp_path):
-    from cskd.analyze import analyze
-    from cskd.stats import ensure_stats
+    from cskd.evaluation.analyze import analyze
+    from cskd.evaluation.stats_compute import ensure_stats
 
     run = tmp_path / "imported"
     import_predictions(run, **pair(tmp_path / "in", features=True))
@@ -74,7 +74,7 @@ def test_cskd_analyze_and_the_stats_cache_work_on_an_import(tmp_path):
 
 def test_cskd_analyze_on_an_import_without_features(tmp_path):
     """The brief's case: a bare 1,000 x 10 logits/labels pair."""
-    from cskd.analyze import analyze
+    from cskd.evaluation.analyze import analyze
 
     run = tmp_path / "imported"
     import_predictions(run, **pair(tmp_path / "in"))

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from cskd.config import resolve
-from cskd.data import DataBundle, Split
-from cskd.loaders import Batch, HostBatches, TensorBatches
-from cskd.methods import StepContext, cskd_step, paired_logits
-from cskd.train import run_training
+from cskd.data.bundle import DataBundle, Split
+from cskd.data.loaders import Batch, HostBatches, TensorBatches
+from cskd.method.objectives import StepContext, cskd_step, paired_logits
+from cskd.training.trainer import run_training
 
 
 def _bundle(n=600):
@@ -102,7 +102,7 @@ def test_in_batch_and_host_paths_train_on_digits(tmp_path):
 def test_device_random_resized_crop_follows_torchvision_statistics():
     from torchvision.transforms import RandomResizedCrop
 
-    from cskd.augment import random_resized_crop_boxes, random_resized_crop_flip
+    from cskd.data.augment import random_resized_crop_boxes, random_resized_crop_flip
 
     g = torch.Generator().manual_seed(0)
     boxes = random_resized_crop_boxes(20000, 64, 48, generator=g)
@@ -127,7 +127,7 @@ def test_device_random_resized_crop_follows_torchvision_statistics():
 @pytest.mark.parametrize("keep", [slice(1, None, 3), torch.tensor([0, 4, 5])])
 def test_a_share_of_a_batch_gets_the_crops_and_flips_of_the_whole_batch(keep):
     """Each process augments only its rows, with the draws one process would make for all of them."""
-    from cskd.augment import random_crop_flip, random_resized_crop_flip
+    from cskd.data.augment import random_crop_flip, random_resized_crop_flip
 
     x = torch.randint(0, 256, (7, 3, 20, 16), dtype=torch.uint8)
     sizes = torch.tensor([[20, 16], [12, 16], [20, 9], [17, 14], [20, 16], [10, 10], [15, 16]])
@@ -148,7 +148,7 @@ def test_tinyimagenet_is_moved_onto_the_device_path(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from cskd.data import bundle_for
+    from cskd.data.placement import bundle_for
 
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
@@ -168,7 +168,7 @@ def test_tinyimagenet_is_moved_onto_the_device_path(tmp_path):
 
 
 def test_random_resized_crop_boxes_stay_inside_each_padded_image():
-    from cskd.augment import random_resized_crop_boxes
+    from cskd.data.augment import random_resized_crop_boxes
 
     g = torch.Generator().manual_seed(1)
     heights = torch.tensor([256, 300, 256, 40] * 500)

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from cskd.losses import class_wise_kl, cskd_loss
+from cskd.method.losses import class_wise_kl, cskd_loss
 
 
 def test_class_wise_kl_matches_hand_computation():

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from cskd.analyze import analyze
 from cskd.config import METHODS, resolve
-from cskd.methods import method_for
-from cskd.runmodel import load_run_model
-from cskd.train import run_training
+from cskd.evaluation.analyze import analyze
+from cskd.method.objectives import method_for
+from cskd.training.run_model import load_run_model
+from cskd.training.trainer import run_training
 
 pytestmark = pytest.mark.slow
 # Methods whose loss is a cross-entropy alone: their logged regulariser must be exactly 0.
@@ -77,7 +77,7 @@ def test_every_method_can_be_analysed(method_runs, tmp_path):
 
 
 def test_kd_teacher_must_be_on_the_same_data_set(method_runs, tmp_path, capsys):
-    from cskd.cli import main
+    from cskd.cli.main import main
 
     cfg_path = method_runs["cskd"] / "config.json"
     (tmp_path / "teacher").mkdir()

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from cskd.config import METHODS, resolve
-from cskd.loaders import Batch
-from cskd.methods import StepContext, method_for
+from cskd.data.loaders import Batch
+from cskd.method.objectives import StepContext, method_for
+from cskd.method.sampler import step_generator
 from cskd.models import MODELS
-from cskd.runmodel import TrainingModel, build_run_model
-from cskd.sampler import step_generator
+from cskd.training.run_model import TrainingModel, build_run_model
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""cskd.paper against the paper itself: an independent parser reads the table lines of the paper's text
+"""cskd.experiments.paper against the paper itself: an independent parser reads the table lines of the paper's text
 (the full text when the shared folder is there, else the verbatim excerpt in tests/data) and every
 transcribed cell must equal the parsed one, with nothing missing and nothing extra."""
 
@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from cskd.experiments.paper import PAPER, TABLES, cell, cells
 from cskd.models import MODELS
-from cskd.paper import PAPER, TABLES, cell, cells
 
 PAPER_TEXT = Path(__file__).resolve().parents[1].parent / "shared" / "paper" / "000_5feee24b6abaa3e8.txt"
 EXCERPT = Path(__file__).parent / "data" / "paper_tables.txt"
 
-# The paper's labels -> cskd's names (written here independently of cskd.paper).
+# The paper's labels -> cskd's names (written here independently of cskd.experiments.paper).
 METHODS = {"Cross-entropy": "ce", "AdaCos": "adacos", "Virtual-softmax": "virtual_softmax",
            "Maximum-entropy": "max_entropy", "Label-smoothing": "label_smoothing", "CS-KD (ours)": "cskd",
            "DDGSD": "ddgsd", "BYOT": "byot", "Mixup": "mixup", "Mixup + CS-KD (ours)": "mixup_cskd", "KD": "kd",

@@ -9,7 +9,7 @@ import pytest
 from conftest import cli, copy_run, one_error_line
 
 from cskd.errors import UserError
-from cskd.predict import predict
+from cskd.evaluation.predict import predict
 from cskd.runfolder import RunFolder
 
 pytestmark = pytest.mark.slow

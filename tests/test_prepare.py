@@ -24,8 +24,8 @@ import scipy.io as sio
 from PIL import Image
 
 import cskd
-from cskd import prepare as prep
-from cskd import prepare_sets as sets
+from cskd.data.prepare import command as prep
+from cskd.data.prepare import sets as sets
 from cskd.errors import UserError
 
 # --- miniature archives ---------------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def test_cub_from_its_archive(tmp_path, capsys):
 
 
 def test_cskd_data_reads_the_result(tmp_path):
-    from cskd.data import load_bundle
+    from cskd.data.sets import load_bundle
 
     archive, expected = cub_archive(tmp_path)
     run("cub200", "--from", archive, "--data-root", tmp_path / "data")
@@ -326,7 +326,7 @@ def test_tinyimagenet_from_its_zip(tmp_path):
     run("tinyimagenet", "--from", archive, "--data-root", tmp_path / "data")
     assert listing(tmp_path / "data/tinyimagenet") == expected  # labelled val/ became test/; test/ dropped
     assert not (tmp_path / "data/tinyimagenet/val").exists()
-    from cskd.data import load_bundle
+    from cskd.data.sets import load_bundle
 
     bundle = load_bundle("tinyimagenet", data_root=str(tmp_path / "data"), val_fraction=0)
     assert bundle.class_names == TINY and (len(bundle.train), len(bundle.test)) == (9, 4)
@@ -718,7 +718,7 @@ def test_cskd_train_reads_a_prepared_set_and_records_it(tmp_path):
     and the run's config.json names what prepare recorded."""
     import json
 
-    from cskd.cli import main
+    from cskd.cli.main import main
 
     archive, _ = cub_archive(tmp_path)
     run("cub200", "--from", archive, "--data-root", tmp_path / "data")

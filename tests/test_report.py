@@ -213,7 +213,8 @@ def test_single_run_without_optional_inputs(tmp_path):
 
 
 def test_precomputed_metrics_are_used_only_with_the_same_settings(tmp_path):
-    cached = {"top1_error": 0.123456, "ece": 0.5}  # a caller's cache (cskd.stats), values a recomputation never gives
+    # a caller's cache (cskd.evaluation.stats_cache), values a recomputation never gives
+    cached = {"top1_error": 0.123456, "ece": 0.5}
     settings = {"n_bins": 20, "n_boot": 20, "ci_level": 0.95}
     run = dict(make_run(0), metrics=cached, metrics_settings=settings)
     assert analyze_runs({"r": run}, tmp_path / "a", progress=False, n_boot=20)["r"] == cached

@@ -6,8 +6,8 @@ import json
 import pytest
 from conftest import cli
 
-from cskd.paper import cells as paper_cells
-from cskd.reproduce_plan import TABLES, gpu_hours, paper_cell_key, plan
+from cskd.experiments.paper import cells as paper_cells
+from cskd.experiments.plans import TABLES, gpu_hours, paper_cell_key, plan
 
 
 @pytest.mark.parametrize("table, runs", [("table1", 180), ("table2", 60), ("table3", 60), ("table4", 65),
@@ -68,7 +68,7 @@ def test_smoke_scale_writes_the_paper_beside_ours_and_continues_where_it_stopped
 
 def test_tables_of_a_subset_of_data_sets_and_a_tables_folder_with_a_users_file(tmp_path):
     from cskd.errors import UserError
-    from cskd.reproduce import write_tables
+    from cskd.experiments.reproduce import write_tables
 
     items = plan("table2", runs_root="r", datasets=["cifar100"], seeds=[0])
     ours = {("Cross-entropy", "cifar100", "top1_error"): (25.0, 0.0, 1)}
@@ -85,7 +85,7 @@ def test_tables_of_a_subset_of_data_sets_and_a_tables_folder_with_a_users_file(t
 
 def test_a_tables_folder_that_cannot_take_the_tables_is_refused_before_any_training(tmp_path):
     from cskd.errors import UserError
-    from cskd.reproduce import reproduce
+    from cskd.experiments.reproduce import reproduce
 
     runs = tmp_path / "runs"
     (tmp_path / "file").write_text("mine")

@@ -9,7 +9,7 @@ import torch
 from conftest import cli, copy_run, one_error_line
 
 from cskd.config import resolve
-from cskd.train import run_training
+from cskd.training.trainer import run_training
 
 pytestmark = pytest.mark.slow
 

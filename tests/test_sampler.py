@@ -1,6 +1,6 @@
 import torch
 
-from cskd.sampler import ClassPairSampler
+from cskd.method.sampler import ClassPairSampler
 
 LABELS = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 1, 0])
 

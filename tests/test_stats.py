@@ -1,4 +1,4 @@
-"""cskd.stats (the per-run metrics cache) against independent computations, its freshness rule, and
+"""cskd.evaluation.stats_cache (the per-run metrics cache) against independent computations, its freshness rule, and
 the two small analysis additions it relies on (ECE bootstrap from per-sample confidence, Fig. 2
 from cached log-probabilities)."""
 
@@ -9,10 +9,11 @@ import pytest
 from scipy.special import log_softmax, softmax
 from synthetic_runs import write_synthetic_run
 
-from cskd import stats_compute as stats_module
 from cskd.errors import UserError
+from cskd.evaluation import stats_compute as stats_module
+from cskd.evaluation.stats_cache import read_stats
+from cskd.evaluation.stats_compute import ensure_stats
 from cskd.runfolder import RunFolder
-from cskd.stats import ensure_stats, read_stats
 
 
 @pytest.fixture(scope="module")

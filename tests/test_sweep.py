@@ -2,11 +2,11 @@ import json
 
 import pytest
 
-from cskd.cli import main
+from cskd.cli.main import main
 from cskd.config import resolve
 from cskd.errors import UserError
-from cskd.sweep import plan, run_sweep
-from cskd.train import run_training
+from cskd.experiments.sweep import plan, run_sweep
+from cskd.training.trainer import run_training
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ import torch
 from conftest import cli
 
 from cskd.config import resolve
-from cskd.epoch import lr_at
 from cskd.errors import UserError
-from cskd.train import run_training
+from cskd.training.epoch import lr_at
+from cskd.training.trainer import run_training
 
 pytestmark = pytest.mark.slow
 
@@ -99,7 +99,7 @@ def test_a_stop_signal_mid_epoch_saves_a_checkpoint_and_resume_is_exact(tmp_path
 # signal, delivered while the step loop runs).
 _SELF_SIGNAL = """
 import os, signal, sys
-import cskd.epoch as t
+import cskd.training.epoch as t
 n, step = int(os.environ["CSKD_TEST_SIGNAL_AT_STEP"]), [0]
 real = t.train_step
 def counted(*a, **k):
@@ -109,7 +109,7 @@ def counted(*a, **k):
         os.kill(os.getpid(), int(os.environ["CSKD_TEST_SIGNAL"]))
     return out
 t.train_step = counted
-from cskd.cli import main
+from cskd.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -133,7 +133,7 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_checkpoin
     the whole, loadable checkpoint of epoch 1."""
     import dataclasses
 
-    import cskd.methods as methods
+    import cskd.method.objectives as methods
 
     real, calls = methods.ce_step, [0]
     steps_per_epoch = -(-1293 // 64)
@@ -190,7 +190,7 @@ def test_train_per_class_trains_on_n_images_per_class_and_records_it(tmp_path):
     record = json.loads((tmp_path / "n20" / "config.json").read_text())
     assert record["config"]["train_per_class"] == 20 and record["meta"]["num_train"] == 200
     assert record["meta"]["num_val"] == 144  # the same validation split as with all images
-    from cskd.runfolder.naming import run_name
+    from cskd.runfolder.run_names import run_name
 
     assert "-n20-" in run_name(cfg)
     with pytest.raises(UserError, match="--train-per-class must be >= 0"):

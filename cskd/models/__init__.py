@@ -18,10 +18,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..errors import choose
-from .cifar import densenet121_cifar, preact_resnet18, preact_resnet18_he, resnet10_cifar
-from .imagenet import densenet121, resnet10, resnet18, resnet50, resnet101, resnext101_32x4d
-from .small import small_cnn, small_cnn_nobn
+from cskd.errors import choose
+from cskd.models.cifar import densenet121_cifar, preact_resnet18, preact_resnet18_he, resnet10_cifar
+from cskd.models.imagenet import densenet121, resnet10, resnet18, resnet50, resnet101, resnext101_32x4d
+from cskd.models.small import small_cnn, small_cnn_nobn
 
 
 class ModelSpec(NamedTuple):

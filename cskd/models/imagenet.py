@@ -6,8 +6,8 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from ..errors import UserError
-from .cifar import TorchvisionDenseNet
+from cskd.errors import UserError
+from cskd.models.cifar import TorchvisionDenseNet
 
 
 class TorchvisionResNet(nn.Module):

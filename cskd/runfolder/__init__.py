@@ -16,31 +16,40 @@ Layout (format versions in brackets; a file without one was written by cskd 0.1)
   .cskd/lock         the writer lock (see cskd.runfolder.store.FolderLock)
   .cskd/manifest.json  size, mtime and SHA-256 of every file cskd wrote (own-file marks, checksums)
 
-Module map: `names` (the files' names), `folder` (RunFolder: every file's writer and validated
+Module map: `layout` (the files' names), `folder` (RunFolder: every file's writer and validated
 reader, freshness, ownership), `legacy` (recognising files of folders without a manifest), `store`
 (atomic writes, lock, manifest), `checkpoints`, `arrays` (predictions and derived caches), `npz`
-(lazily readable npz), `naming` (run folder names), `provenance`.
+(lazily readable npz), `run_names` (run folder names), `provenance`.
 """
 
-from ..config import CONFIG_FORMAT
-from .arrays import DERIVED_FORMAT, PREDICTIONS_FORMAT, SPLITS, Predictions
-from .checkpoints import BEST_FIELDS, CHECKPOINT_FORMAT, LAST_FIELDS, load_model_state, rng_state, set_rng_state
-from .folder import RunFolder, config_from_record
-from .names import (
-    BEST,
-    CONFIG,
-    LAST,
-    MARKERS,
-    METRICS,
-    SUMMARY,
-    SUMMARY_FORMAT,
-    predictions_name,
-    stats_name,
-    tsne_name,
+from cskd.config import CONFIG_FORMAT
+from cskd.runfolder.arrays import DERIVED_FORMAT, PREDICTIONS_FORMAT, SPLITS, Predictions
+from cskd.runfolder.checkpoints import (
+                                        BEST_FIELDS,
+                                        CHECKPOINT_FORMAT,
+                                        LAST_FIELDS,
+                                        load_model_state,
+                                        rng_state,
+                                        set_rng_state,
 )
-from .store import atomic_write
+from cskd.runfolder.folder import RunFolder, config_from_record
+from cskd.runfolder.layout import (
+                                        BEST,
+                                        CONFIG,
+                                        LAST,
+                                        MARKERS,
+                                        METRICS,
+                                        SUMMARY,
+                                        SUMMARY_FORMAT,
+                                        predictions_name,
+                                        stats_name,
+                                        tsne_name,
+)
+from cskd.runfolder.store import atomic_write
 
-__all__ = ["CONFIG_FORMAT", "CHECKPOINT_FORMAT", "PREDICTIONS_FORMAT", "DERIVED_FORMAT", "SUMMARY_FORMAT", "SPLITS",
-           "RunFolder", "Predictions", "config_from_record", "predictions_name", "tsne_name", "stats_name",
-           "BEST_FIELDS", "LAST_FIELDS", "load_model_state", "rng_state", "set_rng_state", "atomic_write",
-           "CONFIG", "METRICS", "SUMMARY", "LAST", "BEST", "MARKERS"]
+__all__ = [
+    "CONFIG_FORMAT", "CHECKPOINT_FORMAT", "PREDICTIONS_FORMAT", "DERIVED_FORMAT", "SUMMARY_FORMAT", "SPLITS",
+    "RunFolder", "Predictions", "config_from_record", "predictions_name", "tsne_name", "stats_name",
+    "BEST_FIELDS", "LAST_FIELDS", "load_model_state", "rng_state", "set_rng_state", "atomic_write",
+    "CONFIG", "METRICS", "SUMMARY", "LAST", "BEST", "MARKERS",
+]

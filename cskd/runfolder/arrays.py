@@ -16,7 +16,7 @@ dimensions, written by `cskd predict` (or `cskd import`):
 Derived caches record the write_id of the predictions they were computed from (`source`) and are
 stale as soon as the predictions file is rewritten:
   tsne-<split>.npz    coords float32 (M, 2), rows int64 (M,) into the predictions; meta max_points
-  stats-<split>.npz   the dashboard's per-run metrics and per-sample summaries (see cskd.stats)
+  stats-<split>.npz   the dashboard's per-run metrics and per-sample summaries (see cskd.evaluation.stats_cache)
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from .npz import NpzError, NpzFile
+from cskd.errors import UserError
+from cskd.runfolder.npz import NpzError, NpzFile
 
 PREDICTIONS_FORMAT = 2
 DERIVED_FORMAT = 1

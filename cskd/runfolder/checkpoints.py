@@ -23,7 +23,7 @@ import pickle
 import zipfile
 from pathlib import Path
 
-from ..errors import UserError, short_reason
+from cskd.errors import UserError, short_reason
 
 CHECKPOINT_FORMAT = 2
 # Fields by kind: name -> type. best.pt is a model to evaluate; last.pt also carries what resuming needs.

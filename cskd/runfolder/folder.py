@@ -16,12 +16,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import CONFIG_FORMAT, TrainConfig, validate
-from ..errors import UserError, short_reason
-from .arrays import DERIVED_FORMAT, PREDICTIONS_FORMAT, Predictions, open_derived, tsne_points
-from .checkpoints import BEST_FIELDS, checkpoint_bytes, read_checkpoint
-from .legacy import looks_like_cskd
-from .names import (
+from cskd.config import CONFIG_FORMAT, TrainConfig, validate
+from cskd.errors import UserError, short_reason
+from cskd.runfolder.arrays import DERIVED_FORMAT, PREDICTIONS_FORMAT, Predictions, open_derived, tsne_points
+from cskd.runfolder.checkpoints import BEST_FIELDS, checkpoint_bytes, read_checkpoint
+from cskd.runfolder.layout import (
     BEST,
     CONFIG,
     KINDS,
@@ -34,8 +33,9 @@ from .names import (
     predictions_name,
     tsne_name,
 )
-from .npz import NpzFile, write_npz
-from .store import MANIFEST_NAME, META_DIR, FolderLock, Manifest, record_of, remove_stale_temps, sha256_of
+from cskd.runfolder.legacy import looks_like_cskd
+from cskd.runfolder.npz import NpzFile, write_npz
+from cskd.runfolder.store import MANIFEST_NAME, META_DIR, FolderLock, Manifest, record_of, remove_stale_temps, sha256_of
 
 
 class RunFolder:

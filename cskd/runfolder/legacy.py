@@ -10,8 +10,8 @@ import pickle
 import zipfile
 from pathlib import Path
 
-from .names import BEST, CONFIG, LAST, METRICS, SUMMARY
-from .npz import NpzFile
+from cskd.runfolder.layout import BEST, CONFIG, LAST, METRICS, SUMMARY
+from cskd.runfolder.npz import NpzFile
 
 
 def looks_like_cskd(folder: Path, name: str) -> bool:

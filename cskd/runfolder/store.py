@@ -28,7 +28,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from cskd.errors import UserError
 
 META_DIR = ".cskd"  # per-folder bookkeeping: the lock and the manifest
 LOCK_NAME = "lock"
