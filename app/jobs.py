@@ -1,6 +1,6 @@
 """Computations the dashboard starts in the background: a run's predictions, its stats cache or its
 t-SNE cache, written through cskd (predict, cskd.evaluation.stats_compute.ensure_stats,
-cskd.evaluation.analyze.cached_tsne),
+cskd.evaluation.run_data.cached_tsne),
 which take the run folder's writer lock.
 
 Jobs run one at a time, cheapest kind first (PRIORITY), each in a child process (`python -m app.worker`,

@@ -38,7 +38,7 @@ def run_task(run, task: str, report, *, root=None) -> None:
                         f"run `cskd analyze` on it for a report, or copy it into a writable runs folder")
     if task == "predict":  # test (and validation) predictions, then the quick metrics; the neighbour
         # search and the t-SNE are jobs of their own, asked for by the pages that show them
-        from cskd.evaluation.analyze import prepare_run
+        from cskd.evaluation.run_data import prepare_run
 
         prepare_run(folder.path, progress=False, on_step=report, with_tsne=False, retrieval=False)
     elif task == "stats":  # everything but the exact neighbour search: seconds
@@ -46,7 +46,7 @@ def run_task(run, task: str, report, *, root=None) -> None:
     elif task == "search":  # the rest: Recall@1 and the neighbours (minutes at the ImageNet scale)
         ensure_stats(folder, on_step=report)
     elif task == "tsne":
-        from cskd.evaluation.analyze import cached_tsne
+        from cskd.evaluation.run_data import cached_tsne
 
         preds = folder.predictions("test")
         if preds.features is None:

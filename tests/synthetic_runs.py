@@ -119,7 +119,7 @@ def write_synthetic_run(folder, *, method: str = "cskd", seed: int = 0, n: int =
 
 
 def write_tsne(folder: RunFolder, split: str = "test") -> None:
-    """A t-SNE cache as cskd.evaluation.analyze.cached_tsne writes it, with made-up coordinates: one blob per
+    """A t-SNE cache as cskd.evaluation.run_data.cached_tsne writes it, with made-up coordinates: one blob per
     class on a grid (at most TSNE_MAX_POINTS points, stratified as tsne_2d subsamples)."""
     from analysis.embedding import stratified_subsample
 

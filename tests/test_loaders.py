@@ -9,7 +9,8 @@ import torch
 
 from cskd.config import resolve
 from cskd.data.bundle import DataBundle, Split
-from cskd.data.loaders import Batch, HostBatches, TensorBatches
+from cskd.data.loaders import HostBatches, TensorBatches
+from cskd.method.batch import Batch
 from cskd.method.objectives import StepContext, cskd_step, paired_logits
 from cskd.training.trainer import run_training
 

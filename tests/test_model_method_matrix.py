@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cskd.config import METHODS, resolve
-from cskd.data.loaders import Batch
+from cskd.method.batch import Batch
 from cskd.method.objectives import StepContext, method_for
 from cskd.method.sampler import step_generator
 from cskd.models import MODELS

@@ -24,6 +24,7 @@ import scipy.io as sio
 from PIL import Image
 
 import cskd
+from cskd.data import catalog
 from cskd.data.prepare import command as prep
 from cskd.data.prepare import sets as sets
 from cskd.errors import UserError
@@ -182,8 +183,8 @@ def official(monkeypatch):
                 "mit67": {("train", c, n) for c, names in MIT.items() for n in names[:-1]}
                 | {("test", c, names[-1]) for c, names in MIT.items()}}
     for name, exp in expected.items():
-        monkeypatch.setitem(sets.OFFICIAL, name, counts_of(exp))
-    monkeypatch.setitem(sets.OFFICIAL, "imagenet", {"train": 6, "test": 4, "classes": 3})
+        monkeypatch.setitem(catalog.OFFICIAL, name, counts_of(exp))
+    monkeypatch.setitem(catalog.OFFICIAL, "imagenet", {"train": 6, "test": 4, "classes": 3})
 
 
 # --- running it -----------------------------------------------------------------------------------------------
@@ -496,7 +497,7 @@ def test_a_folder_not_written_by_prepare_is_never_touched(tmp_path):
 def test_counts_are_checked_against_the_official_ones(tmp_path, monkeypatch, capsys):
     archive, _ = cub_archive(tmp_path)
     root = tmp_path / "data"
-    monkeypatch.setitem(sets.OFFICIAL, "cub200", {"train": 5994, "test": 5794, "classes": 200})
+    monkeypatch.setitem(catalog.OFFICIAL, "cub200", {"train": 5994, "test": 5794, "classes": 200})
     msg = fails("cub200", "--from", archive, "--data-root", root)
     assert "cub200: the train split has 8 images, the official one 5,994; the test split has 5 images, the " \
            "official one 5,794; there are 3 classes, officially 200" in msg

@@ -14,7 +14,6 @@ import torch
 
 from cskd.data.bundle import IMAGENET_STATS, TINYIMAGENET_STATS, DataBundle, Split
 from cskd.data.image_files import IMAGE_EXTENSIONS
-from cskd.data.prepare.record import read_prepared
 from cskd.errors import UserError
 
 
@@ -84,19 +83,10 @@ def load_folder_bundle(name: str, folder: Path) -> DataBundle:
                         f"put the test images there, or run `cskd prepare {name}`")
     train = Split(torch.as_tensor(labels), torch.arange(len(labels)), files=files)
     test = Split(torch.as_tensor(test_labels, dtype=torch.long), torch.arange(len(test_labels)), files=test_files)
-    provenance = _prepared(folder)
     if name == "tinyimagenet":
         # The authors train TinyImageNet at 32x32 (RandomResizedCrop(32)).
-        return DataBundle(name, classes, 3, 32, *TINYIMAGENET_STATS, train, None, test, augment="rrc",
-                          provenance=provenance)
-    return DataBundle(name, classes, 3, 224, *IMAGENET_STATS, train, None, test, augment="rrc", test_resize=256,
-                      provenance=provenance)
-
-
-def _prepared(folder: Path) -> dict:
-    """{"prepared": ...} when `cskd prepare` made this folder (its prepared.json), else {}."""
-    record = read_prepared(folder)
-    return {"prepared": record} if record else {}
+        return DataBundle(name, classes, 3, 32, *TINYIMAGENET_STATS, train, None, test, augment="rrc")
+    return DataBundle(name, classes, 3, 224, *IMAGENET_STATS, train, None, test, augment="rrc", test_resize=256)
 
 
 def load_mixed_bundle(roots: list[str], per_class: int, seed: int) -> DataBundle:

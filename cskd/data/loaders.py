@@ -19,7 +19,6 @@ processes, sees the same augmented images as one uninterrupted process.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -29,29 +28,11 @@ from cskd.data.augment import normalize, random_crop_flip, random_resized_crop_f
 from cskd.data.bundle import DataBundle, Split
 from cskd.data.decode_cache import open_rgb
 from cskd.errors import UserError
+from cskd.method.batch import PARTNER_MODES, Batch
 from cskd.method.sampler import ClassPairSampler, mixed_seed, share, step_generator
 
 # Offset so the augmentation stream differs from the sampler's stream for the same (seed, epoch).
 AUGMENT_SEED_OFFSET = 7_777
-
-# What a training source adds to each anchor batch:
-#   "none"     nothing (cross-entropy and friends)
-#   "class"    a same-class partner per anchor, augmented independently (CS-KD, the paper's pairing)
-#   "in-batch" no extra tensor: the batch itself is B/2 anchors followed by their B/2 partners
-#   "view"     a second, independent augmentation of each anchor (DDGSD)
-PARTNER_MODES = ("none", "class", "in-batch", "view")
-
-
-class Batch(NamedTuple):
-    x: torch.Tensor  # augmented anchors (B, C, H, W), normalised, on the device
-    y: torch.Tensor  # labels (B,)
-    partner: torch.Tensor | None = None  # "class": same-class partners; "view": second views
-    clean: torch.Tensor | None = None  # anchors without augmentation (CS-KD-E), when asked
-    # This rank's anchors x world size / the global batch's anchors: the factor that turns this
-    # rank's batch-mean loss into its part of the global batch mean (1 for one process, and for
-    # every full batch split evenly; the last, partial global batch may split unevenly).
-    share: float = 1.0
-
 
 class TensorBatches:
     """Training batches from an in-memory split, augmented on `device`."""

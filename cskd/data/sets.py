@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cskd.data.bundle import AUTHORS_STATS, CIFAR100_STATS, DataBundle, _tensor_split, _with_val
+from cskd.data.bundle import AUTHORS_STATS, CIFAR100_STATS, DataBundle, tensor_split
 from cskd.data.image_folders import load_folder_bundle, load_mixed_bundle
+from cskd.data.prepare.record import read_prepared
+from cskd.data.splits import draw_splits
 from cskd.errors import UserError, choose, short_reason
 
 
@@ -34,8 +36,8 @@ def load_digits_bundle() -> DataBundle:
 
     train_rows, test_rows = train_test_split(rows, test_size=0.2, random_state=0, stratify=labels)
     train_rows, test_rows = np.sort(train_rows), np.sort(test_rows)
-    train = _tensor_split(images[train_rows], labels[train_rows])
-    test = _tensor_split(images[test_rows], labels[test_rows])
+    train = tensor_split(images[train_rows], labels[train_rows])
+    test = tensor_split(images[test_rows], labels[test_rows])
     test.indices = torch.as_tensor(test_rows)
     train.indices = torch.as_tensor(train_rows)
     mean = float(images[train_rows].mean() / 255.0)
@@ -60,7 +62,7 @@ def load_synthetic_bundle(num_train: int = 5000, num_test: int = 1000, num_class
 
     (x_train, y_train), (x_test, y_test) = make(num_train), make(num_test)
     return DataBundle("synthetic", [f"class{i}" for i in range(num_classes)], 3, 32, (0.5,) * 3, (0.25,) * 3,
-                      _tensor_split(x_train, y_train), None, _tensor_split(x_test, y_test))
+                      tensor_split(x_train, y_train), None, tensor_split(x_test, y_test))
 
 
 def load_cifar100_bundle(root: Path, download: bool) -> DataBundle:
@@ -88,7 +90,7 @@ def load_cifar100_bundle(root: Path, download: bool) -> DataBundle:
     except (OSError, RuntimeError) as e:  # a failed download, a damaged archive
         raise UserError(f"CIFAR-100 could not be read or fetched into {folder} ({short_reason(e)}); "
                         f"delete that folder and try --download again") from None
-    train, test = (_tensor_split(s.data, np.asarray(s.targets)) for s in sets)
+    train, test = (tensor_split(s.data, np.asarray(s.targets)) for s in sets)
     return DataBundle("cifar100", list(sets[0].classes), 3, 32, *CIFAR100_STATS, train, None, test,
                       fine_to_coarse=list(CIFAR100_COARSE_OF_FINE), coarse_names=list(CIFAR100_COARSE_NAMES))
 
@@ -112,15 +114,23 @@ def load_bundle(name: str, *, data_root: str, download: bool = False, val_fracti
         bundle = load_cifar100_bundle(root, download)
     elif name == "imagefolder":
         bundle = load_folder_bundle(name, root)
+        bundle.provenance = _prepared(root)
     elif name == "mixed":
         bundle = load_mixed_bundle(list(mixed_roots), mixed_per_class, split_seed)
     else:
         bundle = load_folder_bundle(name, root / name)
+        bundle.provenance = _prepared(root / name)
     present = torch.unique(bundle.train.labels)
     if len(present) < 2:  # checked on the whole set: a mixed set may take one class from each folder
         raise UserError(f"data set {name!r}: only class {bundle.class_names[int(present[0])]!r} has training images; "
                         f"classification needs images of at least 2 classes")
-    return _with_val(bundle, val_fraction, split_seed, train_per_class)
+    return draw_splits(bundle, val_fraction, split_seed, train_per_class)
+
+
+def _prepared(folder: Path) -> dict:
+    """{"prepared": ...} when `cskd prepare` made this folder (its prepared.json), else {}."""
+    record = read_prepared(folder)
+    return {"prepared": record} if record else {}
 
 
 def bundle_key(cfg) -> tuple:

@@ -33,7 +33,8 @@ import numpy as np
 
 from cskd import __version__
 from cskd.errors import UserError, short_reason
-from cskd.runfolder import CONFIG, SPLITS, RunFolder, predictions_name
+from cskd.runfolder.folder import RunFolder
+from cskd.runfolder.layout import CONFIG, SPLITS, predictions_name
 
 CHUNK_ROWS = 8192
 FLOAT16_MAX = 65504.0

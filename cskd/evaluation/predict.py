@@ -17,8 +17,10 @@ from tqdm import tqdm
 from cskd.data.bundle import DataBundle, Split
 from cskd.data.decode_cache import open_rgb
 from cskd.data.loaders import eval_batches
+from cskd.data.placement import bundle_for
 from cskd.errors import UserError, choose
-from cskd.runfolder import SPLITS, RunFolder, predictions_name
+from cskd.runfolder.folder import RunFolder
+from cskd.runfolder.layout import SPLITS, predictions_name
 from cskd.training.device import autocast, pick_device, use_bf16
 from cskd.training.run_model import load_run_model
 
@@ -73,7 +75,8 @@ def predict(run: Path, *, split: str = "test", checkpoint: str = "best", force: 
             return out  # made meanwhile by another process
         # A run trained on CUDA can be predicted on a machine without one.
         device = pick_device(cfg.device if cfg.device != "cuda" or torch.cuda.is_available() else "auto")
-        cfg, bundle, model, state = load_run_model(folder.path, checkpoint=checkpoint, device=device)
+        cfg, bundle, model, state = load_run_model(folder.path, checkpoint=checkpoint, device=device,
+                                                   bundle=bundle_for(cfg))
         arrays = _predict_arrays(model, bundle, _split_of(bundle, split), device=device, bf16=use_bf16(cfg, device),
                                  batch_size=batch_size, workers=cfg.workers, progress=progress,
                                  desc=f"predict {folder.path.name} [{split}]")

@@ -46,7 +46,8 @@ from pathlib import Path
 import numpy as np
 
 from cskd.errors import UserError
-from cskd.runfolder import RunFolder, stats_name
+from cskd.runfolder.folder import RunFolder
+from cskd.runfolder.layout import stats_name
 
 STATS_VERSION = 1  # of the content below; another version is recomputed
 N_BINS = 20

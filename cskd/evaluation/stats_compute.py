@@ -25,7 +25,8 @@ from cskd.evaluation.stats_cache import (
     _val_predictions,
     read_stats,
 )
-from cskd.runfolder import RunFolder, stats_name
+from cskd.runfolder.folder import RunFolder
+from cskd.runfolder.layout import stats_name
 
 CHUNK_ELEMENTS = 1 << 22  # logits handled at a time (32 MB as float64)
 SEARCH_BATCH = 4096  # queries (and index additions) at a time

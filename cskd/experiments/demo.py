@@ -80,7 +80,7 @@ def fig2_lines(configs, seeds: int) -> list[str]:
     import numpy as np
 
     from analysis.misclassified import log_probs_on, misclassified_by_all
-    from cskd.runfolder import RunFolder
+    from cskd.runfolder.folder import RunFolder
 
     pooled = {m: {"predicted": [], "true": []} for m in METHODS}
     n = 0
@@ -105,7 +105,7 @@ def fig2_lines(configs, seeds: int) -> list[str]:
 def run_demo(*, runs_root: str = "checkpoints", seeds: int = DEMO_SEEDS, epochs: int | None = None,
              per_class: int | None = None, dashboard: bool = False) -> int:
     from cskd.evaluation.analyze import analyze
-    from cskd.experiments.sweep import train_item
+    from cskd.experiments.launch import train_item
 
     for flag, value in (("--seeds", seeds), ("--epochs", epochs), ("--per-class", per_class)):
         if value is not None and value <= 0:

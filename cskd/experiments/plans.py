@@ -50,7 +50,7 @@ CONTENTS = {
 ONE_SEED = ("table5", "table7")
 MIXED_PARTS = ("cub200", "dogs", "mit67")  # Figure 4's mixed set, one coarse group each
 # (training images per epoch, test images, classes) of the sets `cskd prepare` does not make (the
-# others: cskd.data.prepare.sets.OFFICIAL), for the GPU-hour estimate; the held-out validation split is
+# others: cskd.data.catalog.OFFICIAL), for the GPU-hour estimate; the held-out validation split is
 # taken from the training images.
 OTHER_SIZES = {"cifar100": (50_000, 10_000, 100), "mixed": (387 * 30, 5_794 + 8_580 + 1_340, 387),
                "digits": (1_437, 360, 10)}
@@ -200,7 +200,7 @@ def gpu_hours(items: list[Item], *, tflops: float) -> float:
     """Estimated GPU-hours of `items` at a sustained `tflops` TFLOP/s: training FLOPs from
     flops_per_image x images x epochs x METHOD_COST, plus one forward over the validation/test split
     per epoch. An estimate from counted FLOPs and an ASSUMED throughput, not a measurement."""
-    from cskd.data.prepare.sets import OFFICIAL
+    from cskd.data.catalog import OFFICIAL
     from cskd.models import input_size
 
     total = 0.0

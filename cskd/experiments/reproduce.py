@@ -26,7 +26,7 @@ from cskd.errors import UserError
 from cskd.experiments.paper import TABLES as PAPER_TABLES
 from cskd.experiments.paper import cells as paper_cells
 from cskd.experiments.plans import DEFAULT_TFLOPS, METRIC_LABELS, Item, gpu_hours, paper_cell_key, plan, row_order
-from cskd.runfolder import RunFolder
+from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.store import FolderLock, Manifest
 
 
@@ -63,7 +63,7 @@ def run_metrics_of(item: Item) -> dict:
     """The metrics of a finished run (predicting its test and validation splits where needed, read
     from its stats cache), as percents of the paper's units; hierarchical accuracy and per-group
     errors when they exist."""
-    from cskd.evaluation.analyze import prepare_run
+    from cskd.evaluation.run_data import prepare_run
 
     preds, _, _, stats = prepare_run(Path(item.cfg.out), split="test", progress=False, with_tsne=False)
     m = stats.report_metrics(preds.coarse_names)  # 20 bins
@@ -146,7 +146,7 @@ def reproduce(table: str, *, datasets=None, seeds=None, protocol: str = "authors
               nproc_per_node: int = 1, tflops: float = DEFAULT_TFLOPS, epochs: int | None = None,
               progress: bool | None = None) -> list[Path]:
     """Plan `table`, train what is missing (unless `dry_run`), write its comparison tables."""
-    from cskd.experiments.sweep import train_item
+    from cskd.experiments.launch import train_item
 
     if scale not in ("full", "smoke"):
         raise UserError(f"--scale must be full or smoke; got {scale}")
@@ -162,7 +162,7 @@ def reproduce(table: str, *, datasets=None, seeds=None, protocol: str = "authors
     tables = Path(out or Path(runs_root) / "tables")
     check_tables_folder(tables, table_files(table, scale))  # found out now, not after hours of training
     if scale == "full":
-        from cskd.experiments.sweep import check_data
+        from cskd.experiments.launch import check_data
 
         check_data([i.cfg for i in items if i.cfg.out not in done])  # a missing data set stops it now
     t0 = time.time()

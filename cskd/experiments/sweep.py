@@ -17,10 +17,11 @@ from pathlib import Path
 
 from cskd.config import CLASS_WISE, KD_METHODS, resolve
 from cskd.errors import UserError
-from cskd.runfolder import LAST, RunFolder
+from cskd.experiments.launch import check_data, train_item
+from cskd.runfolder.folder import RunFolder
+from cskd.runfolder.layout import LAST
 from cskd.runfolder.run_names import run_name
 from cskd.training.session import changed_settings
-from cskd.training.trainer import run_training
 
 
 def plan(presets, methods, seeds, temperatures, lambdas, overrides: dict, runs_root: str) -> list:
@@ -50,48 +51,6 @@ def plan(presets, methods, seeds, temperatures, lambdas, overrides: dict, runs_r
             raise UserError(f"{out} holds a run with other settings ({'; '.join(changed[:3])}); "
                             f"use another --runs folder, or delete that run")
     return items
-
-
-def check_data(configs) -> None:
-    """Load every distinct data set the configs name (files listed, not decoded), so that a missing or
-    mislaid one stops the sweep before its first run rather than hours into it."""
-    from cskd.data.sets import bundle_key, load_bundle_of
-
-    seen = set()
-    for cfg in configs:
-        key = bundle_key(cfg)
-        if key not in seen:
-            seen.add(key)
-            load_bundle_of(cfg)
-
-
-def train_item(cfg, *, nproc_per_node: int = 1, progress: bool | None = None) -> None:
-    """Train (start, continue, or skip when finished) one run of a grid: in this process, or under
-    torchrun over `nproc_per_node` local processes."""
-    if nproc_per_node < 1:
-        raise UserError(f"--nproc-per-node must be a positive integer; got {nproc_per_node}")
-    if nproc_per_node > 1:
-        _torchrun(cfg, nproc_per_node)
-    else:
-        run_training(cfg, resume="auto", progress=progress)
-
-
-def _torchrun(cfg, nproc_per_node: int) -> None:
-    """`torchrun --standalone --nproc-per-node N -m cskd train ... --resume auto` for one run."""
-    import os
-    import subprocess
-    import sys
-
-    from cskd.cli.train_options import train_arguments
-
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc_per_node),
-               "-m", "cskd", "train", *train_arguments(cfg), "--resume", "auto"]
-    # torchrun's shared store hands restarted workers stale addresses (PyTorch issue #135712)
-    env = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
-    status = subprocess.run(command, env=env).returncode
-    if status != 0:
-        raise UserError(f"torchrun ended with status {status} on {cfg.out} (its output above says why); run the "
-                        f"same sweep again to continue")
 
 
 def run_sweep(*, presets, methods, seeds, temperatures=(4.0,), lambdas=(1.0,), overrides=None,

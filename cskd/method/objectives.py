@@ -1,7 +1,7 @@
 """Training objectives: what one step computes from a Batch. The trainer knows nothing else.
 
 Every method is a `Method(partner, clean, step)`:
-  partner  what the data source adds to each anchor batch (cskd.data.loaders.PARTNER_MODES)
+  partner  what the data source adds to each anchor batch (cskd.method.batch.PARTNER_MODES)
   clean    whether the source also yields un-augmented anchors
   step     step(ctx, batch) -> Step(loss, ce, reg, logits, labels); all 0-d tensors stay on the
            device (no host synchronisation), `logits`/`labels` feed the running train accuracy.
@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from cskd.config import TrainConfig
-from cskd.data.loaders import Batch
 from cskd.errors import UserError
 from cskd.method import baselines as B
+from cskd.method.batch import Batch
 from cskd.method.losses import class_wise_kl, cskd_loss
 
 

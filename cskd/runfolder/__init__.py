@@ -5,9 +5,9 @@ Layout (format versions in brackets; a file without one was written by cskd 0.1)
   config.json        [CONFIG_FORMAT 2] {"format", "kind": "trained"|"imported", "config": the
                      TrainConfig as a dict (an import: dataset, model, method), "meta": run_id (a
                      fresh id per run), cskd/torch versions, git commit, creation time, device,
-                     precision, selection, class names, split sizes, world size, prepared data}
+    precision, selection, class names, split sizes, world size, prepared data}
   metrics.jsonl      one JSON object per finished epoch: epoch (1-based), lr, train_loss, train_ce,
-                     train_reg, train_acc, <split>_acc and <split>_loss of the selection split, seconds
+    train_reg, train_acc, <split>_acc and <split>_loss of the selection split, seconds
   summary.json       [SUMMARY_FORMAT 2] written when training ends: finished, best_epoch, best_acc,
                      selected_on ("val"|"test"), train_seconds, test_acc/test_loss/test_n of best.pt
   last.pt, best.pt   [CHECKPOINT_FORMAT 2] see cskd.runfolder.checkpoints
@@ -23,27 +23,28 @@ reader, freshness, ownership), `legacy` (recognising files of folders without a 
 """
 
 from cskd.config import CONFIG_FORMAT
-from cskd.runfolder.arrays import DERIVED_FORMAT, PREDICTIONS_FORMAT, SPLITS, Predictions
+from cskd.runfolder.arrays import DERIVED_FORMAT, PREDICTIONS_FORMAT, Predictions
 from cskd.runfolder.checkpoints import (
-                                        BEST_FIELDS,
-                                        CHECKPOINT_FORMAT,
-                                        LAST_FIELDS,
-                                        load_model_state,
-                                        rng_state,
-                                        set_rng_state,
+    BEST_FIELDS,
+    CHECKPOINT_FORMAT,
+    LAST_FIELDS,
+    load_model_state,
+    rng_state,
+    set_rng_state,
 )
 from cskd.runfolder.folder import RunFolder, config_from_record
 from cskd.runfolder.layout import (
-                                        BEST,
-                                        CONFIG,
-                                        LAST,
-                                        MARKERS,
-                                        METRICS,
-                                        SUMMARY,
-                                        SUMMARY_FORMAT,
-                                        predictions_name,
-                                        stats_name,
-                                        tsne_name,
+    BEST,
+    CONFIG,
+    LAST,
+    MARKERS,
+    METRICS,
+    SPLITS,
+    SUMMARY,
+    SUMMARY_FORMAT,
+    predictions_name,
+    stats_name,
+    tsne_name,
 )
 from cskd.runfolder.store import atomic_write
 

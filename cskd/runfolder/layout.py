@@ -3,8 +3,7 @@ use these)."""
 
 from __future__ import annotations
 
-from cskd.runfolder.arrays import SPLITS
-
+SPLITS = ("test", "val")  # the splits a run folder holds predictions (and caches) of
 CONFIG, METRICS, SUMMARY, LAST, BEST = "config.json", "metrics.jsonl", "summary.json", "last.pt", "best.pt"
 FIXED_NAMES = (CONFIG, METRICS, SUMMARY, LAST, BEST)
 ARRAY_PREFIXES = ("predictions-", "tsne-", "stats-")  # + split + ".npz", split in SPLITS

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from cskd.config import TrainConfig
-from cskd.data.loaders import Batch
 from cskd.errors import UserError
+from cskd.method.batch import Batch
 from cskd.method.objectives import Method, Step, StepContext
 from cskd.method.sampler import step_generator
 from cskd.training.device import autocast

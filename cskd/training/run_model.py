@@ -18,7 +18,8 @@ from cskd.config import KD_METHODS, TrainConfig
 from cskd.errors import UserError
 from cskd.method import baselines as B
 from cskd.models import MODELS, build_model
-from cskd.runfolder import BEST_FIELDS, RunFolder, load_model_state
+from cskd.runfolder.checkpoints import BEST_FIELDS, load_model_state
+from cskd.runfolder.folder import RunFolder
 
 PARTS = ("logits", "head", "features", "byot")
 
@@ -83,18 +84,16 @@ def build_run_model(cfg: TrainConfig, bundle) -> nn.Module:
                                         width=cfg.width))
 
 
-def load_run_model(run, *, checkpoint: str = "best", device: torch.device, bundle=None):
+def load_run_model(run, *, checkpoint: str = "best", device: torch.device, bundle):
     """Rebuild a run's model from its config and load `<checkpoint>.pt` (eval mode).
 
-    `bundle`: the run's data set when the caller has it already (a KD student on the same data).
+    `bundle`: the run's data set (cskd.data.placement.bundle_for of the run's config; a KD student
+    passes its own, on the same data).
     Returns (config, data bundle, model, checkpoint state)."""
-    from cskd.data.placement import bundle_for
-
     folder = RunFolder(run)
     cfg = folder.config()
     state = folder.checkpoint(checkpoint, fields=BEST_FIELDS, map_location=device,
                               fix=f"train {folder} again (cskd train --out {folder} --overwrite)")
-    bundle = bundle or bundle_for(cfg)
     model = build_run_model(cfg, bundle)
     load_model_state(model, state["model"], folder.file(f"{checkpoint}.pt"))
     return cfg, bundle, model.to(device).eval(), state

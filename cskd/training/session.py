@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cskd.config import RESUME_MAY_CHANGE, TrainConfig
+from cskd.config import CONFIG_FORMAT, RESUME_MAY_CHANGE, TrainConfig
 from cskd.errors import UserError
-from cskd.runfolder import CONFIG, CONFIG_FORMAT, LAST, LAST_FIELDS, RunFolder, config_from_record
+from cskd.runfolder.checkpoints import LAST_FIELDS
+from cskd.runfolder.folder import RunFolder, config_from_record
+from cskd.runfolder.layout import CONFIG, LAST
 from cskd.runfolder.run_names import generated_folder
 
 

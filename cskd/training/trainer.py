@@ -26,7 +26,9 @@ from cskd.data.placement import bundle_for
 from cskd.errors import UserError
 from cskd.method.objectives import Method, StepContext, method_for
 from cskd.method.sampler import share
-from cskd.runfolder import BEST, CONFIG, LAST, LAST_FIELDS, RunFolder, load_model_state, rng_state, set_rng_state
+from cskd.runfolder.checkpoints import LAST_FIELDS, load_model_state, rng_state, set_rng_state
+from cskd.runfolder.folder import RunFolder
+from cskd.runfolder.layout import BEST, CONFIG, LAST
 from cskd.training.device import compile_available, pick_device, use_bf16
 from cskd.training.distributed import (
     SINGLE,

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cskd import __version__
+from cskd.data.catalog import OFFICIAL
 from cskd.data.image_files import IMAGE_EXTENSIONS
 from cskd.data.prepare import sets as sets
 from cskd.data.prepare.archives import extract, file_digests, folder_listing, place
@@ -69,7 +70,7 @@ class Result:
             if self.stale_removed else ""
         if self.noop:
             return f"{self.target} is already prepared from {sources} ({counts}); nothing to do{stale}"
-        official = sets.OFFICIAL[r["name"]]
+        official = OFFICIAL[r["name"]]
         check = (f"PARTIAL: the official split has train {official['train']:,} and test {official['test']:,} "
                  f"images, {official['classes']:,} classes" if r["partial"] else "the official counts")
         return (f"prepared {r['name']} into {self.target}: {counts} ({check})\n"
@@ -118,7 +119,7 @@ def prepare(name: str, sources: list[str], *, data_root: str = "data", allow_par
             counts = _verify(ds.name, tmp, classes, allow_partial)
             record = {"format": FORMAT, "name": ds.name, "cskd_version": __version__,
                       "counts": {s: counts[s] for s in SPLITS}, "classes": counts["classes"],
-                      "partial": counts != sets.OFFICIAL[ds.name], "allow_partial": allow_partial, "files": files,
+                      "partial": counts != OFFICIAL[ds.name], "allow_partial": allow_partial, "files": files,
                       "sources": list(records.values())}
             (tmp / RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
             os.rename(tmp, target)  # same folder, so atomic: the data set appears complete or not at all
@@ -339,7 +340,7 @@ def _verify(name: str, tmp: Path, classes: list[str], allow_partial: bool) -> di
             raise RuntimeError(f"{name}: the {split} class folders differ from the planned classes")  # a bug
         counts[split] = _count_images(tmp / split)
     counts["classes"] = len(classes)
-    official = sets.OFFICIAL[name]
+    official = OFFICIAL[name]
     wrong = [f"the {k} split has {counts[k]:,} images, the official one {official[k]:,}" for k in SPLITS
              if counts[k] != official[k]]
     if counts["classes"] != official["classes"]:

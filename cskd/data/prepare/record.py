@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cskd.data.prepare.sets import SETS
+from cskd.data.catalog import OFFICIAL
 from cskd.errors import UserError, short_reason
 
 RECORD = "prepared.json"
@@ -35,7 +35,7 @@ def read_prepared(folder: Path) -> dict | None:
                 and s.get("kind") in ("archive", "file", "folder") and count(s.get("size"))
                 and isinstance(s.get("sha256"), str) and len(s["sha256"]) == 64)
 
-    ok = (isinstance(rec, dict) and rec.get("format") == FORMAT and rec.get("name") in SETS
+    ok = (isinstance(rec, dict) and rec.get("format") == FORMAT and rec.get("name") in OFFICIAL
           and isinstance(rec.get("cskd_version"), str) and isinstance(rec.get("counts"), dict)
           and all(count(rec["counts"].get(s)) for s in SPLITS) and count(rec.get("classes"))
           and isinstance(rec.get("partial"), bool) and isinstance(rec.get("allow_partial"), bool)

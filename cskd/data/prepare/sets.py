@@ -22,15 +22,6 @@ from cskd.data.image_files import IMAGE_EXTENSIONS
 from cskd.data.prepare.archives import ARCHIVE_ERRORS, extract, progress_bar, safe_relative
 from cskd.errors import UserError, short_reason
 
-# The official figures every prepared copy is checked against (tests replace this table for their miniatures).
-OFFICIAL = {
-    "cub200": {"train": 5_994, "test": 5_794, "classes": 200},
-    "dogs": {"train": 12_000, "test": 8_580, "classes": 120},
-    "mit67": {"train": 5_360, "test": 1_340, "classes": 67},
-    "tinyimagenet": {"train": 100_000, "test": 10_000, "classes": 200},
-    "imagenet": {"train": 1_281_167, "test": 50_000, "classes": 1_000},
-}
-
 # MD5 of the three ImageNet archives, as torchvision.datasets.imagenet.ARCHIVE_META records them: checked in the
 # same read as the sha256, so torchvision need not read 150 GB a second time (tests replace this table).
 IMAGENET_MD5 = {
