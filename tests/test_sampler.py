@@ -1,6 +1,6 @@
 import torch
 
-from cskd.method.sampler import ClassPairSampler
+from cskd.method.sampler import ClassWiseBatchSampler
 
 LABELS = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 1, 0])
 
@@ -11,7 +11,7 @@ def all_pairs(sampler, epoch):
 
 
 def test_every_sample_is_an_anchor_once_and_partners_share_the_class():
-    s = ClassPairSampler(LABELS, batch_size=5, seed=3)
+    s = ClassWiseBatchSampler(LABELS, batch_size=5, seed=3)
     for epoch in range(20):
         anchors, partners = all_pairs(s, epoch)
         assert sorted(anchors.tolist()) == list(range(len(LABELS)))
@@ -19,7 +19,7 @@ def test_every_sample_is_an_anchor_once_and_partners_share_the_class():
 
 
 def test_partner_differs_from_anchor_unless_class_is_a_singleton():
-    s = ClassPairSampler(LABELS, batch_size=4, seed=0)
+    s = ClassWiseBatchSampler(LABELS, batch_size=4, seed=0)
     for epoch in range(50):
         anchors, partners = all_pairs(s, epoch)
         singleton = LABELS[anchors] == 2  # class 2 has one sample: it can only pair with itself
@@ -29,7 +29,7 @@ def test_partner_differs_from_anchor_unless_class_is_a_singleton():
 
 def test_partners_are_uniform_over_the_other_class_members():
     # Anchor 0 (class 0, members 0,1,2,11): partners 1, 2, 11 each about a third of the time.
-    s = ClassPairSampler(LABELS, batch_size=12, seed=5)
+    s = ClassWiseBatchSampler(LABELS, batch_size=12, seed=5)
     counts = torch.zeros(len(LABELS))
     for epoch in range(3000):
         anchors, partners = all_pairs(s, epoch)
@@ -40,25 +40,25 @@ def test_partners_are_uniform_over_the_other_class_members():
 
 
 def test_allow_self_pair_reproduces_the_authors_sampler():
-    s = ClassPairSampler(LABELS, batch_size=12, seed=1, allow_self_pair=True)
+    s = ClassWiseBatchSampler(LABELS, batch_size=12, seed=1, allow_self_pair=True)
     self_pairs = sum(int((a == p).sum()) for e in range(200) for a, p in s.epoch_batches(e))
     # Expected self-pairs per epoch: Σ_classes 1 = 4 (one per class, n_c * 1/n_c); 200 epochs ≈ 800.
     assert 650 < self_pairs < 950
 
 
 def test_same_seed_same_pairs_different_seed_different_pairs_and_state_roundtrip():
-    a = ClassPairSampler(LABELS, batch_size=4, seed=7)
-    b = ClassPairSampler(LABELS, batch_size=4, seed=7)
-    c = ClassPairSampler(LABELS, batch_size=4, seed=8)
+    a = ClassWiseBatchSampler(LABELS, batch_size=4, seed=7)
+    b = ClassWiseBatchSampler(LABELS, batch_size=4, seed=7)
+    c = ClassWiseBatchSampler(LABELS, batch_size=4, seed=8)
     assert all(torch.equal(x, y) for x, y in zip(all_pairs(a, 2), all_pairs(b, 2)))
     assert not all(torch.equal(x, y) for x, y in zip(all_pairs(a, 2), all_pairs(c, 2)))
     # A "resumed" sampler restored from a state dict draws the pairs of the next epoch identically.
     a.epoch_batches(4)
-    restored = ClassPairSampler(LABELS, batch_size=4, seed=0)
+    restored = ClassWiseBatchSampler(LABELS, batch_size=4, seed=0)
     restored.load_state_dict(a.state_dict())
     assert all(torch.equal(x, y) for x, y in zip(all_pairs(a, 5), all_pairs(restored, 5)))
 
 
 def test_drop_last_gives_full_batches_only():
-    s = ClassPairSampler(LABELS, batch_size=5, seed=0, drop_last=True)
+    s = ClassWiseBatchSampler(LABELS, batch_size=5, seed=0, drop_last=True)
     assert len(s) == 2 and all(len(a) == 5 for a, _ in s.epoch_batches(0))

@@ -29,7 +29,7 @@ from cskd.data.bundle import DataBundle, Split
 from cskd.data.decode_cache import open_rgb
 from cskd.errors import UserError
 from cskd.method.batch import PARTNER_MODES, Batch
-from cskd.method.sampler import ClassPairSampler, mixed_seed, share, step_generator
+from cskd.method.sampler import ClassWiseBatchSampler, mixed_seed, share, step_generator
 
 # Offset so the augmentation stream differs from the sampler's stream for the same (seed, epoch).
 AUGMENT_SEED_OFFSET = 7_777
@@ -96,7 +96,7 @@ class TensorBatches:
 
 
 def _sampler(labels, batch_size: int, seed: int, allow_self_pair: bool, partner: str,
-             world: int = 1) -> ClassPairSampler:
+             world: int = 1) -> ClassWiseBatchSampler:
     """In-batch pairing draws B/2 anchors per step, each followed by its partner in the same batch.
     With several processes, a last global batch of fewer anchors than processes is dropped (a
     rank without samples would stall the others); otherwise every sample is used once."""
@@ -108,9 +108,11 @@ def _sampler(labels, batch_size: int, seed: int, allow_self_pair: bool, partner:
         batch_size //= 2
     # In-batch pairing: one epoch = N images, N/2 anchors plus their N/2 partners.
     anchors = len(labels) // 2 if partner == "in-batch" else len(labels)
-    return ClassPairSampler(labels, batch_size=batch_size, seed=seed, allow_self_pair=allow_self_pair,
-                            drop_last=0 < anchors % batch_size < world,
-                            anchors_per_epoch=anchors if partner == "in-batch" else None)
+    # The data path takes each rank's share itself (after drawing the whole global batch's augmentation),
+    # from the global batches of epoch_batches: the sampler is built as for one process.
+    return ClassWiseBatchSampler(labels, batch_size, seed=seed, allow_self_pair=allow_self_pair,
+                                 drop_last=0 < anchors % batch_size < world, num_replicas=1, rank=0,
+                                 anchors_per_epoch=anchors if partner == "in-batch" else None)
 
 
 def tensor_eval_batches(bundle: DataBundle, split: Split, *, batch_size: int, device: torch.device):
@@ -200,7 +202,7 @@ class _IndexBatches:
     """Batch sampler for one epoch: this rank's (row, sample seed) anchors, followed by their
     partners when asked. A sample's seed is (seed, epoch, step, position in the global batch, role)."""
 
-    def __init__(self, sampler: ClassPairSampler, epoch: int, partner: str, seed: int, *, start_step: int = 0,
+    def __init__(self, sampler: ClassWiseBatchSampler, epoch: int, partner: str, seed: int, *, start_step: int = 0,
                  rank: int = 0, world: int = 1):
         self.batches = sampler.epoch_batches(epoch)
         self.partner, self.seed, self.epoch, self.start_step = partner, seed, epoch, start_step

@@ -1,9 +1,10 @@
 """Class-wise pair sampling (paper Algorithm 1): every anchor gets a partner of the same class.
 
-The draw for epoch e depends only on (seed, e), so the sampler's whole state is
-`{seed, epoch, allow_self_pair}`:
-a run resumed from a checkpoint draws exactly the pairs the uninterrupted run would have drawn.
-Works on CPU or CUDA index tensors, so a device-resident loader can use it unchanged.
+`ClassWiseBatchSampler` is both the public sampler (a `torch.utils.data.Sampler` for a
+DataLoader's `batch_sampler`) and the one cskd's trainer draws from. The draw for epoch e depends
+only on (seed, e), so the sampler's whole state is `{seed, epoch, allow_self_pair}`: a run resumed
+from a checkpoint draws exactly the pairs the uninterrupted run would have drawn. Works on CPU or
+CUDA index tensors, so a device-resident loader can use it unchanged.
 
 Several processes (torchrun): every rank draws the same global permutation and partners, and rank
 r of W takes the strided share `batch[r::W]` of each global batch of B anchors, so step k over all
@@ -13,8 +14,11 @@ ranks covers exactly the anchors and partners of single-process step k.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
+import numpy as np
 import torch
+from torch.utils.data import Sampler
 
 
 def mixed_seed(*keys: int) -> int:
@@ -40,34 +44,76 @@ def step_generator(seed: int, epoch: int, step: int, device: torch.device | str 
     return g
 
 
-class ClassPairSampler:
-    """Per epoch: a seeded permutation of the anchors, and for each anchor a same-class partner.
+class ClassWiseBatchSampler(Sampler[list[int]]):
+    """Batches of anchors and their same-class partners (paper Algorithm 1), for a DataLoader.
 
-    With `allow_self_pair=False` (default) the partner is drawn uniformly from the *other* samples
-    of the class whenever the class has more than one sample; with `allow_self_pair=True` it is
-    drawn uniformly from all samples of the class, the anchor included (the authors' sampler).
+    Each item is a list of 2·B data-set indices: B anchors, then each anchor's partner in the same
+    order, so `DataLoader(dataset, batch_sampler=ClassWiseBatchSampler(labels, 64))` collates 2·B
+    samples per step and `split_pairs` cuts them into (anchors, partners). Per epoch the anchors are
+    a seeded permutation of the data set; the partner of an anchor is drawn uniformly from the
+    *other* samples of its class (the anchor itself only when it is alone in its class), or, with
+    `allow_self_pair=True`, from all samples of the class, the anchor included (the authors'
+    sampler). The draws depend only on (seed, epoch): `set_epoch(e)` changes them, the same
+    (seed, epoch) repeats them. `len()` is the number of batches of an epoch.
+
+    Several processes: `batch_size` is the global batch B. With `num_replicas` W and `rank` r
+    (default: from torch.distributed when it is initialised, else 1 and 0) every rank draws the
+    same global batch and keeps its strided share `batch[r::W]` of anchors and of partners
+    (`share`), so the W ranks' items of step k together are the single-process item of step k;
+    a last global batch of fewer than W anchors is dropped (a rank without samples would stall the
+    others). cskd's trainer draws its batches with this class (`epoch_batches`, the global batches
+    as index tensors, on CPU or CUDA) and takes the same shares.
+
+    Parameters: `labels` integer class ids (N,), ids >= 0; `batch_size` B >= 1 anchors per global
+    batch; `seed` of the draws; `drop_last` drops a last partial global batch; `anchors_per_epoch`
+    (cskd's in-batch pairing) draws only that many anchors per epoch.
+
+    >>> s = ClassWiseBatchSampler([0, 0, 1, 1, 1], batch_size=2, seed=0)
+    >>> len(s)
+    3
+    >>> item = next(iter(s))
+    >>> len(item), [([0, 0, 1, 1, 1][i]) for i in item[:2]] == [[0, 0, 1, 1, 1][i] for i in item[2:]]
+    (4, True)
     """
 
-    def __init__(self, labels: torch.Tensor, *, batch_size: int, seed: int, allow_self_pair: bool = False,
-                 drop_last: bool = False, anchors_per_epoch: int | None = None):
-        labels = torch.as_tensor(labels, dtype=torch.long)
+    def __init__(self, labels, batch_size: int, *, seed: int = 0, drop_last: bool = False,
+                 allow_self_pair: bool = False, num_replicas: int | None = None, rank: int | None = None,
+                 anchors_per_epoch: int | None = None):
+        labels = _class_ids(labels)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        num_replicas, rank = _replicas(num_replicas, rank)
         self.labels = labels
         self.batch_size = batch_size
-        self.seed = seed
-        self.allow_self_pair = allow_self_pair
-        self.drop_last = drop_last
+        self.seed = int(seed)
+        self.allow_self_pair = bool(allow_self_pair)
+        self.num_replicas, self.rank_of_replica = num_replicas, rank
         self.epoch = 0
         # anchors drawn per epoch: all samples, or half with in-batch pairing (each step also holds partners)
-        self.anchors_per_epoch = len(labels) if anchors_per_epoch is None else anchors_per_epoch
+        self.anchors_per_epoch = len(labels) if anchors_per_epoch is None else int(anchors_per_epoch)
+        rest = self.anchors_per_epoch % batch_size
+        self.drop_last = bool(drop_last) or 0 < rest < num_replicas
+        if self.drop_last and self.anchors_per_epoch < batch_size:
+            raise ValueError(f"batch_size {batch_size} is larger than the {self.anchors_per_epoch} anchors of an "
+                             f"epoch and drop_last leaves no batch; choose batch_size <= {self.anchors_per_epoch}")
         # Members of every class laid out contiguously: members[start[c] : start[c] + count[c]].
         order = torch.argsort(labels, stable=True)
-        num_classes = int(labels.max()) + 1 if len(labels) else 0
+        num_classes = int(labels.max()) + 1
         self.members = order
         self.count = torch.bincount(labels, minlength=num_classes)
         self.start = torch.cumsum(self.count, 0) - self.count
         # rank[i] = position of sample i inside its class's member list
         self.rank = torch.empty_like(order)
         self.rank[order] = torch.arange(len(order), device=order.device) - self.start[labels[order]]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the batches of `epoch` next (call it before each epoch, as with DistributedSampler)."""
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for anchors, partners in self.epoch_batches(self.epoch):
+            r, w = self.rank_of_replica, self.num_replicas
+            yield share(anchors, r, w).tolist() + share(partners, r, w).tolist()
 
     def __len__(self) -> int:
         n = self.anchors_per_epoch
@@ -110,3 +156,65 @@ class ClassPairSampler:
 def share(rows: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     """Rank `rank`'s strided share of a global batch's rows: rows[rank::world]."""
     return rows[rank::world] if world > 1 else rows
+
+
+def split_pairs(batch):
+    """Cut a collated batch of 2·B samples from `ClassWiseBatchSampler` into (anchors, partners).
+
+    `batch` is a tensor whose first dimension is 2·B, or a tuple/list/dict of such tensors (as a
+    DataLoader collates `(image, label)` samples); the result has the same structure:
+    `(x, y), (x_partner, y_partner) = split_pairs(batch)`.
+
+    >>> import torch
+    >>> anchors, partners = split_pairs((torch.arange(4), torch.tensor([0, 1, 0, 1])))
+    >>> anchors[0].tolist(), partners[1].tolist()
+    ([0, 1], [0, 1])
+    """
+    if isinstance(batch, torch.Tensor):
+        n = batch.shape[0] if batch.ndim else 0
+        if n % 2 or n == 0:
+            raise ValueError(f"a class-wise batch holds 2·B samples (B anchors, then their partners); got {n}")
+        return batch[: n // 2], batch[n // 2:]
+    if isinstance(batch, dict):
+        halves = {k: split_pairs(v) for k, v in batch.items()}
+        return {k: h[0] for k, h in halves.items()}, {k: h[1] for k, h in halves.items()}
+    if isinstance(batch, (tuple, list)):
+        halves = [split_pairs(v) for v in batch]
+        return type(batch)(h[0] for h in halves), type(batch)(h[1] for h in halves)
+    raise TypeError(f"split_pairs takes a tensor, or a tuple, list or dict of tensors; got {type(batch).__name__}")
+
+
+def _class_ids(labels) -> torch.Tensor:
+    """`labels` as an int64 tensor of class ids (N,), or a ValueError/TypeError saying what is wrong."""
+    if isinstance(labels, torch.Tensor):
+        t = labels
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(labels))
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"labels must be a sequence of integer class ids; got {type(labels).__name__} ({e})") \
+                from None
+    if t.numel() == 0:
+        raise ValueError("labels is empty: a data set needs at least one sample")
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class ids; got dtype {t.dtype} (convert with .long() if the values "
+                        f"are whole numbers)")
+    if t.ndim != 1:
+        raise ValueError(f"labels must be one-dimensional (one class id per sample); got shape {tuple(t.shape)}")
+    t = t.long()
+    if int(t.min()) < 0:
+        raise ValueError(f"labels must be class ids >= 0; got {int(t.min())}")
+    return t
+
+
+def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    """(W, r): given, or from torch.distributed when it is initialised, else (1, 0)."""
+    dist = torch.distributed
+    initialised = dist.is_available() and dist.is_initialized()
+    w = num_replicas if num_replicas is not None else (dist.get_world_size() if initialised else 1)
+    r = rank if rank is not None else (dist.get_rank() if initialised else 0)
+    if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+        raise ValueError(f"num_replicas must be a positive integer; got {w!r}")
+    if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < w:
+        raise ValueError(f"rank must be an integer in [0, num_replicas - 1] = [0, {w - 1}]; got {r!r}")
+    return w, r
