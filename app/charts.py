@@ -74,6 +74,34 @@ def reliability_overlay(frame: pd.DataFrame, *, log_counts: bool) -> dict:
     return {"vconcat": [top, counts], "spacing": 6, "resolve": {"scale": {"color": "shared"}}}
 
 
+def smooth_reliability(frame: pd.DataFrame) -> dict:
+    """Smooth reliability curves (analysis.smooth_calibration): each run's kernel-smoothed accuracy
+    over confidence with its 95 % bootstrap band, the diagonal, and each run's confidence density
+    underneath."""
+    color = {"field": "run", "type": "nominal", "scale": run_scale(frame), "legend": _legend(columns=1)}
+    x = {"field": "confidence", "type": "quantitative", "scale": UNIT, "title": "confidence (max softmax)"}
+    tips = [{"field": "run"}, {"field": "confidence", "format": ".3f"},
+            {"field": "accuracy", "format": ".3f", "title": "smoothed accuracy"},
+            {"field": "lower", "format": ".3f", "title": "band from"},
+            {"field": "upper", "format": ".3f", "title": "to"}]
+    top = {"width": SIDE * 2, "height": SIDE, "layer": [
+        {"mark": {"type": "area", "opacity": 0.2},
+         "encoding": {"x": x, "y": {"field": "lower", "type": "quantitative", "scale": UNIT, "title": "accuracy"},
+                      "y2": {"field": "upper"}, "color": color}},
+        {"mark": {"type": "line", "strokeWidth": 2.5},
+         "encoding": {"x": x, "y": {"field": "accuracy", "type": "quantitative", "scale": UNIT}, "color": color,
+                      "tooltip": tips}},
+        {"data": {"values": [{"a": 0, "b": 1}]},
+         "mark": {"type": "rule", "color": "black", "strokeWidth": 1, "strokeDash": [6, 4]},
+         "encoding": {"x": {"field": "a", "type": "quantitative"}, "x2": {"field": "b"},
+                      "y": {"field": "a", "type": "quantitative"}, "y2": {"field": "b"}}},
+    ]}
+    density = {"width": SIDE * 2, "height": 90, "mark": {"type": "line", "strokeWidth": 1.5},
+               "encoding": {"x": x, "y": {"field": "density", "type": "quantitative", "title": "density"},
+                            "color": color, "tooltip": tips}}
+    return {"vconcat": [top, density], "spacing": 6, "resolve": {"scale": {"color": "shared"}}}
+
+
 def _count_axis(log_counts: bool) -> dict:
     scale = {"type": "log"} if log_counts else {"zero": True}
     return {"field": "count", "type": "quantitative", "scale": scale,

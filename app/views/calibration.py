@@ -11,11 +11,12 @@ import pandas as pd
 import streamlit as st
 
 from analysis.displays import ReliabilityDisplay, overlay, side_by_side
+from analysis.smooth_calibration import SmoothReliability, plot_smooth_reliability, smooth_frame, smooth_reliability
 from analysis.tables import cell_text, group_by_seed, row_labels, scale
 from app import charts, ui
 from cskd.config import NOT_EXPERIMENT
 
-STRATEGIES = {"equal-width": "uniform", "equal-mass": "quantile"}
+STRATEGIES = {"equal-width": "uniform", "equal-mass": "quantile", "smooth (no bins)": "smooth"}
 GROUPED = {"ece": "ECE (20 bins)", "adaptive_ece": "adaptive ECE", "classwise_ece": "class-wise ECE",
            "nll": "NLL", "brier": "Brier", "overconfidence": "over-confidence", "ece_after_ts": "ECE after TS"}
 
@@ -28,6 +29,14 @@ def display(key, name: str, _stats, n_bins: int, strategy: str, scaled: bool) ->
     return ReliabilityDisplay.from_confidence(conf, correct, n_bins=n_bins, strategy=strategy, name=name)
 
 
+@st.cache_data(show_spinner=False, max_entries=512)
+def smooth(key, name: str, _stats, scaled: bool) -> SmoothReliability:
+    """The run's smooth reliability curve and smooth ECE (relplot) from its cached confidence and correctness."""
+    conf = _stats.ts_confidence if scaled else _stats.confidence
+    correct = _stats.ts_correct if scaled else _stats.correct
+    return smooth_reliability(conf, correct)
+
+
 def controls() -> tuple[int, str, str, bool, bool]:
     row = st.container(horizontal=True, vertical_alignment="bottom")
     with row:
@@ -35,7 +44,10 @@ def controls() -> tuple[int, str, str, bool, bool]:
                                  persist_state="session", help="The paper uses 20 equal-width bins.", width=120)
         strategy = st.segmented_control("Bins of", list(STRATEGIES), default="equal-width", key="cal_strategy",
                                         persist_state="session", required=True,
-                                        help="equal-width: (m/M, (m+1)/M]; equal-mass: the same number of samples each")
+                                        help="equal-width: (m/M, (m+1)/M]; equal-mass: the same number of samples "
+                                             "each; smooth: kernel-smoothed accuracy with a 95 % bootstrap band and "
+                                             "the "
+                                             "smooth ECE (Błasiok & Nakkiran, ICLR 2024), which needs no bin count")
         layout = st.segmented_control("Layout", ["overlaid", "side by side"], default="overlaid", key="cal_layout",
                                       persist_state="session", required=True)
         counts = st.segmented_control("Count axis", ["log", "linear"], default="log", key="cal_counts",
@@ -46,14 +58,18 @@ def controls() -> tuple[int, str, str, bool, bool]:
     return int(n_bins), STRATEGIES[strategy or "equal-width"], layout or "overlaid", (counts or "log") == "log", scaled
 
 
-def metrics_table(ready, displays: dict) -> pd.DataFrame:
+def metrics_table(ready, displays: dict, curves: dict) -> pd.DataFrame:
     """One line per metric, one column per run (a few runs, many metrics: this way it fits)."""
     table = {}
     for r in ready:
         m, d = r.stats.metrics, displays.get(r.name)
         over, (low, high) = m["overconfidence"], (m.get("ece_ci_low"), m.get("ece_ci_high"))
+        if curves:
+            shown = {"smooth ECE (shown predictions)": _pct(curves[r.name].smooth_ece if r.name in curves else None)}
+        else:
+            shown = {"ECE (shown bins)": _pct(d.ece if d else None), "MCE (shown bins)": _pct(d.mce if d else None)}
         table[r.name] = {
-            "ECE (shown bins)": _pct(d.ece if d else None), "MCE (shown bins)": _pct(d.mce if d else None),
+            **shown,
             "ECE (20 equal-width bins)": _pct(m["ece"]),
             "ECE 95% bootstrap interval": f"{100 * low:.2f}–{100 * high:.2f} %" if low is not None else "—",
             "adaptive ECE (20 equal-mass bins)": _pct(m["adaptive_ece"]), "class-wise ECE": _pct(m["classwise_ece"]),
@@ -89,6 +105,17 @@ def seed_table(ready) -> None:
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
+def smooth_section(ctx, curves: dict, scaled: bool) -> None:
+    """The smooth reliability curves of the picked runs on one axes, with their PNG/PDF download."""
+    st.markdown(f"**Smooth reliability** ({'after temperature scaling' if scaled else 'test split'}; "
+                f"kernel-smoothed accuracy, band: 95 % bootstrap, below: density of the confidences)")
+    colors = {name: ctx.color(name) for name in curves}
+    frame = smooth_frame(curves, colors=colors)
+    st.vega_lite_chart(frame, charts.smooth_reliability(frame))
+    ui.downloads(f"reliability-{'ts-' if scaled else ''}smooth", lambda: plot_smooth_reliability(curves, colors=colors)
+                 .figure, key="reliability-smooth")
+
+
 def page() -> None:
     ctx = ui.context()
     st.title("Calibration")
@@ -100,16 +127,21 @@ def page() -> None:
     if scaled and len(shown) < len(ready):
         st.caption(f"Not temperature-scaled (no validation predictions to fit T on; it is never fitted on the test "
                    f"split): {ui.literal(', '.join(r.name for r in ready if r not in shown))}.")
-    displays = {}
+    displays, curves = {}, {}
     for r in shown:
         with ui.card_on_error(r.name, "its stats cache"):
-            displays[r.name] = display(r.files.key, r.name, r.stats, n_bins, strategy, scaled)
-    table = metrics_table(ready, displays)
+            if strategy == "smooth":
+                curves[r.name] = smooth(r.files.key, r.name, r.stats, scaled)
+            else:
+                displays[r.name] = display(r.files.key, r.name, r.stats, n_bins, strategy, scaled)
+    table = metrics_table(ready, displays, curves)
     st.dataframe(table, hide_index=False, width="stretch", height=35 * len(table) + 40)
     st.caption("Bootstrap interval: percentile bootstrap of the 20-bin ECE (1,000 resamples of the test set). "
                "confidence − accuracy: mean max-softmax probability minus accuracy (the signed ECE). TS: temperature "
                "scaling, T fitted on the validation split.")
     seed_table(ready)
+    if curves:
+        smooth_section(ctx, curves, scaled)
     if not displays:
         return
     frame = pd.concat([d.frame(order=ctx.picked.index(name)) for name, d in displays.items()], ignore_index=True)
