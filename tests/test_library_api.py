@@ -181,3 +181,35 @@ def test_the_plain_pytorch_example_trains(tmp_path):
     assert "CS-KD, 2 epochs: test accuracy" in out.stdout
     accuracy = float(out.stdout.split("accuracy ")[1].split("%")[0])
     assert accuracy > 50  # 10 classes: chance is 10 %
+
+
+@pytest.mark.slow
+def test_the_lightning_example_trains_with_new_pairs_every_epoch(tmp_path):
+    pytest.importorskip("lightning", reason="Lightning is an optional extra (pip install lightning); "
+                                            "examples/lightning_module.py is not run without it")
+    import importlib.util
+
+    import lightning as L
+
+    spec = importlib.util.spec_from_file_location("lightning_example", ROOT / "examples" / "lightning_module.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    epochs = []
+
+    class Recording(cskd.ClassWiseBatchSampler):
+        def __iter__(self):
+            epochs.append(self.epoch)  # the epoch whose pairs this pass draws
+            return super().__iter__()
+
+    labels = torch.tensor([0, 1] * 16)
+    data = TensorDataset(torch.randn(32, 1, 8, 8), labels)
+    loader = DataLoader(data, batch_sampler=Recording(labels, batch_size=8))
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=1, use_distributed_sampler=False, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    trainer.fit(example.CSKDModule(num_classes=2), loader)
+    assert epochs[:2] == [0, 1]  # new pairs every epoch, as in cskd's trainer
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "lightning_module.py"), "--epochs", "1"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "CS-KD (Lightning), 1 epochs: test accuracy" in out.stdout
