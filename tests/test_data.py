@@ -5,7 +5,7 @@ from PIL import Image
 
 from cskd.config import resolve
 from cskd.data.augment import normalize, random_crop_flip
-from cskd.data.loaders import HostBatches, TensorBatches, eval_batches
+from cskd.data.loaders import BatchSpec, HostBatches, TensorBatches, eval_batches
 from cskd.data.sets import load_bundle
 from cskd.errors import UserError
 from cskd.training.trainer import run_training
@@ -62,7 +62,8 @@ def test_normalize_uses_per_channel_statistics():
 
 def test_tensor_batches_give_pairs_of_the_same_class_in_range():
     bundle = load_bundle("digits", data_root="unused")
-    src = TensorBatches(bundle, bundle.train, batch_size=100, seed=0, device=torch.device("cpu"), partner="class")
+    src = TensorBatches(bundle, bundle.train, BatchSpec(batch_size=100, seed=0, partner="class"),
+                        device=torch.device("cpu"))
     b = next(iter(src.epoch(0)))
     x, y, xp = b.x, b.y, b.partner
     assert x.shape == xp.shape == (100, 1, 8, 8) and x.dtype == torch.float32
@@ -91,8 +92,8 @@ def test_imagefolder_layout_trains_through_dataloader(tmp_path):
     _write_images(root / "test", ["a", "b", "c"], 2)
     bundle = load_bundle("imagefolder", data_root=str(root), val_fraction=0.3)
     assert bundle.class_names == ["a", "b", "c"] and len(bundle.test) == 6 and len(bundle.val) == 6
-    src = HostBatches(bundle, bundle.train, batch_size=4, seed=0, device=torch.device("cpu"), partner="class",
-                      workers=0)
+    src = HostBatches(bundle, bundle.train, BatchSpec(batch_size=4, seed=0, partner="class"),
+                      device=torch.device("cpu"), workers=0)
     b = next(iter(src.epoch(0)))
     x, xp = b.x, b.partner
     assert x.shape == (4, 3, 224, 224) and xp.shape == x.shape

@@ -57,7 +57,7 @@ def test_cached_evaluation_matches_decoding_the_files(tmp_path):
 
 
 def test_device_path_for_224_px_sets_matches_the_host_test_transform(tmp_path):
-    from cskd.data.loaders import TensorBatches
+    from cskd.data.loaders import BatchSpec, TensorBatches
     from cskd.data.placement import bundle_for
 
     root = tmp_path / "set"
@@ -73,7 +73,7 @@ def test_device_path_for_224_px_sets_matches_the_host_test_transform(tmp_path):
     d = next(iter(eval_batches(dev, dev.test, batch_size=8, device=torch.device("cpu"))))[0]
     assert d.shape == h.shape == (4, 3, 224, 224)
     assert torch.allclose(d, h, atol=1e-4)  # short side 256 after caching: the same pixel-exact crop
-    src = TensorBatches(dev, dev.train, batch_size=4, seed=0, device=torch.device("cpu"), partner="class")
+    src = TensorBatches(dev, dev.train, BatchSpec(batch_size=4, seed=0, partner="class"), device=torch.device("cpu"))
     b = next(iter(src.epoch(0)))
     assert b.x.shape == b.partner.shape == (4, 3, 224, 224)
     cfg = resolve({**base, "loader": "device", "epochs": 1, "batch_size": 4, "out": str(tmp_path / "run")})

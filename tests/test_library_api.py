@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import cskd
 import cskd.method.losses
 import cskd.method.sampler
-from cskd.data.loaders import TensorBatches
+from cskd.data.loaders import BatchSpec, TensorBatches
 from cskd.data.sets import load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,8 @@ def test_two_ranks_items_together_are_the_single_process_item():
 
 def test_the_trainer_draws_from_the_same_sampler():
     bundle = load_bundle("digits", data_root="unused", val_fraction=0.0)
-    src = TensorBatches(bundle, bundle.train, batch_size=32, seed=4, device=torch.device("cpu"), partner="class")
+    spec = BatchSpec(batch_size=32, seed=4, partner="class")
+    src = TensorBatches(bundle, bundle.train, spec, device=torch.device("cpu"))
     assert type(src.sampler) is cskd.ClassWiseBatchSampler
     public = cskd.ClassWiseBatchSampler(bundle.train.labels, 32, seed=4)
     public.set_epoch(3)

@@ -9,7 +9,7 @@ import torch
 
 from cskd.config import resolve
 from cskd.data.bundle import DataBundle, Split
-from cskd.data.loaders import HostBatches, TensorBatches
+from cskd.data.loaders import BatchSpec, HostBatches, TensorBatches
 from cskd.method.batch import Batch
 from cskd.method.objectives import StepContext, cskd_step, paired_logits
 from cskd.training.trainer import run_training
@@ -52,9 +52,9 @@ def _stats(source, epochs=3):
 
 def test_device_and_host_paths_have_the_same_augmentation_statistics():
     bundle = _bundle()
-    kw = dict(batch_size=100, seed=0, device=torch.device("cpu"))
-    dev_flip, dev_off = _stats(TensorBatches(bundle, bundle.train, **kw))
-    host_flip, host_off = _stats(HostBatches(bundle, bundle.train, workers=0, **kw))
+    spec, cpu = BatchSpec(batch_size=100, seed=0), torch.device("cpu")
+    dev_flip, dev_off = _stats(TensorBatches(bundle, bundle.train, spec, device=cpu))
+    host_flip, host_off = _stats(HostBatches(bundle, bundle.train, spec, device=cpu, workers=0))
     for flips, offsets in ((dev_flip, dev_off), (host_flip, host_off)):
         assert abs(flips - 0.5) < 0.04
         assert len(offsets) == 9 and all(abs(p - 1 / 9) < 0.025 for p in offsets.values())
@@ -62,7 +62,8 @@ def test_device_and_host_paths_have_the_same_augmentation_statistics():
 
 def test_in_batch_pairing_batches_hold_anchors_then_their_partners():
     bundle = _bundle(60)
-    src = TensorBatches(bundle, bundle.train, batch_size=10, seed=1, device=torch.device("cpu"), partner="in-batch")
+    src = TensorBatches(bundle, bundle.train, BatchSpec(batch_size=10, seed=1, partner="in-batch"),
+                        device=torch.device("cpu"))
     batches = list(src.epoch(0))
     assert len(batches) == len(src) == 6  # 60 images per epoch: 30 anchors + their 30 partners, 10 per batch
     for b in batches:
@@ -161,7 +162,8 @@ def test_tinyimagenet_is_moved_onto_the_device_path(tmp_path):
     cfg = resolve({"dataset": "tinyimagenet", "data_root": str(tmp_path), "val_fraction": 0.4})
     bundle = bundle_for(cfg)
     assert bundle.in_memory and bundle.train.images.shape[1:] == (3, 64, 64)
-    src = TensorBatches(bundle, bundle.train, batch_size=4, seed=0, device=torch.device("cpu"), partner="class")
+    src = TensorBatches(bundle, bundle.train, BatchSpec(batch_size=4, seed=0, partner="class"),
+                        device=torch.device("cpu"))
     b = next(iter(src.epoch(0)))
     assert b.x.shape == b.partner.shape == (4, 3, 32, 32)
     host = bundle_for(resolve({**cfg.to_dict(), "loader": "host"}))
@@ -200,8 +202,8 @@ def test_ranks_share_each_global_batch_exactly(source, partner):
     extra = {} if source == "device" else {"workers": 0}
 
     def batches(rank=0, world=1, start_step=0):
-        src = cls(bundle, bundle.train, batch_size=8 if partner != "in-batch" else 16, seed=3,
-                  device=torch.device("cpu"), partner=partner, rank=rank, world=world, **extra)
+        spec = BatchSpec(batch_size=8 if partner != "in-batch" else 16, seed=3, partner=partner, rank=rank, world=world)
+        src = cls(bundle, bundle.train, spec, device=torch.device("cpu"), **extra)
         return list(src.epoch(1, start_step))
 
     single = batches()
@@ -232,7 +234,7 @@ def test_ranks_share_each_global_batch_exactly(source, partner):
 
 def test_host_augmentation_does_not_depend_on_the_number_of_workers():
     bundle = _bundle(40)
-    kw = dict(batch_size=8, seed=5, device=torch.device("cpu"), partner="class")
+    kw = dict(spec=BatchSpec(batch_size=8, seed=5, partner="class"), device=torch.device("cpu"))
     a = [b.x for b in HostBatches(bundle, bundle.train, workers=0, **kw).epoch(0)]
     b = [b.x for b in HostBatches(bundle, bundle.train, workers=2, **kw).epoch(0)]
     assert len(a) == len(b) == 5 and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))

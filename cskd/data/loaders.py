@@ -19,6 +19,7 @@ processes, sees the same augmented images as one uninterrupted process.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -34,21 +35,44 @@ from cskd.method.sampler import ClassWiseBatchSampler, mixed_seed, share, step_g
 # Offset so the augmentation stream differs from the sampler's stream for the same (seed, epoch).
 AUGMENT_SEED_OFFSET = 7_777
 
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """What a training source draws at each step, and which share of it this process keeps.
+
+    - batch_size: images per step over all processes (the global batch; with partner "in-batch",
+      anchors plus their partners, so it must be even).
+    - seed: the run's seed; the pair sampler's draws and (offset by AUGMENT_SEED_OFFSET) the
+      augmentation depend only on (seed, epoch, step).
+    - partner: one of cskd.method.batch.PARTNER_MODES ("none", "class", "view", "in-batch").
+    - clean: also yield each anchor's un-augmented evaluation view (Batch.clean).
+    - allow_self_pair: a class partner may be the anchor itself (the authors' sampler).
+    - rank, world: this process's index in 0..world-1 and the number of processes; rank r keeps
+      `[r::world]` of every global batch.
+    """
+
+    batch_size: int
+    seed: int
+    partner: str = "none"
+    clean: bool = False
+    allow_self_pair: bool = False
+    rank: int = 0
+    world: int = 1
+
+
 class TensorBatches:
     """Training batches from an in-memory split, augmented on `device`."""
 
-    def __init__(self, bundle: DataBundle, split: Split, *, batch_size: int, seed: int, device: torch.device,
-                 partner: str = "none", clean: bool = False, allow_self_pair: bool = False,
-                 rank: int = 0, world: int = 1):
-        self.bundle, self.rank, self.world = bundle, rank, world
+    def __init__(self, bundle: DataBundle, split: Split, spec: BatchSpec, *, device: torch.device):
+        self.bundle, self.rank, self.world = bundle, spec.rank, spec.world
         self.device = device
         self.images = split.images.to(device)
         self.sizes = None if split.sizes is None else split.sizes.to(device)
         self.labels = split.labels.to(device)
         self.mean = torch.tensor(bundle.mean, device=device)
         self.std = torch.tensor(bundle.std, device=device)
-        self.partner, self.clean, self.seed = partner, clean, seed
-        self.sampler = _sampler(self.labels, batch_size, seed, allow_self_pair, partner, world)
+        self.partner, self.clean, self.seed = spec.partner, spec.clean, spec.seed
+        self.sampler = _sampler(self.labels, spec)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -95,11 +119,11 @@ class TensorBatches:
                         len(mine) * w / len(anchors))
 
 
-def _sampler(labels, batch_size: int, seed: int, allow_self_pair: bool, partner: str,
-             world: int = 1) -> ClassWiseBatchSampler:
+def _sampler(labels, spec: BatchSpec) -> ClassWiseBatchSampler:
     """In-batch pairing draws B/2 anchors per step, each followed by its partner in the same batch.
     With several processes, a last global batch of fewer anchors than processes is dropped (a
     rank without samples would stall the others); otherwise every sample is used once."""
+    batch_size, partner, world = spec.batch_size, spec.partner, spec.world
     if partner not in PARTNER_MODES:
         raise ValueError(f"partner must be one of {PARTNER_MODES}; got {partner!r}")
     if partner == "in-batch":
@@ -110,7 +134,7 @@ def _sampler(labels, batch_size: int, seed: int, allow_self_pair: bool, partner:
     anchors = len(labels) // 2 if partner == "in-batch" else len(labels)
     # The data path takes each rank's share itself (after drawing the whole global batch's augmentation),
     # from the global batches of epoch_batches: the sampler is built as for one process.
-    return ClassWiseBatchSampler(labels, batch_size, seed=seed, allow_self_pair=allow_self_pair,
+    return ClassWiseBatchSampler(labels, batch_size, seed=spec.seed, allow_self_pair=spec.allow_self_pair,
                                  drop_last=0 < anchors % batch_size < world, num_replicas=1, rank=0,
                                  anchors_per_epoch=anchors if partner == "in-batch" else None)
 
@@ -199,14 +223,15 @@ class SplitImages(Dataset):
 
 
 class _IndexBatches:
-    """Batch sampler for one epoch: this rank's (row, sample seed) anchors, followed by their
-    partners when asked. A sample's seed is (seed, epoch, step, position in the global batch, role)."""
+    """Batch sampler for one epoch from `start_step` on: this rank's (row, sample seed) anchors,
+    followed by their partners when asked. A sample's seed is (spec.seed + AUGMENT_SEED_OFFSET,
+    epoch, step, position in the global batch, role)."""
 
-    def __init__(self, sampler: ClassWiseBatchSampler, epoch: int, partner: str, seed: int, *, start_step: int = 0,
-                 rank: int = 0, world: int = 1):
+    def __init__(self, sampler: ClassWiseBatchSampler, spec: BatchSpec, epoch: int, *, start_step: int = 0):
         self.batches = sampler.epoch_batches(epoch)
-        self.partner, self.seed, self.epoch, self.start_step = partner, seed, epoch, start_step
-        self.rank, self.world = rank, world
+        self.partner, self.seed = spec.partner, spec.seed + AUGMENT_SEED_OFFSET
+        self.epoch, self.start_step = epoch, start_step
+        self.rank, self.world = spec.rank, spec.world
 
     def __len__(self) -> int:
         return len(self.batches) - self.start_step
@@ -229,21 +254,18 @@ class _IndexBatches:
 class HostBatches:
     """Training batches decoded and augmented per sample by DataLoader workers."""
 
-    def __init__(self, bundle: DataBundle, split: Split, *, batch_size: int, seed: int, device: torch.device,
-                 partner: str = "none", clean: bool = False, allow_self_pair: bool = False, workers: int = 2,
-                 rank: int = 0, world: int = 1):
-        clean_tf = host_transforms(bundle, train=False) if clean else None
+    def __init__(self, bundle: DataBundle, split: Split, spec: BatchSpec, *, device: torch.device, workers: int = 2):
+        clean_tf = host_transforms(bundle, train=False) if spec.clean else None
         self.dataset = SplitImages(split, host_transforms(bundle, train=True), clean_tf, bundle.decode_cache)
-        self.sampler = _sampler(split.labels, batch_size, seed, allow_self_pair, partner, world)
-        self.device, self.partner, self.clean, self.seed, self.workers = device, partner, clean, seed, workers
-        self.rank, self.world = rank, world
+        self.sampler = _sampler(split.labels, spec)
+        self.spec, self.device, self.workers = spec, device, workers
+        self.partner, self.clean, self.world = spec.partner, spec.clean, spec.world
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        batches = _IndexBatches(self.sampler, epoch, self.partner, self.seed + AUGMENT_SEED_OFFSET,
-                                start_step=start_step, rank=self.rank, world=self.world)
+        batches = _IndexBatches(self.sampler, self.spec, epoch, start_step=start_step)
         loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers,
                             pin_memory=self.device.type == "cuda")
         sizes = [len(a) for a, _ in batches.batches[start_step:]]  # global anchors per step
@@ -289,21 +311,19 @@ class ChannelsLast:
         return (to_channels_last(b) for b in self.source.epoch(epoch, start_step))
 
 
-def train_batches(bundle: DataBundle, *, loader: str = "auto", batch_size: int, seed: int, device: torch.device,
-                  partner: str = "none", clean: bool = False, allow_self_pair: bool = False, workers: int = 2,
-                  rank: int = 0, world: int = 1, channels_last: bool = False):
-    """The training source: on the device for in-memory sets (unless loader="host"), else DataLoader.
-    Its `epoch(e, start_step)` yields this rank's Batches; `sampler` holds the pair sampler."""
+def train_batches(bundle: DataBundle, spec: BatchSpec, *, device: torch.device, loader: str = "auto",
+                  workers: int = 2, channels_last: bool = False):
+    """The training source: on the device for in-memory sets (unless loader="host"), else DataLoader
+    with `workers` worker processes (0: in this process); batches in channels_last memory format when
+    asked. Its `epoch(e, start_step)` yields this rank's Batches; `sampler` holds the pair sampler."""
     if loader not in LOADERS:
         raise ValueError(f"loader must be one of {LOADERS}; got {loader!r}")
     if loader == "device" and not bundle.in_memory:
         raise UserError(f"--loader device needs an in-memory data set; {bundle.name} is read from image files")
-    kw = dict(batch_size=batch_size, seed=seed, device=device, partner=partner, clean=clean,
-              allow_self_pair=allow_self_pair, rank=rank, world=world)
     if bundle.in_memory and loader != "host":
-        source = TensorBatches(bundle, bundle.train, **kw)
+        source = TensorBatches(bundle, bundle.train, spec, device=device)
     else:
-        source = HostBatches(bundle, bundle.train, workers=workers, **kw)
+        source = HostBatches(bundle, bundle.train, spec, device=device, workers=workers)
     return ChannelsLast(source) if channels_last else source
 
 

@@ -125,16 +125,41 @@ class EpochState:
         self.seen = int(values[4])
 
 
-def train_epoch(ctx: StepContext, method: Method, optimizer, source, epoch: int, *, device, bf16: bool, bar,
-                state: EpochState, world: World, stop: StopSignals) -> bool:
-    """The rest of one epoch from `state` (its sums end up added over ranks). Returns True when a
-    stop signal ended it early, with `state` at that step."""
+@dataclass(frozen=True)
+class EpochContext:
+    """What every epoch of a run trains with (the same objects from epoch to epoch).
+
+    - ctx: the method's StepContext: ctx.model the gradient path (compiled and/or DDP-wrapped),
+      ctx.fixed the same module without DDP, ctx.cfg the run's config (seed, log_interval).
+    - method: what a step computes (cskd.method.objectives).
+    - optimizer: the SGD optimiser over the model's parameters (its lr set per epoch by the caller).
+    - source: the training source (cskd.data.loaders.train_batches): .epoch(e, start_step) -> Batches.
+    - device: where the model, batches and running sums live.
+    - bf16: the step runs under bf16 autocast.
+    - world: the processes sharing each global batch (SINGLE for one).
+    - stop: the installed SIGTERM/SIGUSR1 handlers; a signal ends the epoch early.
+    """
+
+    ctx: StepContext
+    method: Method
+    optimizer: torch.optim.Optimizer
+    source: object
+    device: torch.device
+    bf16: bool
+    world: World
+    stop: StopSignals
+
+
+def train_epoch(training: EpochContext, epoch: int, *, state: EpochState, bar) -> bool:
+    """The rest of 0-based `epoch` from `state` (its sums end up added over ranks), shown on the tqdm
+    `bar`. Returns True when a stop signal ended it early, with `state` at that step."""
+    ctx, device, world, stop = training.ctx, training.device, training.world, training.stop
     cfg = ctx.cfg
     ctx.model.train()
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
-    for step, batch in enumerate(source.epoch(epoch, state.step), start=state.step):
+    for step, batch in enumerate(training.source.epoch(epoch, state.step), start=state.step):
         ctx.generator = step_generator(cfg.seed + METHOD_SEED_OFFSET, epoch, step)  # CPU: Mixup draws on the host
-        out = train_step(ctx, method, optimizer, batch, device=device, bf16=bf16)
+        out = train_step(ctx, training.method, training.optimizer, batch, device=device, bf16=training.bf16)
         n = out.labels.shape[0]
         state.seen += n
         state.sums += torch.stack([out.loss.detach().double() * n, out.ce.detach().double() * n,
@@ -145,18 +170,19 @@ def train_epoch(ctx: StepContext, method: Method, optimizer, source, epoch: int,
         # One process looks at the stop flag every step (a Python bool, no sync); several agree on
         # it at the interval's all-reduce.
         if (step + 1) % cfg.log_interval == 0 or (stop.signum and not world.distributed):
-            if _check_and_show(state, first_bad, epoch, bar, optimizer, world, stop):
+            if _check_and_show(training, state, first_bad, epoch, bar):
                 return True
-    _check_and_show(state, first_bad, epoch, bar, optimizer, world, stop, final=True)
+    _check_and_show(training, state, first_bad, epoch, bar, final=True)
     return False
 
 
-def _check_and_show(state: EpochState, first_bad, epoch, bar, optimizer, world: World, stop: StopSignals,
-                    *, final: bool = False) -> bool:
+def _check_and_show(training: EpochContext, state: EpochState, first_bad, epoch: int, bar, *,
+                    final: bool = False) -> bool:
     """The once-per-interval host read (one all-reduce with several processes): stop on a
     non-finite loss, agree on a stop signal, update the progress bar. Returns True when a stop
     signal ends the epoch here; at the epoch's end (`final`) the sums become the global ones and a
     signal is left for after the epoch's checkpoint."""
+    world, stop = training.world, training.stop
     local = torch.cat([state.sums, (first_bad >= 0).double().view(1)])
     shared = all_sum(torch.cat([local, torch.tensor([float(state.seen), float(stop.signum > 0)], device=local.device,
                                                     dtype=torch.float64)]), world).cpu()
@@ -177,7 +203,7 @@ def _check_and_show(state: EpochState, first_bad, epoch, bar, optimizer, world: 
     total, _, _, correct, seen = (*shared[:4].tolist(), max(shared[5].item(), 1))
     bar.update(state.step - bar.n)
     bar.set_postfix(loss=f"{total / seen:.3f}", acc=f"{100 * correct / seen:.1f}",
-                    lr=f"{optimizer.param_groups[0]['lr']:.4g}", refresh=False)
+                    lr=f"{training.optimizer.param_groups[0]['lr']:.4g}", refresh=False)
     return False
 
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from cskd import __version__
 from cskd.config import TrainConfig
 from cskd.data.bundle import DataBundle
-from cskd.data.loaders import eval_batches, train_batches
+from cskd.data.loaders import BatchSpec, eval_batches, train_batches
 from cskd.data.placement import bundle_for
 from cskd.errors import UserError
 from cskd.method.objectives import Method, StepContext, method_for
@@ -41,7 +41,16 @@ from cskd.training.distributed import (
     same_buffers,
     wrap,
 )
-from cskd.training.epoch import Diverged, EpochState, StopSignals, evaluate, load_optimizer_state, lr_at, train_epoch
+from cskd.training.epoch import (
+    Diverged,
+    EpochContext,
+    EpochState,
+    StopSignals,
+    evaluate,
+    load_optimizer_state,
+    lr_at,
+    train_epoch,
+)
 from cskd.training.host_memory import keep_freed_host_memory
 from cskd.training.run_model import TrainingModel, build_run_model, load_teacher
 from cskd.training.session import Start, choose_folder, open_run
@@ -63,6 +72,33 @@ class Setup:
     source: object  # a training source (cskd.data.loaders): .epoch(e, start_step) -> Batches, .sampler, len()
     ctx: StepContext  # ctx.model: the gradient path (compiled and/or DDP-wrapped); ctx.fixed: without DDP
     evaluator: torch.nn.Module  # what evaluation calls: the model, compiled when --compile
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """One process's fixed view of the run it trains: `folder` (rank 0 writes every file), `cfg`
+    (the run's settings), `bundle` (its data), `setup` (model, optimizer, method, source:
+    build_training), `world` (the processes; SINGLE for one), `device` (this process's), `bf16`
+    (steps and evaluation under bf16 autocast)."""
+
+    folder: RunFolder
+    cfg: TrainConfig
+    bundle: DataBundle
+    setup: Setup
+    world: World
+    device: torch.device
+    bf16: bool
+
+
+@dataclass(frozen=True)
+class FitStart:
+    """Where the epochs start: `epoch` the first (0-based) to train, `best` the selection so far
+    ({"acc": fraction, "epoch": 1-based; -1 for none}), `state` that epoch's running sums (steps
+    already done after a mid-epoch checkpoint, else fresh)."""
+
+    epoch: int
+    best: dict
+    state: EpochState
 
 
 def build_training(cfg: TrainConfig, bundle: DataBundle, device: torch.device, world: World = SINGLE) -> Setup:
@@ -93,9 +129,9 @@ def build_training(cfg: TrainConfig, bundle: DataBundle, device: torch.device, w
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay, **opt_kw)
     method = method_for(cfg)
-    source = train_batches(bundle, loader=cfg.loader, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
-                           partner=method.partner, clean=method.clean, allow_self_pair=cfg.allow_self_pair,
-                           workers=cfg.workers, rank=world.rank, world=world.size,
+    spec = BatchSpec(batch_size=cfg.batch_size, seed=cfg.seed, partner=method.partner, clean=method.clean,
+                     allow_self_pair=cfg.allow_self_pair, rank=world.rank, world=world.size)
+    source = train_batches(bundle, spec, device=device, loader=cfg.loader, workers=cfg.workers,
                            channels_last=channels_last)
     trainer = TrainingModel(net)
     # compile, then wrap: the partner's no-grad forward and evaluation call the compiled module
@@ -196,20 +232,21 @@ def _train_in(start: Start, world: World, *, stop_after_epoch, progress) -> dict
         state.step = ckpt["step"]
         if ckpt["step"] and world.main:  # read_checkpoint checked `partial` whenever step > 0
             state.unpack(ckpt["partial"])
-    on_rank0(world, _write_first_files, start, bundle, device, bf16, world)
+    run = RunContext(folder, cfg, bundle, setup, world, device, bf16)
+    on_rank0(world, _write_first_files, start, run)
     print_main = print if world.main else (lambda *a, **k: None)
     print_main(f"run {folder}: {cfg.method} on {cfg.dataset} ({len(bundle.train)} train / "
                f"{len(bundle.val) if bundle.val is not None else 0} val / {len(bundle.test)} test), {cfg.model}, "
                f"{device.type}{' bf16' if bf16 else ''}{f', {world.size} processes' if world.distributed else ''}, "
                f"epochs {start_epoch + 1}-{cfg.epochs}" + (f" from step {state.step + 1}" if state.step else ""))
     t_run = time.time()
-    best = _fit(setup, folder, cfg, bundle, select_split, world, device, bf16, start_epoch, best, state,
-                stop_after_epoch=stop_after_epoch, progress=progress)
+    best = _fit(run, select_split, FitStart(start_epoch, best, state), stop_after_epoch=stop_after_epoch,
+                progress=progress)
     finished = stop_after_epoch is None or stop_after_epoch >= cfg.epochs - 1
     summary = {"finished": finished, "best_epoch": best["epoch"], "best_acc": best["acc"],
                "selected_on": cfg.select_on, "train_seconds": round(time.time() - t_run, 2)}
     if finished:
-        summary.update(_test_best(folder, cfg, bundle, setup, device, bf16, world))
+        summary.update(_test_best(run))
         on_rank0(world, folder.write_summary, summary)
         print_main(f"done: best epoch {best['epoch']} ({cfg.select_on} acc {100 * best['acc']:.2f}%), "
                    f"test acc {100 * summary['test_acc']:.2f}%  -> {folder}")
@@ -227,29 +264,32 @@ def _restore(setup: Setup, ckpt: dict, folder: RunFolder, device) -> None:
                         f"start the run again with --overwrite") from None
 
 
-def _write_first_files(start: Start, bundle: DataBundle, device, bf16: bool, world: World) -> None:
+def _write_first_files(start: Start, run: RunContext) -> None:
     """A new run: config.json and an empty metrics log (after removing cskd's files of a replaced
     run). A resumed run: config.json again when it was lost, and the log without the records of
     epochs after the checkpoint (written before a kill), so none repeats."""
     folder, cfg, ckpt = start.folder, start.cfg, start.checkpoint
     if ckpt is None:
         folder.clear()  # only cskd's own files of an earlier run here (--overwrite, or resume auto)
-        start.run_id = folder.write_config(cfg.to_dict(), config_meta(cfg, bundle, device, bf16, world))
+        start.run_id = folder.write_config(cfg.to_dict(), config_meta(run))
         folder.write_metrics([])
         return
     if start.repair_config:
-        folder.write_config(cfg.to_dict(), {**config_meta(cfg, bundle, device, bf16, world),
-                                            "run_id": ckpt.get("run_id")})
+        folder.write_config(cfg.to_dict(), {**config_meta(run), "run_id": ckpt.get("run_id")})
     folder.write_metrics([r for r in folder.metrics() if r["epoch"] <= ckpt["epoch"] + 1])
 
 
-def _fit(setup: Setup, folder: RunFolder, cfg: TrainConfig, bundle, select_split, world: World, device, bf16,
-         start_epoch: int, best: dict, state: EpochState, *, stop_after_epoch, progress) -> dict:
-    """Epochs start_epoch.. of the run; returns the best {"acc", "epoch"}. Rank 0 writes best.pt,
-    the epoch's record and last.pt after every epoch, and last.pt within the epoch on a stop signal."""
+def _fit(run: RunContext, select_split, start: FitStart, *, stop_after_epoch: int | None,
+         progress: bool | None) -> dict:
+    """Epochs start.epoch..stop_after_epoch (0-based; None: all) selecting on `select_split`; returns the best
+    {"acc", "epoch"}. Rank 0 writes best.pt, the epoch's record and last.pt after every epoch, and last.pt within
+    the epoch on a stop signal. `progress`: show the bar (None: on rank 0 where stderr is a terminal)."""
+    setup, folder, cfg, world, device, bf16 = run.setup, run.folder, run.cfg, run.world, run.device, run.bf16
+    best, state = start.best, start.state
     selection = rank_share(select_split, world)
     with StopSignals() as stop:
-        for epoch in range(start_epoch, cfg.epochs):
+        training = EpochContext(setup.ctx, setup.method, setup.optimizer, setup.source, device, bf16, world, stop)
+        for epoch in range(start.epoch, cfg.epochs):
             if stop_after_epoch is not None and epoch > stop_after_epoch:
                 break
             for group in setup.optimizer.param_groups:
@@ -259,17 +299,16 @@ def _fit(setup: Setup, folder: RunFolder, cfg: TrainConfig, bundle, select_split
                       leave=False, disable=(not progress or not world.main) if progress is not None else
                       (None if world.main else True), file=sys.stderr) as bar:
                 try:
-                    stopped = train_epoch(setup.ctx, setup.method, setup.optimizer, setup.source, epoch, device=device,
-                                          bf16=bf16, bar=bar, state=state, world=world, stop=stop)
+                    stopped = train_epoch(training, epoch, state=state, bar=bar)
                 except Diverged as e:
                     when = f"epoch {epoch}" if epoch > 0 else "within epoch 1"  # epoch 1: a stop signal's
                     kept = (f"the last good checkpoint ({when}) is kept in {folder.file(LAST)}"
                             if folder.file(LAST).is_file() else "nothing was kept")
                     raise Diverged(f"{e}; {kept}; lower --lr or check the data") from None
             if stopped:
-                _preempt(setup, folder, cfg, epoch, best, state, world, stop.signum)
+                _preempt(run, epoch, best, state, stop.signum)
             same_buffers(setup.model, world)
-            val = evaluate(setup.evaluator, eval_batches(bundle, selection, batch_size=256, device=device,
+            val = evaluate(setup.evaluator, eval_batches(run.bundle, selection, batch_size=256, device=device,
                                                          workers=cfg.workers), device=device, bf16=bf16, world=world)
             total, ce, reg, correct = state.sums.tolist()
             seen = max(state.seen, 1)
@@ -281,7 +320,7 @@ def _fit(setup: Setup, folder: RunFolder, cfg: TrainConfig, bundle, select_split
             improved = val["acc"] > best["acc"]
             if improved:
                 best = {"acc": val["acc"], "epoch": epoch + 1}
-            on_rank0(world, _save_epoch, setup, folder, cfg, epoch, best, record, improved)
+            on_rank0(world, _save_epoch, run, epoch, best, record, improved)
             if world.main:
                 print(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {record['train_loss']:.4f}  train acc "
                       f"{100 * record['train_acc']:.2f}%  {cfg.select_on} acc {100 * val['acc']:.2f}%  "
@@ -306,10 +345,10 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def _save_epoch(setup: Setup, folder: RunFolder, cfg: TrainConfig, epoch: int, best: dict, record: dict,
-                improved: bool) -> None:
+def _save_epoch(run: RunContext, epoch: int, best: dict, record: dict, improved: bool) -> None:
     """Order matters for a kill between writes: best.pt, then the epoch's record, then last.pt. A
     resume starts after last.pt's epoch, redoes a lost epoch and drops its orphan record."""
+    setup, folder, cfg = run.setup, run.folder, run.cfg
     weights = {"model": setup.model.state_dict(), "config": cfg.to_dict(), "epoch": epoch, "best": best}
     if improved:
         folder.save_checkpoint("best", weights)
@@ -322,27 +361,30 @@ def _training_state(setup: Setup) -> dict:
             "rng": rng_state()}
 
 
-def _preempt(setup: Setup, folder: RunFolder, cfg: TrainConfig, epoch: int, best: dict, state: EpochState,
-             world: World, signum: int) -> None:
+def _preempt(run: RunContext, epoch: int, best: dict, state: EpochState, signum: int) -> None:
     """Write last.pt within `epoch` (after `state.step` steps) and stop with a one-line message."""
-    on_rank0(world, folder.save_checkpoint, "last", {
+    setup, folder, cfg = run.setup, run.folder, run.cfg
+    on_rank0(run.world, folder.save_checkpoint, "last", {
         "model": setup.model.state_dict(), "config": cfg.to_dict(), "epoch": epoch - 1, "best": best,
         **_training_state(setup), "step": state.step, "partial": state.packed()})
     raise Preempted(f"stopped by {_signal_name(signum)} at epoch {epoch + 1}, step {state.step}/{len(setup.source)}; "
                     f"a checkpoint was saved: continue with `cskd train --out {folder} --resume`", signum)
 
 
-def _test_best(folder: RunFolder, cfg, bundle: DataBundle, setup: Setup, device, bf16, world: World) -> dict:
+def _test_best(run: RunContext) -> dict:
+    """The best checkpoint's test accuracy (fraction), mean cross-entropy and sample count."""
+    folder, cfg, bundle, setup, device, world = run.folder, run.cfg, run.bundle, run.setup, run.device, run.world
     load_model_state(setup.model, folder.checkpoint("best", map_location=device)["model"], folder.file(BEST))
     batches = eval_batches(bundle, rank_share(bundle.test, world), batch_size=256, device=device, workers=cfg.workers)
-    result = evaluate(setup.model, batches, device=device, bf16=bf16, world=world)
+    result = evaluate(setup.model, batches, device=device, bf16=run.bf16, world=world)
     return {"test_acc": result["acc"], "test_loss": result["loss"], "test_n": result["n"]}
 
 
-def config_meta(cfg: TrainConfig, bundle: DataBundle, device, bf16: bool, world: World) -> dict:
+def config_meta(run: RunContext) -> dict:
     """What config.json records besides the config: versions, where and how the run was made."""
     from cskd.runfolder.provenance import git_commit
 
+    cfg, bundle, device, bf16, world = run.cfg, run.bundle, run.device, run.bf16, run.world
     selection = ("best validation epoch" if cfg.select_on == "val"
                  else "best TEST epoch (the authors' protocol; test accuracy is optimistically biased)")
     return {"cskd_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,
