@@ -33,6 +33,8 @@ from cskd.method.sampler import ClassPairSampler, mixed_seed, share, step_genera
 
 # Offset so the augmentation stream differs from the sampler's stream for the same (seed, epoch).
 AUGMENT_SEED_OFFSET = 7_777
+# Images per evaluation batch (selection, test and predictions): no gradients are kept, so larger than training's.
+EVAL_BATCH_SIZE = 256
 
 class TensorBatches:
     """Training batches from an in-memory split, augmented on `device`."""
