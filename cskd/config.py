@@ -10,6 +10,10 @@ Every field has a kind (the `kind` metadata below):
               and runs differing only there are repeats of one experiment
   naming      how the run was asked for (--preset, --out): never part of the experiment
   seed        the training seed: runs differing only by seed are grouped as mean ± std
+
+and its command-line option (`_option` below): the help text, the help group and how the option
+is spelt. cskd.cli.train_options builds `cskd train`'s and `cskd sweep`'s options from them, with
+the field's default in the help, so each default is written once: here.
 """
 
 from __future__ import annotations
@@ -37,10 +41,11 @@ CONFIG_FORMAT = 2
 
 
 def _option(default, help: str, *, group: str, kind: str = "experiment", **option):
-    """A field with its command-line option: `help` (the default is appended by cskd.cli.train_options),
+    """A field with its command-line option: `help` (cskd.cli.train_options appends the default),
     the help `group`, the field's `kind`, and optional keys: choices, alias, metavar, path (a folder
-    or file: never empty), shown (what a sentinel default means), sweep (True: `cskd sweep` may
-    override it; a string: with that help)."""
+    or file: never empty), shown (what a sentinel default means; {runs} and {run_name} stand for
+    the default runs folder and the run name pattern), sweep (True: `cskd sweep` may override it;
+    a string: with that help)."""
     return field(default=default, metadata={"kind": kind, "help": help, "group": group, **option})
 
 
@@ -142,7 +147,7 @@ class TrainConfig:
     preset: str = _option("", "the paper's settings for a data set/model (every field can be overridden by its "
                               "option)", group="run", kind="naming", shown="none")
     out: str = _option("", "run folder", group="run", kind="naming", path=True,
-                       shown="{runs}/<dataset>-<model>-<method>-...-s<seed>")
+                       shown="{runs}/{run_name}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

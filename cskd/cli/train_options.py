@@ -13,7 +13,7 @@ import argparse
 import dataclasses
 
 from cskd.config import METHODS, PRESETS, TrainConfig
-from cskd.runfolder.run_names import DEFAULT_RUNS_ROOT
+from cskd.runfolder.run_names import DEFAULT_RUNS_ROOT, NAME_PATTERN
 
 # help groups of `cskd train`, in the order shown: group key -> title
 GROUPS = {"run": "run", "data": "data", "model": "model", "method": "method",
@@ -57,7 +57,7 @@ def shown_default(f: dataclasses.Field) -> str:
     """The field's default as the help shows it; ", or the preset's" when a preset may set it."""
     value = f.default
     if "shown" in f.metadata:
-        text = f.metadata["shown"].format(runs=DEFAULT_RUNS_ROOT)
+        text = f.metadata["shown"].format(runs=DEFAULT_RUNS_ROOT, run_name=NAME_PATTERN)
     elif isinstance(value, bool):
         text = "on" if value else "off"
     elif isinstance(value, tuple):
@@ -137,7 +137,7 @@ def train_arguments(cfg: TrainConfig) -> list[str]:
             args += [flag(f.name)] if value else []
         elif kind == "bool | None":
             args += [] if value is None else [flag(f.name) if value else "--no-" + flag(f.name)[2:]]
-        elif isinstance(value, tuple):
+        elif isinstance(value, (tuple, list)):
             args += [flag(f.name), *map(str, value)] if value else []
         elif value != "":  # "" is the default of every str field that may be empty, and an empty path is refused
             args += [flag(f.name), str(value)]
