@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import _checks
-from .embedding import tsne_2d
+from .embedding import TSNE_MAX_POINTS, tsne_2d
 from .figures import axes_or_new, class_colors
 from .hierarchy import group_names as names_of_groups
 
@@ -74,7 +74,8 @@ class TSNEDisplay:
         return cls(xy, rows, y[rows], names, color_by, groups, group_names, idx, str(name))
 
     @classmethod
-    def from_features(cls, features, labels, *, max_points: int = 10000, seed: int = 0, **kwargs) -> TSNEDisplay:
+    def from_features(cls, features, labels, *, max_points: int = TSNE_MAX_POINTS, seed: int = 0,
+                      **kwargs) -> TSNEDisplay:
         """Run analysis.embedding.tsne_2d on (N, D) features (stratified subsample of at most
         max_points rows, seeded), then as from_embedding (same keyword options)."""
         coords, rows = tsne_2d(features, labels, max_points=max_points, seed=seed)

@@ -29,6 +29,7 @@ from .displays import (
     side_by_side,
 )
 from .displays import overlay as overlay_reliability
+from .embedding import TSNE_MAX_POINTS
 from .figures import safe_stem, save_figure
 from .hierarchy import group_error_key, group_names, hierarchical_accuracy, top1_error_by_group
 from .metrics import nll, softmax, top_k_error
@@ -181,9 +182,9 @@ def _seed_paired_log_probs(groups, logits: dict, labels):
     return merged, np.concatenate(rows), f"misclassified by both runs of a seed, pooled over {len(shared)} seeds"
 
 
-def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int = 10000, progress: bool = True,
-                 overlay: bool = True, group_ignore=("seed",), n_boot: int = 1000, ci_level: float = 0.95,
-                 log_counts: bool = False) -> dict:
+def analyze_runs(runs: dict, out_dir, *, n_bins: int = 20, tsne_max_points: int = TSNE_MAX_POINTS,
+                 progress: bool = True, overlay: bool = True, group_ignore=("seed",), n_boot: int = 1000,
+                 ci_level: float = 0.95, log_counts: bool = False) -> dict:
     """Compute every metric of every run and write the report folder `out_dir` (plain writes, only
     inside out_dir; make it appear atomically by writing into a fresh folder and renaming it).
 

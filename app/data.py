@@ -18,10 +18,11 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from analysis.embedding import TSNE_MAX_POINTS  # points of a t-SNE cache (it records them)
 from app.paths import RunFiles
 from cskd.errors import UserError, short_reason
 from cskd.runfolder import CONFIG, METRICS, SUMMARY, RunFolder, predictions_name, stats_name, tsne_name
-from cskd.runfolder.arrays import TSNE_MAX_POINTS
+from cskd.runfolder.layout import DEFAULT_SPLIT
 
 
 def _guard(files: RunFiles, *names: str) -> None:
@@ -89,7 +90,7 @@ def _status(path: str, split: str, key) -> tuple[str, str]:
     return RunFolder(path).predictions_status(split)
 
 
-def status(files: RunFiles, split: str = "test") -> tuple[str, str]:
+def status(files: RunFiles, split: str = DEFAULT_SPLIT) -> tuple[str, str]:
     """RunFolder.predictions_status: (missing|foreign|damaged|stale|fresh, reason). A file the
     dashboard must not read counts as damaged, with its problem as the reason."""
     for name in (predictions_name(split), CONFIG, "best.pt", ".cskd/manifest.json"):
@@ -108,7 +109,7 @@ def _predictions(path: str, split: str, key):
     return RunFolder(path).predictions(split)
 
 
-def predictions(files: RunFiles, split: str = "test"):
+def predictions(files: RunFiles, split: str = DEFAULT_SPLIT):
     """The run's Predictions of `split` (lazy, read-only memory maps); call when status() is fresh."""
     _guard(files, predictions_name(split))
     try:
@@ -126,7 +127,7 @@ def _stats(path: str, split: str, key):
     return read_stats(path, split)
 
 
-def stats(files: RunFiles, split: str = "test"):
+def stats(files: RunFiles, split: str = DEFAULT_SPLIT):
     """cskd.evaluation.stats_cache.read_stats: the run's fresh stats cache, or None (to be computed)."""
     _guard(files, stats_name(split), predictions_name(split), predictions_name("val"))
     try:

@@ -24,6 +24,7 @@ if _REPO not in sys.path:
 
 from app import data, jobs, paths, ui  # noqa: E402
 from cskd.errors import UserError  # noqa: E402
+from cskd.runfolder.run_names import DEFAULT_RUNS_ROOT  # noqa: E402
 
 # Not "pages/": a folder of that name turns on Streamlit's older, file-based navigation.
 PAGES = Path(__file__).resolve().parent / "views"
@@ -31,11 +32,11 @@ KEPT = "_kept:picked"
 
 
 def runs_dir_argument() -> str:
-    """--runs after `--` on the streamlit command line, else $CSKD_RUNS_DIR, else checkpoints."""
+    """--runs after `--` on the streamlit command line, else $CSKD_RUNS_DIR, else DEFAULT_RUNS_ROOT."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--runs")
     args, _ = parser.parse_known_args(sys.argv[1:])
-    return args.runs or os.environ.get("CSKD_RUNS_DIR") or "checkpoints"
+    return args.runs or os.environ.get("CSKD_RUNS_DIR") or DEFAULT_RUNS_ROOT
 
 
 def describe(root: Path, runs: list, name: str) -> dict | None:

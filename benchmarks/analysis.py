@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from analysis import calibration as cal  # noqa: E402
-from analysis.embedding import tsne_2d  # noqa: E402
+from analysis.embedding import TSNE_MAX_POINTS, tsne_2d  # noqa: E402
 from analysis.metrics import nll, softmax, top_k_error  # noqa: E402
 from analysis.report import analyze_runs  # noqa: E402
 from analysis.retrieval import recall_at_k  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> None:
     step("classwise_ece", lambda: cal.classwise_ece(p, y))
     step("fit_temperature", lambda: cal.fit_temperature(val_logits, val_y))
     step("recall_at_1", lambda: recall_at_k(feats, y, k=1))
-    step("tsne", lambda: tsne_2d(feats, y, max_points=10_000, seed=0))
+    step("tsne", lambda: tsne_2d(feats, y, max_points=TSNE_MAX_POINTS, seed=0))
     run = dict(logits=logits, features=feats, labels=y, indices=np.arange(N),
                class_names=[f"class{i}" for i in range(C)], dataset="synthetic", split="test",
                config={"dataset": "synthetic", "method": "ce", "seed": 0},

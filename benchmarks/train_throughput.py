@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from cskd.config import resolve
-from cskd.data.loaders import eval_batches
+from cskd.data.loaders import EVAL_BATCH_SIZE, eval_batches
 from cskd.data.sets import load_synthetic_bundle
 from cskd.method.losses import cskd_loss
 from cskd.models import build_model
@@ -168,7 +168,8 @@ def eval_seconds(model, bundle, device, bf16: bool) -> float:
     """Wall time of one pass of the trainer's evaluation over the bundle's test split."""
     sync(device)
     t0 = time.perf_counter()
-    evaluate(model, eval_batches(bundle, bundle.test, batch_size=256, device=device), device=device, bf16=bf16)
+    evaluate(model, eval_batches(bundle, bundle.test, batch_size=EVAL_BATCH_SIZE, device=device), device=device,
+             bf16=bf16)
     sync(device)
     return time.perf_counter() - t0
 

@@ -10,6 +10,10 @@ Every field has a kind (the `kind` metadata below):
               and runs differing only there are repeats of one experiment
   naming      how the run was asked for (--preset, --out): never part of the experiment
   seed        the training seed: runs differing only by seed are grouped as mean ± std
+
+and its command-line option (`_option` below): the help text, the help group and how the option
+is spelt. cskd.cli.train_options builds `cskd train`'s and `cskd sweep`'s options from them, with
+the field's default in the help, so each default is written once: here.
 """
 
 from __future__ import annotations
@@ -36,67 +40,114 @@ PROTOCOLS = ("clean", "authors")
 CONFIG_FORMAT = 2
 
 
-def _execution(default):
-    return field(default=default, metadata={"kind": "execution"})
+def _option(default, help: str, *, group: str, kind: str = "experiment", **option):
+    """A field with its command-line option: `help` (cskd.cli.train_options appends the default),
+    the help `group`, the field's `kind`, and optional keys: choices, alias, metavar, path (a folder
+    or file: never empty), shown (what a sentinel default means; {runs} and {run_name} stand for
+    the default runs folder and the run name pattern), sweep (True: `cskd sweep` may override it;
+    a string: with that help)."""
+    return field(default=default, metadata={"kind": kind, "help": help, "group": group, **option})
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (units in the comments)."""
+    """Everything that defines a training run (units in the help texts)."""
 
-    dataset: str = "digits"
-    data_root: str = _execution("data")  # folder holding the data sets (see README, "Data")
-    download: bool = _execution(False)  # only cifar100 downloads, and only when asked
-    mixed_roots: tuple[str, ...] = ()  # dataset "mixed": ImageFolder roots, one coarse group each
-    mixed_per_class: int = 30  # dataset "mixed": training images per fine class (the paper's 30)
-    decode_cache: str = "on"  # image-file sets: decode each image once into a memory-mapped cache
-    decode_cache_dir: str = _execution("")  # default: <data_root>/.cskd-cache
-    model: str = "small"
-    width: int = 0  # channel width of the first stage; 0 = the model's own default
-    method: str = "cskd"
-    temperature: float = 4.0  # T in Eq. (1)
-    lambda_cls: float = 1.0  # λ_cls in Eq. (1)
-    partner_bn: str = "train"  # partner forward in BatchNorm train mode, as the authors' code does
-    allow_self_pair: bool = False  # True reproduces the authors' sampler (partner may be the anchor)
-    pairing: str = "paper"  # "in-batch": B/2 same-class pairs per batch, targets from the same forward
-    # Baselines' hyper-parameters: the one place their defaults live (cskd/baselines.py cites each
-    # method's paper; README, "Reproducing the paper", says where each value comes from).
-    ls_epsilon: float = 0.1  # label smoothing ε (Szegedy et al. 2016)
-    me_beta: float = 0.1  # maximum-entropy / confidence-penalty weight β (Pereyra et al. 2017)
-    mixup_alpha: float = 1.0  # Beta(α, α) of Mixup (Zhang et al. 2018, CIFAR)
-    teacher: str = ""  # run folder of the KD teacher (kd, kd_cskd)
-    kd_alpha: float = 0.9  # weight of the distillation term; 1 - α on cross-entropy (Hinton et al. 2015)
-    lambda_e: float = 1.0  # λ_E of CS-KD-E (§3.4): weight of the clean-vs-augmented consistency term
-    ddgsd_lambda_kl: float = 1.0  # DDGSD (Xu & Liu 2019): weight of the two views' mutual KL
-    ddgsd_lambda_mmd: float = 5e-4  # DDGSD: weight of the MMD between the two views' features
-    ddgsd_temperature: float = 1.0
-    byot_alpha: float = 0.3  # BYOT (Zhang et al. 2019): weight of the deepest classifier's soft targets
-    byot_beta: float = 0.03  # BYOT: weight of the feature hint
-    byot_temperature: float = 3.0
-    epochs: int = 30
-    batch_size: int = 64  # anchors per step; CS-KD adds as many partners
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lr_milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of `epochs`; lr /10 at each
-    val_fraction: float = 0.1  # of the training data, stratified, held out to pick the best epoch
-    split_seed: int = 0  # fixes the train/val split: every run on a data set sees the same samples
-    select_on: str = "val"  # "test" reproduces the authors' best-test-epoch selection
+    dataset: str = _option("digits", "the data set", group="data")
+    # folder holding the data sets (see README, "Data")
+    data_root: str = _option("data", "folder holding the data sets; for imagefolder the set itself", group="data",
+                             kind="execution", path=True, sweep=True)
+    # only cifar100 downloads, and only when asked
+    download: bool = _option(False, "download CIFAR-100 if missing", group="data", kind="execution", sweep=True)
+    mixed_roots: tuple[str, ...] = _option((), "dataset mixed: ImageFolder roots (each with train/ and test/), one "
+                                               "coarse group each", group="data", metavar="DIR", path=True)
+    mixed_per_class: int = _option(30, "dataset mixed: training images per fine class (the paper's value)",
+                                   group="data")
+    decode_cache: str = _option("on", "image-file sets: decode every image once into a memory-mapped uint8 cache "
+                                      "(short side 256) so later epochs never decode JPEGs again", group="data",
+                                choices=("on", "off"))
+    decode_cache_dir: str = _option("", "where the decode cache lives", group="data", kind="execution",
+                                    shown="DATA_ROOT/.cskd-cache")
+    model: str = _option("small", "the network", group="model")
+    width: int = _option(0, "channel width of the first stage of the 32-px and 8-px models (0 = the model's own)",
+                         group="model")
+    method: str = _option("cskd", "the training objective", group="method")
+    temperature: float = _option(4.0, "T in Eq. (1)", group="method", alias="-T")
+    lambda_cls: float = _option(1.0, "λ_cls in Eq. (1)", group="method")
+    # train: the partner forward in BatchNorm train mode, as the authors' code does
+    partner_bn: str = _option("train", "BatchNorm mode of the no-grad partner forward (the authors': train)",
+                              group="method", choices=PARTNER_BN)
+    allow_self_pair: bool = _option(False, "let the partner be the anchor itself (the authors' sampler)",
+                                    group="method")
+    pairing: str = _option("paper", "paper: a separate no-grad partner batch; in-batch: B/2 same-class pairs per "
+                                    "batch whose targets come from the same forward (no extra forward; beyond the "
+                                    "paper)", group="method", choices=PAIRINGS,
+                           sweep="pairing of the cskd runs (the other methods keep the paper's)")
+    # Baselines' hyper-parameters: the one place their defaults live (cskd/method/baselines.py cites
+    # each method's paper; README, "Reproducing the paper", says where each value comes from).
+    ls_epsilon: float = _option(0.1, "label_smoothing: ε (Szegedy et al. 2016)", group="baselines")
+    me_beta: float = _option(0.1, "max_entropy: weight β of the entropy bonus (Pereyra et al. 2017)",
+                             group="baselines")
+    mixup_alpha: float = _option(1.0, "mixup, mixup_cskd: Beta(α, α) (Zhang et al. 2018, CIFAR)", group="baselines")
+    teacher: str = _option("", "kd, kd_cskd: run folder of the teacher (its config rebuilds the model)",
+                           group="baselines", path=True, shown="none", sweep=True)
+    kd_alpha: float = _option(0.9, "kd, kd_cskd: weight of the distillation term; 1 - α on cross-entropy (Hinton "
+                                   "et al. 2015)", group="baselines")
+    lambda_e: float = _option(1.0, "cskd_e: weight λ_E of the clean-vs-augmented consistency term (§3.4)",
+                              group="baselines")
+    ddgsd_lambda_kl: float = _option(1.0, "ddgsd: weight of the two views' mutual KL (Xu & Liu 2019)",
+                                     group="baselines")
+    ddgsd_lambda_mmd: float = _option(5e-4, "ddgsd: weight of the MMD between the two views' features",
+                                      group="baselines")
+    ddgsd_temperature: float = _option(1.0, "ddgsd: temperature", group="baselines")
+    byot_alpha: float = _option(0.3, "byot: weight of the deepest classifier's soft targets (Zhang et al. 2019)",
+                                group="baselines")
+    byot_beta: float = _option(0.03, "byot: weight of the feature hint", group="baselines")
+    byot_temperature: float = _option(3.0, "byot: temperature", group="baselines")
+    epochs: int = _option(30, "epochs; lr /10 at each of --lr-milestones", group="optimisation",
+                          sweep="epochs of every run (a shorter trial)")
+    batch_size: int = _option(64, "anchors per step; CS-KD adds as many partners", group="optimisation")
+    lr: float = _option(0.1, "initial learning rate", group="optimisation")
+    momentum: float = _option(0.9, "SGD momentum", group="optimisation")
+    weight_decay: float = _option(1e-4, "SGD weight decay", group="optimisation")
+    lr_milestones: tuple[float, ...] = _option((0.5, 0.75), "fractions of --epochs after which the lr is divided by "
+                                               "10 (0.5 0.75 are the paper's epochs 100 and 150 of 200; the imagenet "
+                                               "presets use 1/3 and 2/3)", group="optimisation", metavar="F")
+    val_fraction: float = _option(0.1, "stratified validation hold-out of the training data, to pick the best epoch",
+                                  group="data", sweep=True)
+    # fixes the train/val split: every run on a data set sees the same samples
+    split_seed: int = _option(0, "seed of the validation split", group="data", sweep=True)
+    select_on: str = _option("val", "pick the best epoch on val or test (the authors' protocol, optimistic)",
+                             group="data", choices=SELECT_ON, sweep=True)
     # "authors": the authors' protocol at once (see PROTOCOL_AUTHORS); "clean": held-out validation
-    protocol: str = "clean"
-    train_per_class: int = 0  # > 0: a seeded, stratified subset of this many training images per class
-    sync_bn: bool = False  # SyncBatchNorm across processes (torchrun on CUDA); else per-process statistics
-    seed: int = field(default=0, metadata={"kind": "seed"})
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    device: str = _execution("auto")
-    workers: int = _execution(2)  # DataLoader workers for data sets read from image files
-    loader: str = _execution("auto")  # auto: images on the training device when the data set is in memory
-    compile: bool = _execution(False)  # torch.compile the model (the last, smaller batch compiles a second graph)
-    channels_last: bool | None = _execution(None)  # None: on for CUDA, off for CPU
-    threads: int = _execution(0)  # CPU threads for torch ops; 0 = torch's default (one per core)
-    log_interval: int = _execution(20)  # steps between progress-bar updates (one host sync each)
-    preset: str = field(default="", metadata={"kind": "naming"})
-    out: str = field(default="", metadata={"kind": "naming"})
+    protocol: str = _option("clean", "clean: hold out a validation split and select on it; authors: the authors' "
+                                     "experiment (full training set, best TEST epoch, lr drops after epochs 101 and "
+                                     "151, self-pairs allowed, their normalisation, AdaCos evaluated on plain "
+                                     "cosines)", group="data", choices=PROTOCOLS, sweep=True)
+    train_per_class: int = _option(0, "train on N images per class (a seeded, stratified subset; 0 = all)",
+                                   group="data", sweep=True)
+    sync_bn: bool = _option(False, "SyncBatchNorm across torchrun's processes (CUDA only; off: per-process "
+                                   "statistics)", group="run")
+    seed: int = _option(0, "seed of initialisation, pair sampling and augmentation", group="run", kind="seed")
+    precision: str = _option("auto", "auto = bf16 autocast on CUDA, fp32 on CPU", group="run", choices=PRECISIONS)
+    device: str = _option("auto", "auto: CUDA when available", group="run", kind="execution", choices=DEVICES,
+                          sweep=True)
+    workers: int = _option(2, "DataLoader workers for image-file data sets", group="data", kind="execution")
+    loader: str = _option("auto", "auto: images on the training device when the data set is in memory; host: "
+                                  "DataLoader workers with per-sample transforms", group="data", kind="execution",
+                          choices=LOADERS)
+    compile: bool = _option(False, "torch.compile the model (the last, smaller batch of an epoch compiles a second "
+                                   "graph)", group="run", kind="execution")
+    channels_last: bool | None = _option(None, "channels_last memory format", group="run", kind="execution",
+                                         shown="on CUDA only")
+    threads: int = _option(0, "CPU threads for torch ops (0 = torch's own choice: one per core)", group="run",
+                           kind="execution", sweep=True)
+    log_interval: int = _option(20, "steps between progress updates (one host sync each)", group="run",
+                                kind="execution")
+    preset: str = _option("", "the paper's settings for a data set/model (every field can be overridden by its "
+                              "option)", group="run", kind="naming", shown="none")
+    out: str = _option("", "run folder", group="run", kind="naming", path=True,
+                       shown="{runs}/{run_name}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

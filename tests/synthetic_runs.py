@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.embedding import TSNE_MAX_POINTS  # points of a t-SNE cache (it records them)
 from cskd.config import TrainConfig
 from cskd.runfolder import RunFolder, tsne_name
-from cskd.runfolder.arrays import TSNE_MAX_POINTS
 
 CHUNK = 4096
 

@@ -1,12 +1,10 @@
 """The run configuration: field kinds (the one source of "what does not change results"), what an
-older config.json means, the authors' protocol, run names, and options that rebuild a config."""
+older config.json means, the authors' protocol, and run names (the options that rebuild a config: test_options.py)."""
 
 import dataclasses
 
 import pytest
 
-from cskd.cli.main import build_parser
-from cskd.cli.train_options import config_from_args, train_arguments
 from cskd.config import (
     CONFIG_FORMAT,
     FORMAT1_ABSENT,
@@ -75,16 +73,6 @@ def test_the_authors_protocol_fixes_its_fields_and_refuses_contradictions():
 ])
 def test_run_names_show_what_distinguishes_runs(overrides, name):
     assert run_name(resolve(overrides, "digits-small")) == name
-
-
-@pytest.mark.parametrize("overrides, preset", [
-    ({"method": "cskd", "channels_last": True, "compile": True}, "cifar100-preact18"),
-    ({"method": "mixup", "dataset": "mixed", "mixed_roots": ("a", "b"), "channels_last": False}, "digits-small"),
-    ({"method": "kd", "teacher": "t", "protocol": "authors", "download": True, "train_per_class": 5}, None),
-])
-def test_train_arguments_rebuild_the_same_config(overrides, preset):
-    cfg = resolve({**overrides, "out": "x"}, preset)
-    assert config_from_args(build_parser().parse_args(["train", *train_arguments(cfg)])) == cfg
 
 
 def test_generated_folders_are_numbered_when_taken(tmp_path):

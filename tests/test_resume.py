@@ -95,6 +95,16 @@ def test_resume_refuses_options_that_change_the_run(tmp_path, capsys):
     assert cli("train", "--out", out, "--resume", "--workers", "0") == 0  # execution-only options are fine
 
 
+def test_resume_compares_the_given_options_with_the_saved_config_not_with_a_new_one(tmp_path, capsys):
+    # select-on test with no validation split: --val-fraction 0 alone would be refused for a new run,
+    # but it is the saved value (an execution option beside it is applied)
+    out = tmp_path / "run"
+    run_training(resolve({"method": "ce", "epochs": 2, "select_on": "test", "val_fraction": 0.0, "out": str(out),
+                          "log_interval": 20}), progress=False, stop_after_epoch=0)
+    assert cli("train", "--out", out, "--resume", "--val-fraction", 0, "--log-interval", 7) == 0
+    assert json.loads((out / "summary.json").read_text())["finished"]
+
+
 def test_run_killed_before_its_first_checkpoint_points_to_overwrite(digits_runs, tmp_path, capsys):
     out = copy_run(digits_runs["ce"], tmp_path / "early")
     for name in ("last.pt", "best.pt", "summary.json"):

@@ -13,21 +13,33 @@ import os
 import signal
 import sys
 
-from cskd.cli.train_options import TRAIN_ONLY, add_train_options, config_from_args, nonempty_path
-from cskd.config import DEVICES, METHODS, PAIRINGS, PRESETS, PROTOCOLS, SELECT_ON
+from cskd.cli.train_options import (
+    SWEEP_OVERRIDES,
+    add_sweep_overrides,
+    add_train_options,
+    given_options,
+    nonempty_path,
+    with_default,
+)
+from cskd.config import CLASS_WISE, METHODS, PRESETS, PROTOCOLS, TrainConfig, resolve
 from cskd.errors import UserError
 from cskd.experiments.demo import DEMO_EPOCHS, DEMO_PER_CLASS, DEMO_SEEDS
 from cskd.experiments.plans import DEFAULT_TFLOPS
+from cskd.runfolder.layout import DEFAULT_SPLIT, SPLITS
+from cskd.runfolder.run_names import DEFAULT_RUNS_ROOT, NAME_PATTERN, REPRODUCE_RUNS_ROOT, SWEEP_RUNS_ROOT, run_name
 
 
 def cmd_train(args) -> int:
     from cskd.training.distributed import close_world
     from cskd.training.trainer import run_training
 
-    cfg = config_from_args(args)
-    explicit = {k: v for k, v in vars(args).items() if k not in TRAIN_ONLY and v is not None}
+    given = given_options(args)
+    # Resuming --out, the run's saved config is all there is: the options given are compared with
+    # it and merged once (cskd.training.session.resumed_config). Otherwise the command line's config
+    # names the folder, is compared with the run there (--resume auto) or starts a new run.
+    cfg = None if args.resume is True and "out" in given else resolve(given, args.preset)
     try:
-        run_training(cfg, resume=args.resume, overwrite=args.overwrite, progress=args.progress, explicit=explicit)
+        run_training(cfg, resume=args.resume, overwrite=args.overwrite, progress=args.progress, explicit=given)
     finally:
         close_world()
     return 0
@@ -93,14 +105,10 @@ def cmd_analyze(args) -> int:
     return 0
 
 
-SWEEP_OVERRIDES = ("epochs", "teacher", "device", "threads", "pairing", "data_root", "download", "protocol",
-                   "select_on", "val_fraction", "split_seed", "train_per_class")
-
-
 def cmd_sweep(args) -> int:
     from cskd.experiments.sweep import run_sweep
 
-    overrides = {k: getattr(args, k) for k in SWEEP_OVERRIDES if getattr(args, k) is not None}
+    overrides = given_options(args, SWEEP_OVERRIDES)
     run_sweep(presets=args.presets, methods=args.methods, seeds=args.seeds, temperatures=args.temperatures,
               lambdas=args.lambdas, overrides=overrides, runs_root=args.runs, report=args.out, progress=args.progress,
               nproc_per_node=args.nproc_per_node)
@@ -122,6 +130,18 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"cskd: error: {message} (see `{help_cmd} --help`)\n")
 
 
+def _shown(value) -> str:
+    """An argparse default as the help shows it."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(_shown, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _defaulted(parser, *names, help: str, **spec) -> None:
+    """An option whose help ends with its argparse default, "(default: X)"."""
+    parser.add_argument(*names, help=with_default(help, _shown(spec["default"])), **spec)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="cskd", description="Class-wise self-knowledge distillation (CS-KD) toolkit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -130,16 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
                         for name, fields in PRESETS.items())
     t = sub.add_parser("train", help="train one run of any method",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Train one run into checkpoints/<run>/ (config.json, metrics.jsonl, last.pt, "
-                                   "best.pt, summary.json). Under torchrun, every process trains a share of each "
-                                   "batch.",
+                       description=f"Train one run into {DEFAULT_RUNS_ROOT}/<run>/ (config.json, metrics.jsonl, "
+                                   "last.pt, best.pt, summary.json). Under torchrun, every process trains a share "
+                                   "of each batch.",
                        epilog="presets (every field can be overridden by its option):\n" + presets)
     add_train_options(t)
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="write RUN/predictions-<split>.npz (logits, features, labels, indices)")
     pr.add_argument("runs", nargs="+", metavar="RUN", type=nonempty_path, help="run folder(s)")
-    pr.add_argument("--split", choices=("test", "val"), default="test")
+    pr.add_argument("--split", choices=SPLITS, default=DEFAULT_SPLIT)
     pr.add_argument("--checkpoint", choices=("best", "last"), default="best")
     pr.add_argument("--force", action="store_true", help="recompute even when the file is newer than the checkpoint")
     pr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
@@ -149,55 +169,48 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("runs", nargs="+", metavar="RUN", type=nonempty_path,
                     help="run folders (same data set); predicted where needed")
     an.add_argument("--out", required=True, type=nonempty_path, help="output folder")
-    an.add_argument("--split", choices=("test", "val"), default="test")
+    an.add_argument("--split", choices=SPLITS, default=DEFAULT_SPLIT)
     an.add_argument("--bins", type=int, default=20, help="equal-width confidence bins for ECE/MCE (20, as the paper)")
     an.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     an.set_defaults(func=cmd_analyze)
 
     sw = sub.add_parser("sweep", help="grid of presets x methods x (T, λ) x seeds, then mean ± std tables",
-                        description="Runs are named <preset>-<method>[-T-L]-s<seed>; finished runs are skipped and "
-                                    "interrupted ones resumed, so the same command continues a killed sweep.")
-    sw.add_argument("--presets", nargs="+", default=["digits-small"], help="(digits-small)")
-    sw.add_argument("--methods", nargs="+", default=["ce", "cskd"], help=f"any of: {', '.join(METHODS)}")
-    sw.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="(0 1 2)")
-    sw.add_argument("--temperatures", "-T", nargs="+", type=float, default=[4.0],
-                    help="T grid for cskd, mixup_cskd, kd_cskd, cskd_e (4)")
-    sw.add_argument("--lambdas", nargs="+", type=float, default=[1.0], help="λ_cls grid for the same methods (1)")
-    sw.add_argument("--epochs", type=int, help="override the presets' epochs")
-    sw.add_argument("--teacher", type=nonempty_path, help="teacher run for kd and kd_cskd")
-    sw.add_argument("--pairing", choices=PAIRINGS, help="pairing of the cskd runs (the other methods keep the paper's)")
-    sw.add_argument("--protocol", choices=PROTOCOLS, help="as for cskd train (clean)")
-    sw.add_argument("--select-on", choices=SELECT_ON, help="as for cskd train")
-    sw.add_argument("--val-fraction", type=float, help="as for cskd train")
-    sw.add_argument("--split-seed", type=int, help="as for cskd train")
-    sw.add_argument("--train-per-class", type=int, help="as for cskd train")
-    sw.add_argument("--data-root", type=nonempty_path, help="folder holding the data sets (as for cskd train)")
-    sw.add_argument("--download", action="store_const", const=True, help="fetch CIFAR-100 if it is missing")
-    sw.add_argument("--device", choices=DEVICES)
-    sw.add_argument("--nproc-per-node", type=int, default=1,
-                    help="train each run with torchrun over this many local processes (GPUs); default 1")
-    sw.add_argument("--threads", type=int)
-    sw.add_argument("--runs", default="checkpoints/sweep", type=nonempty_path,
-                    help="folder of the sweep's runs (checkpoints/sweep)")
-    sw.add_argument("--out", type=nonempty_path, help="report folder (default RUNS/report)")
+                        description=f"Runs are named as by cskd train, {NAME_PATTERN} (e.g. "
+                                    f"{run_name(TrainConfig())}), under --runs; "
+                                    "finished runs are skipped and interrupted ones resumed, so the same command "
+                                    "continues a killed sweep.")
+    _defaulted(sw, "--presets", nargs="+", default=["digits-small"], help="presets of the grid")
+    _defaulted(sw, "--methods", nargs="+", default=["ce", "cskd"], help=f"any of: {', '.join(METHODS)}")
+    _defaulted(sw, "--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds of the grid")
+    _defaulted(sw, "--temperatures", "-T", nargs="+", type=float, default=[TrainConfig.temperature],
+               help=f"T grid for {', '.join(CLASS_WISE)}")
+    _defaulted(sw, "--lambdas", nargs="+", type=float, default=[TrainConfig.lambda_cls],
+               help="λ_cls grid for the same methods")
+    add_sweep_overrides(sw)
+    _defaulted(sw, "--nproc-per-node", type=int, default=1,
+               help="train each run with torchrun over this many local processes (GPUs)")
+    _defaulted(sw, "--runs", default=SWEEP_RUNS_ROOT, type=nonempty_path, help="folder of the sweep's runs")
+    sw.add_argument("--out", type=nonempty_path, help=with_default("report folder", "RUNS/report"))
     sw.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     sw.set_defaults(func=cmd_sweep)
 
-    db = sub.add_parser("dashboard", help="browse runs in the Streamlit dashboard (reads only; never trains)")
-    db.add_argument("--runs", default="checkpoints", type=nonempty_path,
-                    help="runs folder (default checkpoints); nothing outside it is read")
-    db.add_argument("--port", type=int, default=8501)
-    db.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    db = sub.add_parser("dashboard", help="browse runs in the Streamlit dashboard (never trains; computes "
+                                          "predictions and the stats and t-SNE caches a page needs and saves them "
+                                          "into the run's folder)")
+    _defaulted(db, "--runs", default=DEFAULT_RUNS_ROOT, type=nonempty_path,
+               help="runs folder; nothing outside it is read or written")
+    _defaulted(db, "--port", type=int, default=8501, help="port to serve on")
+    _defaulted(db, "--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
     db.set_defaults(func=cmd_dashboard)
 
     d = sub.add_parser("demo", help="the main job: CE and CS-KD on the embedded digits data set (low-data regime, "
-                                    "3 seeds each), then the comparison")
-    d.add_argument("--runs", default="checkpoints", type=nonempty_path,
-                   help="runs folder (default checkpoints; the demo's runs go to RUNS/demo)")
-    d.add_argument("--seeds", type=int, default=DEMO_SEEDS, help=f"seeds per method (default {DEMO_SEEDS})")
-    d.add_argument("--epochs", type=int, default=None, help=f"epochs per run (default {DEMO_EPOCHS})")
+                                    f"{DEMO_SEEDS} seeds each), then the comparison")
+    _defaulted(d, "--runs", default=DEFAULT_RUNS_ROOT, type=nonempty_path,
+               help="runs folder (the demo's runs go to RUNS/demo)")
+    _defaulted(d, "--seeds", type=int, default=DEMO_SEEDS, help="seeds per method")
+    d.add_argument("--epochs", type=int, default=None, help=with_default("epochs per run", str(DEMO_EPOCHS)))
     d.add_argument("--per-class", type=int, default=None,
-                   help=f"training images per class (default {DEMO_PER_CLASS})")
+                   help=with_default("training images per class", str(DEMO_PER_CLASS)))
     d.add_argument("--dashboard", action="store_true", help="start the dashboard on the demo runs at the end")
     d.set_defaults(func=cmd_demo)
 
@@ -209,20 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(and our cells in <table>.json).")
     rp.add_argument("table", type=_table_name, metavar="TABLE", help="table1 ... table7, or fig4")
     rp.add_argument("--datasets", nargs="+", help="only these of the table's data sets (e.g. cifar100 cub200)")
-    rp.add_argument("--seeds", nargs="+", type=int, help="(0 1 2; one seed for table5 and table7, as the paper)")
-    rp.add_argument("--protocol", choices=PROTOCOLS, default="authors",
-                    help="authors (default: the experiment the paper's numbers come from) or clean")
-    rp.add_argument("--scale", choices=("full", "smoke"), default="full",
-                    help="smoke: the same plan on digits with a small CNN and 2 epochs (tests the path on a CPU; "
-                         "its numbers mean nothing and are labelled so)")
+    rp.add_argument("--seeds", nargs="+", type=int,
+                    help=with_default("seeds", "0 1 2; one seed for table5 and table7, as the paper"))
+    _defaulted(rp, "--protocol", choices=PROTOCOLS, default="authors",
+               help="authors (the experiment the paper's numbers come from) or clean")
+    _defaulted(rp, "--scale", choices=("full", "smoke"), default="full",
+               help="smoke: the same plan on digits with a small CNN and 2 epochs (tests the path on a CPU; "
+                    "its numbers mean nothing and are labelled so)")
     rp.add_argument("--dry-run", action="store_true", help="print the plan and the estimated GPU-hours; train nothing")
-    rp.add_argument("--runs", type=nonempty_path, help="runs folder (checkpoints/reproduce; -smoke for smoke runs)")
-    rp.add_argument("--out", type=nonempty_path, help="tables folder (RUNS/tables)")
-    rp.add_argument("--data-root", type=nonempty_path, default="data", help="folder holding the data sets (data)")
+    rp.add_argument("--runs", type=nonempty_path,
+                    help=with_default("runs folder", f"{REPRODUCE_RUNS_ROOT}; {REPRODUCE_RUNS_ROOT}-smoke for smoke "
+                                                     f"runs"))
+    rp.add_argument("--out", type=nonempty_path, help=with_default("tables folder", "RUNS/tables"))
+    _defaulted(rp, "--data-root", type=nonempty_path, default=TrainConfig.data_root,
+               help="folder holding the data sets")
     rp.add_argument("--epochs", type=int, help="override the presets' epochs (a shorter trial run)")
-    rp.add_argument("--nproc-per-node", type=int, default=1, help="train each run with torchrun over N processes")
-    rp.add_argument("--tflops", type=float, default=DEFAULT_TFLOPS,
-                    help=f"assumed sustained TFLOP/s of one GPU for the --dry-run estimate ({DEFAULT_TFLOPS:g})")
+    _defaulted(rp, "--nproc-per-node", type=int, default=1, help="train each run with torchrun over N processes")
+    _defaulted(rp, "--tflops", type=float, default=DEFAULT_TFLOPS,
+               help="assumed sustained TFLOP/s of one GPU for the --dry-run estimate")
     rp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     rp.set_defaults(func=cmd_reproduce)
 
@@ -247,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     im.set_defaults(func=cmd_import)
 
     mo = sub.add_parser("models", help="every model with its input size, parameter count and origin")
-    mo.add_argument("--num-classes", type=int, default=1000, help="classes of the head (1000)")
+    _defaulted(mo, "--num-classes", type=int, default=1000, help="classes of the head")
     mo.set_defaults(func=cmd_models)
     return p
 

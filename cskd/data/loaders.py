@@ -34,6 +34,8 @@ from cskd.method.sampler import ClassWiseBatchSampler, mixed_seed, share, step_g
 
 # Offset so the augmentation stream differs from the sampler's stream for the same (seed, epoch).
 AUGMENT_SEED_OFFSET = 7_777
+# Images per evaluation batch (selection, test and predictions): no gradients are kept, so larger than training's.
+EVAL_BATCH_SIZE = 256
 
 
 @dataclass(frozen=True)

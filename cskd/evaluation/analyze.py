@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from analysis.embedding import TSNE_MAX_POINTS  # points of a t-SNE cache (it records them)
 from cskd.config import NOT_EXPERIMENT
 from cskd.errors import UserError
 from cskd.evaluation.run_data import run_arrays
-from cskd.runfolder.arrays import TSNE_MAX_POINTS
 from cskd.runfolder.folder import RunFolder
+from cskd.runfolder.layout import DEFAULT_SPLIT
 from cskd.runfolder.store import replaced_as_a_whole
 
 REPORT_MARK = ".cskd-report.json"
@@ -46,7 +47,7 @@ def _check_report_folder(out: Path) -> None:
                         f"replaced): move it away, or choose another --out")
 
 
-def analyze(runs: list[str], out: str, *, split: str = "test", n_bins: int = 20, progress: bool | None = None,
+def analyze(runs: list[str], out: str, *, split: str = DEFAULT_SPLIT, n_bins: int = 20, progress: bool | None = None,
             tsne_max_points: int = TSNE_MAX_POINTS) -> dict:
     """Analyse runs into `out` (metrics.json, table.md/.csv/.tex, figures/). Returns the metrics."""
     from analysis.report import analyze_runs

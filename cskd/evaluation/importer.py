@@ -34,7 +34,7 @@ import numpy as np
 from cskd import __version__
 from cskd.errors import UserError, short_reason
 from cskd.runfolder.folder import RunFolder
-from cskd.runfolder.layout import CONFIG, SPLITS, predictions_name
+from cskd.runfolder.layout import CONFIG, DEFAULT_SPLIT, SPLITS, predictions_name
 
 CHUNK_ROWS = 8192
 FLOAT16_MAX = 65504.0
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features", metavar="F", help="(N, D) penultimate features (Recall@1, t-SNE, neighbours)")
     parser.add_argument("--images", metavar="F", help="(N, H, W[, 1|3]) uint8 images or thumbnails")
     parser.add_argument("--class-names", metavar="F", help="one class name per line, or a JSON list (default 0..C-1)")
-    parser.add_argument("--split", choices=SPLITS, default="test",
+    parser.add_argument("--split", choices=SPLITS, default=DEFAULT_SPLIT,
                         help="test (default), or val: validation predictions, for temperature scaling")
     parser.add_argument("--dataset", help="data set name (default: imported)")
     parser.add_argument("--model", help="model name (default: imported)")
@@ -232,7 +232,7 @@ def _target(run: Path, config: dict) -> tuple[RunFolder, dict | None]:
     return folder, record
 
 
-def import_predictions(run, *, logits, labels, features=None, images=None, class_names=None, split: str = "test",
+def import_predictions(run, *, logits, labels, features=None, images=None, class_names=None, split: str = DEFAULT_SPLIT,
                        dataset=None, model=None, method=None) -> str:
     """Import one split (see the module docstring); returns the line `cskd import` prints."""
     if split not in SPLITS:

@@ -16,11 +16,11 @@ from tqdm import tqdm
 
 from cskd.data.bundle import DataBundle, Split
 from cskd.data.decode_cache import open_rgb
-from cskd.data.loaders import eval_batches
+from cskd.data.loaders import EVAL_BATCH_SIZE, eval_batches
 from cskd.data.placement import bundle_for
 from cskd.errors import UserError, choose
 from cskd.runfolder.folder import RunFolder
-from cskd.runfolder.layout import SPLITS, predictions_name
+from cskd.runfolder.layout import DEFAULT_SPLIT, SPLITS, predictions_name
 from cskd.training.device import autocast, pick_device, use_bf16
 from cskd.training.run_model import load_run_model
 
@@ -52,8 +52,8 @@ def _images_for_display(part: Split) -> np.ndarray | None:
     return thumbs
 
 
-def predict(run: Path, *, split: str = "test", checkpoint: str = "best", force: bool = False,
-            batch_size: int = 256, progress: bool | None = None) -> Path:
+def predict(run: Path, *, split: str = DEFAULT_SPLIT, checkpoint: str = "best", force: bool = False,
+            batch_size: int = EVAL_BATCH_SIZE, progress: bool | None = None) -> Path:
     """Write RUN/predictions-<split>.npz unless a fresh, undamaged one exists (or `force`).
     Returns its path. A file there that cskd did not write is never replaced (one-line error)."""
     choose("split", split, {s: None for s in SPLITS})

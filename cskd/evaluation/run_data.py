@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.embedding import TSNE_MAX_POINTS  # points of a t-SNE cache (it records them)
 from cskd.errors import UserError
 from cskd.evaluation.predict import predict
 from cskd.evaluation.stats_compute import ensure_stats
-from cskd.runfolder.arrays import TSNE_MAX_POINTS
 from cskd.runfolder.folder import RunFolder
-from cskd.runfolder.layout import predictions_name, tsne_name
+from cskd.runfolder.layout import DEFAULT_SPLIT, predictions_name, tsne_name
 
 
 def cached_tsne(folder: RunFolder, split: str, preds, *, max_points: int = TSNE_MAX_POINTS):
@@ -53,7 +53,7 @@ def image_lookup(preds):
     return lambda index: images[row_of[int(index)]]
 
 
-def prepare_run(run: Path, *, split: str = "test", progress: bool | None = None,
+def prepare_run(run: Path, *, split: str = DEFAULT_SPLIT, progress: bool | None = None,
                 tsne_max_points: int = TSNE_MAX_POINTS, on_step=None, with_tsne: bool = True,
                 retrieval: bool = True):
     """Predict `split` where its predictions are missing, stale or damaged, and for the test split
@@ -89,7 +89,7 @@ def _has_val(folder: RunFolder) -> bool:
     return cfg.val_fraction > 0 and cfg.protocol != "authors"
 
 
-def run_arrays(run: Path, *, split: str = "test", progress: bool | None = None,
+def run_arrays(run: Path, *, split: str = DEFAULT_SPLIT, progress: bool | None = None,
                tsne_max_points: int = TSNE_MAX_POINTS, with_tsne: bool = True) -> dict:
     """Everything `analysis.report.analyze_runs` takes for one run, predicting first where needed.
     Arrays are read-only memory maps of the predictions file."""

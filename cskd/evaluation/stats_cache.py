@@ -47,7 +47,7 @@ import numpy as np
 
 from cskd.errors import UserError
 from cskd.runfolder.folder import RunFolder
-from cskd.runfolder.layout import stats_name
+from cskd.runfolder.layout import DEFAULT_SPLIT, stats_name
 
 STATS_VERSION = 1  # of the content below; another version is recomputed
 N_BINS = 20
@@ -172,7 +172,7 @@ def _check(stats: Stats, preds) -> None:
         raise UserError(f"{stats.path} is damaged ({problem}); it is a cache: recompute it")
 
 
-def read_stats(run, split: str = "test") -> Stats | None:
+def read_stats(run, split: str = DEFAULT_SPLIT) -> Stats | None:
     """The run's stats cache of `split` when it was made from the current predictions (and
     validation predictions); None when it is absent or stale, or the predictions are not fresh.
     Never writes; a damaged cache is a UserError naming it."""

@@ -26,7 +26,7 @@ from cskd.evaluation.stats_cache import (
     read_stats,
 )
 from cskd.runfolder.folder import RunFolder
-from cskd.runfolder.layout import stats_name
+from cskd.runfolder.layout import DEFAULT_SPLIT, stats_name
 
 CHUNK_ELEMENTS = 1 << 22  # logits handled at a time (32 MB as float64)
 SEARCH_BATCH = 4096  # queries (and index additions) at a time
@@ -217,7 +217,7 @@ def search_step(preds, arrays: dict, meta: dict, plan: Plan, step) -> None:
 __all__ = ["Plan", "first_step", "search_step", "estimate_seconds", "fit_temperature"]
 
 
-def ensure_stats(run, split: str = "test", *, on_step=None, retrieval: bool = True) -> Stats:
+def ensure_stats(run, split: str = DEFAULT_SPLIT, *, on_step=None, retrieval: bool = True) -> Stats:
     """The run's stats cache of `split`: read when fresh and complete, else computed and written
     under the folder's writer lock (a damaged cache is recomputed). The predictions must be fresh
     (`cskd predict` first). `on_step(fraction, text)` is told the progress. `retrieval=False`

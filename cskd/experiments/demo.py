@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cskd.config import resolve
 from cskd.errors import UserError
+from cskd.runfolder.run_names import DEFAULT_RUNS_ROOT
 
 # Chosen by measurement (README, "Quick start"): few enough images per class that one mistake is
 # not the whole story (the full set saturates at 99.7 %), enough epochs to converge.
@@ -102,7 +103,7 @@ def fig2_lines(configs, seeds: int) -> list[str]:
                     for m in METHODS)]
 
 
-def run_demo(*, runs_root: str = "checkpoints", seeds: int = DEMO_SEEDS, epochs: int | None = None,
+def run_demo(*, runs_root: str = DEFAULT_RUNS_ROOT, seeds: int = DEMO_SEEDS, epochs: int | None = None,
              per_class: int | None = None, dashboard: bool = False) -> int:
     from cskd.evaluation.analyze import analyze
     from cskd.experiments.launch import train_item

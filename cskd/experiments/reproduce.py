@@ -27,6 +27,7 @@ from cskd.experiments.paper import TABLES as PAPER_TABLES
 from cskd.experiments.paper import cells as paper_cells
 from cskd.experiments.plans import DEFAULT_TFLOPS, METRIC_LABELS, Item, gpu_hours, paper_cell_key, plan, row_order
 from cskd.runfolder.folder import RunFolder
+from cskd.runfolder.run_names import REPRODUCE_RUNS_ROOT
 from cskd.runfolder.store import FolderLock, Manifest
 
 
@@ -152,7 +153,7 @@ def reproduce(table: str, *, datasets=None, seeds=None, protocol: str = "authors
         raise UserError(f"--scale must be full or smoke; got {scale}")
     if not (tflops > 0 and math.isfinite(tflops)):
         raise UserError(f"--tflops must be a positive number; got {tflops}")
-    runs_root = runs_root or ("checkpoints/reproduce-smoke" if scale == "smoke" else "checkpoints/reproduce")
+    runs_root = runs_root or (f"{REPRODUCE_RUNS_ROOT}-smoke" if scale == "smoke" else REPRODUCE_RUNS_ROOT)
     items = plan(table, datasets=datasets, seeds=seeds, protocol=protocol, scale=scale, runs_root=runs_root,
                  data_root=data_root, epochs=epochs)
     done = finished(items)

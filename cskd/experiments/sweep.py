@@ -15,12 +15,12 @@ import itertools
 import time
 from pathlib import Path
 
-from cskd.config import CLASS_WISE, KD_METHODS, resolve
+from cskd.config import CLASS_WISE, KD_METHODS, TrainConfig, resolve
 from cskd.errors import UserError
 from cskd.experiments.launch import check_data, train_item
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import LAST
-from cskd.runfolder.run_names import run_name
+from cskd.runfolder.run_names import SWEEP_RUNS_ROOT, run_name
 from cskd.training.session import changed_settings
 
 
@@ -53,8 +53,9 @@ def plan(presets, methods, seeds, temperatures, lambdas, overrides: dict, runs_r
     return items
 
 
-def run_sweep(*, presets, methods, seeds, temperatures=(4.0,), lambdas=(1.0,), overrides=None,
-              runs_root: str = "checkpoints/sweep", report: str | None = None, progress: bool | None = None,
+def run_sweep(*, presets, methods, seeds, temperatures=(TrainConfig.temperature,),
+              lambdas=(TrainConfig.lambda_cls,), overrides=None, runs_root: str = SWEEP_RUNS_ROOT,
+              report: str | None = None, progress: bool | None = None,
               nproc_per_node: int = 1) -> dict:
     """Train (or skip, or resume) every run of the grid, then analyse each data set's runs.
     `nproc_per_node` > 1: each run is trained by torchrun over that many local processes (one run

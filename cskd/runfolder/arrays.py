@@ -30,7 +30,6 @@ from cskd.runfolder.npz import NpzError, NpzFile
 
 PREDICTIONS_FORMAT = 2
 DERIVED_FORMAT = 1
-TSNE_MAX_POINTS = 10_000  # points of a t-SNE cache (stratified subsample); the cache records it
 
 
 class Predictions:

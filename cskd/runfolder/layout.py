@@ -4,6 +4,7 @@ use these)."""
 from __future__ import annotations
 
 SPLITS = ("test", "val")  # the splits a run folder holds predictions (and caches) of
+DEFAULT_SPLIT = SPLITS[0]  # test: the split predicted, analysed and shown when none is named
 CONFIG, METRICS, SUMMARY, LAST, BEST = "config.json", "metrics.jsonl", "summary.json", "last.pt", "best.pt"
 FIXED_NAMES = (CONFIG, METRICS, SUMMARY, LAST, BEST)
 ARRAY_PREFIXES = ("predictions-", "tsne-", "stats-")  # + split + ".npz", split in SPLITS

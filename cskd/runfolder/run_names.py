@@ -14,7 +14,10 @@ from pathlib import Path
 
 from cskd.config import CLASS_WISE, USES_TEMPERATURE, TrainConfig
 
-DEFAULT_RUNS_ROOT = "checkpoints"
+DEFAULT_RUNS_ROOT = "checkpoints"  # the runs folder of every command that is given none
+SWEEP_RUNS_ROOT = f"{DEFAULT_RUNS_ROOT}/sweep"  # cskd sweep's
+REPRODUCE_RUNS_ROOT = f"{DEFAULT_RUNS_ROOT}/reproduce"  # cskd reproduce's; its smoke runs: + "-smoke"
+NAME_PATTERN = "<dataset>-<model>-<method>[-T<T>][-L<λ>][-n<per class>][-authors]-e<epochs>-s<seed>"  # run_name's
 
 
 def run_name(cfg: TrainConfig) -> str:

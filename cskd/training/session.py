@@ -3,16 +3,19 @@ keeps. Nothing here trains; cskd.training.trainer calls `open_run` while holding
 state it checks cannot change before the run's first files are written.
 
 --resume continues the run in the folder from last.pt with the run's saved config; explicit
-options may change only where and how fast it runs (cskd.config.RESUME_MAY_CHANGE).
+options may change only where and how fast it runs (cskd.config.RESUME_MAY_CHANGE). They are
+compared with the saved config, merged into it and validated once (`resumed_config`); no config is
+resolved from the command line for a resume of `--out` (it would describe another run).
 --resume auto (for torchrun's restarts, preempted jobs, sweeps) continues when the folder holds a
 checkpoint of this run, starts when it holds no run, and does nothing when the run has finished.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from cskd.config import CONFIG_FORMAT, RESUME_MAY_CHANGE, TrainConfig
+from cskd.config import CONFIG_FORMAT, RESUME_MAY_CHANGE, TrainConfig, validate
 from cskd.errors import UserError
 from cskd.runfolder.checkpoints import LAST_FIELDS
 from cskd.runfolder.folder import RunFolder, config_from_record
@@ -30,10 +33,13 @@ class Start:
     run_id: str | None = None  # set when a new run's config.json is written
 
 
-def choose_folder(cfg: TrainConfig, resume) -> RunFolder:
-    """--out, or the generated folder (with resume: the last one of the series that holds a run)."""
-    if cfg.out:
-        return RunFolder(cfg.out)
+def choose_folder(cfg: TrainConfig | None, resume, explicit: dict | None = None) -> RunFolder:
+    """--out, or the folder generated from `cfg` (with resume: the last one of the series that holds a run)."""
+    out = (explicit or {}).get("out") or (cfg.out if cfg is not None else "")
+    if out:
+        return RunFolder(out)
+    if cfg is None:
+        raise ValueError("choose_folder needs --out or the config the folder is named after")
     return RunFolder(generated_folder(cfg, existing=bool(resume)))
 
 
@@ -58,12 +64,13 @@ def _refuse_foreign(folder: RunFolder) -> None:
                         f"cskd never replaces such files: move them away, or choose another --out")
 
 
-def open_run(folder: RunFolder, cfg: TrainConfig, *, resume=False, overwrite: bool = False,
+def open_run(folder: RunFolder, cfg: TrainConfig | None, *, resume=False, overwrite: bool = False,
              explicit: dict | None = None) -> Start:
     """Decide how the run in `folder` starts. Writes nothing; raises UserError for every conflict.
 
-    `explicit`: the options given on the command line; a resumed run refuses those that would
-    change what it computes."""
+    `cfg`: the config the command line describes; None only with resume=True (a resumed run
+    trains with its saved config). `explicit`: the options given on the command line; a resumed
+    run refuses those that would change what it computes and applies the others."""
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pick one")
     _refuse_foreign(folder)
@@ -102,14 +109,7 @@ def _resume(folder: RunFolder, explicit: dict) -> Start:
     fix = "start the run again with --overwrite"
     ckpt = folder.checkpoint("last", fields=LAST_FIELDS, fix=fix)
     saved = config_from_record(ckpt["config"], CONFIG_FORMAT, folder.file(LAST), fix=fix)
-    given = {k: v for k, v in explicit.items() if v is not None and k in saved.to_dict()}
-    changed = sorted(k for k, v in given.items()
-                     if k not in RESUME_MAY_CHANGE and TrainConfig.from_dict({**saved.to_dict(), k: v}) != saved)
-    if changed:
-        raise UserError(f"--resume continues {folder} with its saved config; these options differ from it: "
-                        f"{', '.join('--' + k.replace('_', '-') for k in changed)} (drop them, or start a new run)")
-    cfg = TrainConfig.from_dict({**saved.to_dict(), **{k: given[k] for k in given if k in RESUME_MAY_CHANGE},
-                                 "out": saved.out})
+    cfg = resumed_config(folder, saved, explicit)
     try:
         record = folder.read_record()
         in_json = config_from_record(record["config"], record["format"], folder.file(CONFIG), fix=fix)
@@ -120,3 +120,20 @@ def _resume(folder: RunFolder, explicit: dict) -> Start:
         why = f"options {', '.join(differ[:3])} differ" if differ else "another run id"
         raise UserError(f"{folder.file(LAST)} belongs to another run than {folder.file(CONFIG)} ({why}); {fix}")
     return Start(folder, cfg, checkpoint=ckpt)
+
+
+def resumed_config(folder: RunFolder, saved: TrainConfig, explicit: dict) -> TrainConfig:
+    """The config a resumed run trains with: `saved` with the options given merged into it, in one
+    pass. A given option that changes what the run computes (not in RESUME_MAY_CHANGE) must equal
+    its saved value, else UserError naming them all; the others replace the saved value (the run
+    folder stays the saved one). The result is validated."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in explicit.items() if v is not None and k in names}
+    merged = TrainConfig.from_dict({**saved.to_dict(), **given})  # from_dict: lists given as tuples compare equal
+    changed = sorted(k for k in given if k not in RESUME_MAY_CHANGE and getattr(merged, k) != getattr(saved, k))
+    if changed:
+        raise UserError(f"--resume continues {folder} with its saved config; these options differ from it: "
+                        f"{', '.join('--' + k.replace('_', '-') for k in changed)} (drop them, or start a new run)")
+    cfg = dataclasses.replace(merged, out=saved.out)
+    validate(cfg)
+    return cfg

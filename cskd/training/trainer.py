@@ -1,9 +1,7 @@
 """A run of any method: SGD with step decay over the epochs, per-epoch selection, checkpoints, on
-one process or several (torchrun).
-
-One epoch (the step, its running sums, stop signals, evaluation) is cskd.training.epoch's; how a run starts
-or resumes (which folder, which settings) is cskd.training.session's; what a step computes is cskd.method.objectives';
-every file is written through cskd.runfolder.RunFolder, by rank 0 only.
+one process or several (torchrun). One epoch (step, running sums, stop signals, evaluation) is
+cskd.training.epoch's; how a run starts or resumes is cskd.training.session's; what a step computes
+is cskd.method.objectives'; every file is written through cskd.runfolder, by rank 0 only.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from tqdm import tqdm
 from cskd import __version__
 from cskd.config import TrainConfig
 from cskd.data.bundle import DataBundle
-from cskd.data.loaders import BatchSpec, eval_batches, train_batches
+from cskd.data.loaders import EVAL_BATCH_SIZE, BatchSpec, eval_batches, train_batches
 from cskd.data.placement import bundle_for
 from cskd.errors import UserError
 from cskd.method.objectives import Method, StepContext, method_for
@@ -144,23 +142,23 @@ def build_training(cfg: TrainConfig, bundle: DataBundle, device: torch.device, w
     return Setup(net, optimizer, method, source, ctx, evaluator)
 
 
-def run_training(cfg: TrainConfig, *, resume=False, overwrite: bool = False, stop_after_epoch: int | None = None,
-                 progress: bool | None = None, explicit: dict | None = None) -> dict:
+def run_training(cfg: TrainConfig | None, *, resume=False, overwrite: bool = False,
+                 stop_after_epoch: int | None = None, progress: bool | None = None,
+                 explicit: dict | None = None) -> dict:
     """Train one run and return its summary. `resume`: False, True or "auto" (see cskd.training.session).
     `stop_after_epoch` ends early (tests simulate a kill). `explicit`: the options given on the
-    command line (a resumed run refuses those that would change what it computes).
+    command line (a resumed run refuses those that would change what it computes). `cfg` may be
+    None with resume=True and explicit["out"]: the run continues with its saved config.
 
     Under torchrun every process calls this; rank 0 decides the folder and writes every file."""
-    world = init_world(cfg.device)
-    if cfg.batch_size % world.size:
-        raise UserError(f"--batch-size {cfg.batch_size} (the global batch) is not divisible by the "
-                        f"{world.size} processes; choose a multiple of {world.size}")
+    device = cfg.device if cfg is not None else (explicit or {}).get("device", TrainConfig.device)
+    world = init_world(device)
     with contextlib.ExitStack() as held:
         start, error = None, None
         if world.main:
             folder = None
             try:
-                folder = choose_folder(cfg, resume)
+                folder = choose_folder(cfg, resume, explicit)
                 held.enter_context(folder.writing())
                 start = open_run(folder, cfg, resume=resume, overwrite=overwrite, explicit=explicit)
             except UserError as e:
@@ -194,6 +192,9 @@ def _shared_start(start: Start | None, world: World) -> Start:
 def _train(start: Start, world: World, *, stop_after_epoch, progress) -> dict:
     folder = start.folder
     try:
+        if start.cfg.batch_size % world.size:  # the config it trains with: a resumed run's own
+            raise UserError(f"--batch-size {start.cfg.batch_size} (the global batch) is not divisible by the "
+                            f"{world.size} processes; choose a multiple of {world.size}")
         return _train_in(start, world, stop_after_epoch=stop_after_epoch, progress=progress)
     except UserError:
         if world.main and start.checkpoint is None and folder.file(CONFIG).is_file() \
@@ -308,8 +309,9 @@ def _fit(run: RunContext, select_split, start: FitStart, *, stop_after_epoch: in
             if stopped:
                 _preempt(run, epoch, best, state, stop.signum)
             same_buffers(setup.model, world)
-            val = evaluate(setup.evaluator, eval_batches(run.bundle, selection, batch_size=256, device=device,
-                                                         workers=cfg.workers), device=device, bf16=bf16, world=world)
+            batches = eval_batches(run.bundle, selection, batch_size=EVAL_BATCH_SIZE, device=device,
+                                   workers=cfg.workers)
+            val = evaluate(setup.evaluator, batches, device=device, bf16=bf16, world=world)
             total, ce, reg, correct = state.sums.tolist()
             seen = max(state.seen, 1)
             record = {"epoch": epoch + 1, "lr": lr_at(cfg, epoch), "train_loss": total / seen, "train_ce": ce / seen,
@@ -375,7 +377,8 @@ def _test_best(run: RunContext) -> dict:
     """The best checkpoint's test accuracy (fraction), mean cross-entropy and sample count."""
     folder, cfg, bundle, setup, device, world = run.folder, run.cfg, run.bundle, run.setup, run.device, run.world
     load_model_state(setup.model, folder.checkpoint("best", map_location=device)["model"], folder.file(BEST))
-    batches = eval_batches(bundle, rank_share(bundle.test, world), batch_size=256, device=device, workers=cfg.workers)
+    batches = eval_batches(bundle, rank_share(bundle.test, world), batch_size=EVAL_BATCH_SIZE, device=device,
+                           workers=cfg.workers)
     result = evaluate(setup.model, batches, device=device, bf16=run.bf16, world=world)
     return {"test_acc": result["acc"], "test_loss": result["loss"], "test_n": result["n"]}
 
