@@ -20,6 +20,8 @@ BAD_INPUTS = [
     (["--train-per-class", "-2"], "--train-per-class must be >= 0"),
     (["--preset", "cifar100-preact18", "--model", "resnet18", "--dataset", "synthetic"],
      "--model resnet18 is made for 224-px input"),
+    (["--dataset", "digits", "--model", "resnet18"],
+     "--model resnet18 is made for 224-px input but --dataset digits is 8 px"),
     (["--dataset", "digits", "--sync-bn"], "--sync-bn needs CUDA"),
     (["--dataset", "cub200", "--data-root", "{tmp}/nodata"], "expected training images in"),
     (["--dataset", "cifar100", "--data-root", "{tmp}/nodata"], "CIFAR-100 not found"),

@@ -74,10 +74,11 @@ def adapt_model(cfg: TrainConfig, model: nn.Module) -> nn.Module:
 
 def build_run_model(cfg: TrainConfig, bundle) -> nn.Module:
     """The (freshly initialised) model of a run on `bundle`, adapted to its method. A 224-px model
-    on 32-px data or the reverse is refused (its stem would shrink 32 px to 1 px, or blow up the
-    memory); the small 8-px model, used for quick checks, takes any size."""
+    on smaller data, or a 32-px model on 224-px data, is refused (its stem would shrink 32 px to
+    1 px, or blow up the memory); the small 8-px model, used for quick checks, takes any size, and
+    a 32-px model also takes the 8-px digits."""
     size = MODELS[cfg.model][1] if cfg.model in MODELS else None
-    if {size, bundle.image_size} == {32, 224}:
+    if size is not None and size != bundle.image_size and (size == 224 or bundle.image_size == 224):
         raise UserError(f"--model {cfg.model} is made for {size}-px input but --dataset {bundle.name} is "
                         f"{bundle.image_size} px; choose a {bundle.image_size}-px model (cskd models lists them)")
     return adapt_model(cfg, build_model(cfg.model, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
