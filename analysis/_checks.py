@@ -1,4 +1,8 @@
-"""Shared input checks: each returns a clean numpy array or raises a one-line ValueError."""
+"""Shared input checks: each returns a clean numpy array or raises a one-line ValueError.
+
+Arrays may be numpy arrays, sequences, or torch tensors (on any device, with or without grad:
+they are detached and copied to host memory here; torch itself is never imported).
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,16 @@ def positive_int(value, name: str) -> int:
     return int(value)
 
 
+def as_array(x) -> np.ndarray:
+    """`x` as a numpy array; a torch tensor is detached and moved to host memory first."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch.Tensor, without importing torch
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
 def matrix(x, name: str, *, what: str = "(N, C)") -> np.ndarray:
     """Return `x` as a finite 2-D float64 array with at least one row and one column."""
-    a = np.asarray(x)
+    a = as_array(x)
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array {what}; got shape {a.shape}")
     if a.shape[0] == 0 or a.shape[1] == 0:
@@ -30,8 +41,14 @@ def matrix(x, name: str, *, what: str = "(N, C)") -> np.ndarray:
 
 
 def logits(x, name: str = "logits") -> np.ndarray:
-    """Return logits as a finite float64 (N, C) array."""
-    return matrix(x, name)
+    """Return logits as a finite float64 (N, C) array. Probabilities given as logits are refused
+    where that can be detected: C >= 2 and every row in [0, 1] summing to 1 (within 1e-6), which
+    logits of a real model practically never do; softmax of such "logits" would flatten them."""
+    z = matrix(x, name)
+    if z.shape[1] >= 2 and z.min() >= 0.0 and z.max() <= 1.0 and np.abs(z.sum(axis=1) - 1.0).max() <= 1e-6:
+        raise ValueError(f"{name} look like probabilities (every row is in [0, 1] and sums to 1), not logits; "
+                         f"pass the model's logits, or log(probabilities) when it only gives probabilities")
+    return z
 
 
 def probs(x, name: str = "probs", *, atol: float = 1e-3) -> np.ndarray:
@@ -50,7 +67,7 @@ def probs(x, name: str = "probs", *, atol: float = 1e-3) -> np.ndarray:
 def labels(y, n_rows: int, n_classes: int | None, *, name: str = "labels",
            rows_of: str = "logits") -> np.ndarray:
     """Return integer labels as int64 (N,), checked against the row count and [0, n_classes)."""
-    a = np.asarray(y)
+    a = as_array(y)
     if a.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array (N,); got shape {a.shape}")
     if a.shape[0] != n_rows:
@@ -107,7 +124,7 @@ def open_fraction(value, name: str) -> float:
 def confidence_and_correct(confidence, correct) -> tuple[np.ndarray, np.ndarray]:
     """Check per-sample confidences and correctness together: confidence a finite float64 (N,)
     array in [0, 1], correct a boolean (N,) array (bools, or integers / floats that are 0 or 1)."""
-    c = np.asarray(confidence)
+    c = as_array(confidence)
     if c.ndim != 1 or c.size == 0:
         raise ValueError(f"confidence must be a non-empty 1-D array (N,); got shape {c.shape}")
     if not np.issubdtype(c.dtype, np.number) or np.issubdtype(c.dtype, np.complexfloating):
@@ -115,7 +132,7 @@ def confidence_and_correct(confidence, correct) -> tuple[np.ndarray, np.ndarray]
     c = c.astype(np.float64, copy=False)
     if not np.isfinite(c).all() or c.min() < 0.0 or c.max() > 1.0:
         raise ValueError("confidence must hold finite values in [0, 1] (max softmax probabilities)")
-    k = np.asarray(correct)
+    k = as_array(correct)
     if k.shape != c.shape:
         raise ValueError(f"correct has shape {k.shape} but confidence has shape {c.shape}")
     if k.dtype != bool:

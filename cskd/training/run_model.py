@@ -78,7 +78,7 @@ def build_run_model(cfg: TrainConfig, bundle) -> nn.Module:
     1 px, or blow up the memory); the small 8-px model, used for quick checks, takes any size, and
     a 32-px model also takes the 8-px digits."""
     size = MODELS[cfg.model][1] if cfg.model in MODELS else None
-    if size is not None and size != bundle.image_size and (size == 224 or bundle.image_size == 224):
+    if size not in (None, 8, bundle.image_size) and 224 in (size, bundle.image_size):
         raise UserError(f"--model {cfg.model} is made for {size}-px input but --dataset {bundle.name} is "
                         f"{bundle.image_size} px; choose a {bundle.image_size}-px model (cskd models lists them)")
     return adapt_model(cfg, build_model(cfg.model, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
