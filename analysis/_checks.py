@@ -140,3 +140,17 @@ def confidence_and_correct(confidence, correct) -> tuple[np.ndarray, np.ndarray]
             raise ValueError("correct must hold booleans (or 0 / 1): whether each prediction is right")
         k = k != 0
     return c, k
+
+
+KINDS = ("logits", "probs")
+
+
+def scores_as_logits(x, kind: str, name: str = "predictions") -> np.ndarray:
+    """Model outputs (N, C) as logits: `kind` "logits" (checked as `logits`) or "probs" (checked
+    as `probs`, then log-probabilities, which softmax maps back to the same probabilities; a
+    probability of exactly 0 becomes log(1e-300) ≈ -690.8 so the array stays finite)."""
+    if kind == "logits":
+        return logits(x, name)
+    if kind == "probs":
+        return np.log(np.clip(probs(x, name), 1e-300, 1.0))
+    raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")

@@ -68,6 +68,24 @@ class LogProbDisplay:
                                   min_samples=min_samples)
 
     @classmethod
+    def from_predictions(cls, labels, predictions_by_run: dict, *, kind: str = "logits", rows=None,
+                         description: str | None = None, bins: int = 30, min_samples: int = 10) -> LogProbDisplay:
+        """From any models' outputs: (N,) labels and {run: (N, C) predictions}, logits
+        (`kind="logits"`) or probabilities (`kind="probs"`); the rest as from_logits.
+
+        >>> import numpy as np
+        >>> z = np.array([[3.0, 0.0]] * 12)  # always class 0, confidently
+        >>> d = LogProbDisplay.from_predictions(np.ones(12, dtype=int), {"model": z})
+        >>> d.n_samples, d.too_few
+        (12, False)
+        """
+        _check_runs(predictions_by_run)
+        scores = {name: _checks.scores_as_logits(p, kind, f"predictions of {name!r}")
+                  for name, p in predictions_by_run.items()}
+        return cls.from_logits(scores, labels, rows=rows, description=description, bins=bins,
+                               min_samples=min_samples)
+
+    @classmethod
     def from_log_probs(cls, log_probs_by_run: dict, rows, *, description: str = "selected", bins: int = 30,
                        min_samples: int = 10) -> LogProbDisplay:
         """From log-probabilities already computed on `rows`: {run: {"predicted": (M,), "true": (M,)}}
@@ -193,6 +211,25 @@ class PredictiveDistributionDisplay:
         return cls(int(row), int(true_class), names, tuple(tops), classes,
                    {n: probs[n][classes[n]] for n in tops}, {n: np.isin(classes[n], tops[n]) for n in tops},
                    k, bool(shared_axis), None if index is None else int(index))
+
+    @classmethod
+    def from_predictions(cls, labels, predictions_by_run: dict, row: int, *, kind: str = "logits", k: int = 5,
+                         class_names=None, shared_axis: bool = False,
+                         index: int | None = None) -> PredictiveDistributionDisplay:
+        """From any models' outputs: (N,) labels, {run: (N, C) predictions}, logits (`kind="logits"`)
+        or probabilities (`kind="probs"`), and the row to show; the rest as from_logits.
+
+        >>> import numpy as np
+        >>> d = PredictiveDistributionDisplay.from_predictions([1], {"m": np.array([[0.7, 0.2, 0.1]])}, 0,
+        ...                                                    kind="probs", k=2)
+        >>> d.classes["m"].tolist(), [round(float(p), 2) for p in d.probs["m"]]
+        ([0, 1], [0.7, 0.2])
+        """
+        _check_runs(predictions_by_run)
+        scores = {name: _checks.scores_as_logits(p, kind, f"predictions of {name!r}")
+                  for name, p in predictions_by_run.items()}
+        return cls.from_logits(scores, labels, row, k=k, class_names=class_names, shared_axis=shared_axis,
+                               index=index)
 
     @property
     def true_name(self) -> str:

@@ -11,6 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from . import _checks
 from . import calibration as cal
 from .figures import GT_COLOR, run_color, run_colors
 from .metrics import softmax
@@ -56,6 +57,22 @@ class ReliabilityDisplay:
         """From (N, C) logits (softmax taken here; divide by a temperature first to show a
         temperature-scaled model) and (N,) labels."""
         return cls.from_probs(softmax(logits), labels, n_bins=n_bins, strategy=strategy, name=name)
+
+    @classmethod
+    def from_predictions(cls, labels, predictions, *, kind: str = "logits", n_bins: int = 20,
+                         strategy: str = "uniform", name: str = "") -> ReliabilityDisplay:
+        """From any model's outputs, as scikit-learn's CalibrationDisplay.from_predictions: (N,)
+        integer labels and (N, C) `predictions`, logits (`kind="logits"`) or probabilities
+        (`kind="probs"`); `strategy` "uniform" (equal-width, the paper's) or "quantile".
+
+        >>> import numpy as np
+        >>> d = ReliabilityDisplay.from_predictions([0, 1, 1], np.array([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]]))
+        >>> # confidences 0.881, 0.953 (right), 0.731 (wrong): (0.119 + 0.047 + 0.731) / 3
+        >>> d.n_samples, round(d.ece, 4)
+        (3, 0.2992)
+        """
+        scores = _checks.scores_as_logits(predictions, kind)
+        return cls.from_logits(scores, labels, n_bins=n_bins, strategy=strategy, name=name)
 
     @property
     def n_samples(self) -> int:
