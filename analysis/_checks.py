@@ -9,6 +9,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 def positive_int(value, name: str) -> int:
@@ -18,14 +19,14 @@ def positive_int(value, name: str) -> int:
     return int(value)
 
 
-def as_array(x) -> np.ndarray:
+def as_array(x: ArrayLike) -> np.ndarray:
     """`x` as a numpy array; a torch tensor is detached and moved to host memory first."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch.Tensor, without importing torch
         x = x.detach().cpu().numpy()
     return np.asarray(x)
 
 
-def matrix(x, name: str, *, what: str = "(N, C)") -> np.ndarray:
+def matrix(x: ArrayLike, name: str, *, what: str = "(N, C)") -> np.ndarray:
     """Return `x` as a finite 2-D float64 array with at least one row and one column."""
     a = as_array(x)
     if a.ndim != 2:
@@ -40,7 +41,7 @@ def matrix(x, name: str, *, what: str = "(N, C)") -> np.ndarray:
     return a
 
 
-def logits(x, name: str = "logits") -> np.ndarray:
+def logits(x: ArrayLike, name: str = "logits") -> np.ndarray:
     """Return logits as a finite float64 (N, C) array. Probabilities given as logits are refused
     where that can be detected: C >= 2 and every row in [0, 1] summing to 1 (within 1e-6), which
     logits of a real model practically never do; softmax of such "logits" would flatten them."""
@@ -51,7 +52,7 @@ def logits(x, name: str = "logits") -> np.ndarray:
     return z
 
 
-def probs(x, name: str = "probs", *, atol: float = 1e-3) -> np.ndarray:
+def probs(x: ArrayLike, name: str = "probs", *, atol: float = 1e-3) -> np.ndarray:
     """Return probabilities as float64 (N, C); values in [0, 1], each row summing to 1 (± atol)."""
     p = matrix(x, name)
     if p.min() < 0.0 or p.max() > 1.0:
@@ -64,7 +65,7 @@ def probs(x, name: str = "probs", *, atol: float = 1e-3) -> np.ndarray:
     return p
 
 
-def labels(y, n_rows: int, n_classes: int | None, *, name: str = "labels",
+def labels(y: ArrayLike, n_rows: int, n_classes: int | None, *, name: str = "labels",
            rows_of: str = "logits") -> np.ndarray:
     """Return integer labels as int64 (N,), checked against the row count and [0, n_classes)."""
     a = as_array(y)
@@ -86,13 +87,13 @@ def labels(y, n_rows: int, n_classes: int | None, *, name: str = "labels",
     return a
 
 
-def logits_and_labels(x, y, *, name: str = "logits") -> tuple[np.ndarray, np.ndarray]:
+def logits_and_labels(x: ArrayLike, y: ArrayLike, *, name: str = "logits") -> tuple[np.ndarray, np.ndarray]:
     """Check a (N, C) score matrix and its (N,) labels together."""
     z = logits(x, name)
     return z, labels(y, z.shape[0], z.shape[1], rows_of=name)
 
 
-def probs_and_labels(p, y) -> tuple[np.ndarray, np.ndarray]:
+def probs_and_labels(p: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Check a (N, C) probability matrix and its (N,) labels together."""
     q = probs(p)
     return q, labels(y, q.shape[0], q.shape[1], rows_of="probs")
@@ -121,7 +122,7 @@ def open_fraction(value, name: str) -> float:
     return float(value)
 
 
-def confidence_and_correct(confidence, correct) -> tuple[np.ndarray, np.ndarray]:
+def confidence_and_correct(confidence: ArrayLike, correct: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Check per-sample confidences and correctness together: confidence a finite float64 (N,)
     array in [0, 1], correct a boolean (N,) array (bools, or integers / floats that are 0 or 1)."""
     c = as_array(confidence)
@@ -145,7 +146,7 @@ def confidence_and_correct(confidence, correct) -> tuple[np.ndarray, np.ndarray]
 KINDS = ("logits", "probs")
 
 
-def scores_as_logits(x, kind: str, name: str = "predictions") -> np.ndarray:
+def scores_as_logits(x: ArrayLike, kind: str, name: str = "predictions") -> np.ndarray:
     """Model outputs (N, C) as logits: `kind` "logits" (checked as `logits`) or "probs" (checked
     as `probs`, then log-probabilities, which softmax maps back to the same probabilities; a
     probability of exactly 0 becomes log(1e-300) ≈ -690.8 so the array stays finite)."""

@@ -5,6 +5,7 @@ passes numpy's argmax, ties to the lowest class id)."""
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _checks
 
@@ -23,7 +24,7 @@ def _pred_and_labels(pred, labels, n_classes):
     return p, y, n_classes
 
 
-def confusion_matrix(pred, labels, *, n_classes: int | None = None) -> np.ndarray:
+def confusion_matrix(pred: ArrayLike, labels: ArrayLike, *, n_classes: int | None = None) -> np.ndarray:
     """int64 (C, C) matrix M with M[t, p] = number of samples of true class t predicted as class p.
 
     Rows sum to the class sizes, the diagonal holds the correct predictions. `n_classes` (C)
@@ -33,13 +34,13 @@ def confusion_matrix(pred, labels, *, n_classes: int | None = None) -> np.ndarra
     return np.bincount(y * c + p, minlength=c * c).reshape(c, c).astype(np.int64)
 
 
-def per_class_accuracy(pred, labels, *, n_classes: int | None = None) -> np.ndarray:
+def per_class_accuracy(pred: ArrayLike, labels: ArrayLike, *, n_classes: int | None = None) -> np.ndarray:
     """float64 (C,) array: accuracy[c] = fraction in [0, 1] of the samples of true class c that
     are predicted as c (the class's recall); NaN for a class with no sample."""
     return accuracy_of_confusion(confusion_matrix(pred, labels, n_classes=n_classes))
 
 
-def accuracy_of_confusion(confusion) -> np.ndarray:
+def accuracy_of_confusion(confusion: ArrayLike) -> np.ndarray:
     """per_class_accuracy from a (C, C) confusion matrix (rows: true class): diagonal / row sums,
     NaN for a class with no sample."""
     m = np.asarray(confusion)
@@ -47,7 +48,7 @@ def accuracy_of_confusion(confusion) -> np.ndarray:
         return np.diag(m) / m.sum(axis=1)
 
 
-def most_confused_pairs(confusion, *, k: int = 10, symmetric: bool = False) -> list[tuple[int, int, int]]:
+def most_confused_pairs(confusion: ArrayLike, *, k: int = 10, symmetric: bool = False) -> list[tuple[int, int, int]]:
     """The k largest off-diagonal counts of a (C, C) confusion matrix (rows: true class).
 
     Directed (default): tuples (true class, predicted class, count) from M[t, p], t != p, so

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _checks
 
@@ -21,7 +22,7 @@ PCA_DIMS = 50
 FFT_MIN_POINTS = 5000
 
 
-def stratified_subsample(labels, max_points: int, *, seed: int = 0) -> np.ndarray:
+def stratified_subsample(labels: ArrayLike, max_points: int, *, seed: int = 0) -> np.ndarray:
     """Sorted int64 indices of min(N, max_points) rows, each class keeping its share.
 
     Class c gets floor(max_points * n_c / N) rows, plus one for the classes with the largest
@@ -44,7 +45,7 @@ def stratified_subsample(labels, max_points: int, *, seed: int = 0) -> np.ndarra
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-def tsne_2d(features, labels, *, max_points: int = TSNE_MAX_POINTS, seed: int = 0,
+def tsne_2d(features: ArrayLike, labels: ArrayLike, *, max_points: int = TSNE_MAX_POINTS, seed: int = 0,
             perplexity: float = 30, n_jobs: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """2-D t-SNE embedding of (N, D) features.
 

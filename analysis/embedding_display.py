@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from . import _checks
 from .embedding import TSNE_MAX_POINTS, tsne_2d
@@ -39,7 +40,8 @@ class TSNEDisplay:
     name: str = ""
 
     @classmethod
-    def from_embedding(cls, coords, rows, labels, *, class_names=None, fine_to_coarse=None, coarse_names=None,
+    def from_embedding(cls, coords: ArrayLike, rows: ArrayLike, labels: ArrayLike, *, class_names=None,
+                       fine_to_coarse: ArrayLike | None = None, coarse_names=None,
                        indices=None, color_by: str = "auto", name: str = "") -> TSNEDisplay:
         """From t-SNE coords (M, 2) of the rows `rows` (M,) of a set with (N,) labels (and (N,)
         data-set indices). color_by: "class", "group" (needs fine_to_coarse) or "auto": by group
@@ -74,7 +76,7 @@ class TSNEDisplay:
         return cls(xy, rows, y[rows], names, color_by, groups, group_names, idx, str(name))
 
     @classmethod
-    def from_features(cls, features, labels, *, max_points: int = TSNE_MAX_POINTS, seed: int = 0,
+    def from_features(cls, features: ArrayLike, labels: ArrayLike, *, max_points: int = TSNE_MAX_POINTS, seed: int = 0,
                       **kwargs) -> TSNEDisplay:
         """Run analysis.embedding.tsne_2d on (N, D) features (stratified subsample of at most
         max_points rows, seeded), then as from_embedding (same keyword options)."""

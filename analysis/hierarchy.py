@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _checks
 
@@ -26,7 +27,8 @@ def _coarse(pred_fine, true_fine, fine_to_coarse, n_coarse):
     return m[p], m[t], n_coarse
 
 
-def hierarchical_confusion(pred_fine, true_fine, fine_to_coarse, *, n_coarse=None) -> np.ndarray:
+def hierarchical_confusion(pred_fine: ArrayLike, true_fine: ArrayLike, fine_to_coarse: ArrayLike, *,
+                           n_coarse=None) -> np.ndarray:
     """(n_coarse, n_coarse) float64 matrix H with H[g, h] = fraction of the samples whose true
     coarse group is g whose *predicted fine label* belongs to coarse group h.
 
@@ -40,14 +42,14 @@ def hierarchical_confusion(pred_fine, true_fine, fine_to_coarse, *, n_coarse=Non
         return counts / counts.sum(axis=1, keepdims=True)
 
 
-def hierarchical_accuracy(pred_fine, true_fine, fine_to_coarse) -> float:
+def hierarchical_accuracy(pred_fine: ArrayLike, true_fine: ArrayLike, fine_to_coarse: ArrayLike) -> float:
     """Fraction in [0, 1] of samples whose predicted fine label's coarse group equals the true
     fine label's coarse group (paper §3.3)."""
     pc, tc, _ = _coarse(pred_fine, true_fine, fine_to_coarse, None)
     return float(np.mean(pc == tc))
 
 
-def group_names(fine_to_coarse, coarse_names=None) -> list[str]:
+def group_names(fine_to_coarse: ArrayLike, coarse_names=None) -> list[str]:
     """The coarse groups' names: `coarse_names` as text when given (non-empty), else "0", "1", ...
     up to max(fine_to_coarse)."""
     if coarse_names is not None and len(coarse_names):
@@ -61,7 +63,8 @@ def group_error_key(group_name) -> str:
     return f"top1_error[{group_name}]"
 
 
-def top1_error_by_group(pred_fine, true_fine, fine_to_coarse, *, n_coarse=None) -> np.ndarray:
+def top1_error_by_group(pred_fine: ArrayLike, true_fine: ArrayLike, fine_to_coarse: ArrayLike, *,
+                        n_coarse=None) -> np.ndarray:
     """float64 (n_coarse,) array: error[g] = fraction in [0, 1] of the samples whose true fine
     label belongs to coarse group g whose predicted FINE label is wrong (pred_fine != true_fine),
     i.e. the fine-label top-1 error within each domain (paper Fig. 4(c)); NaN for a group with no

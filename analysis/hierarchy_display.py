@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from numpy.typing import ArrayLike
 
 from .figures import axes_or_new, run_colors
 from .hierarchy import (
@@ -48,7 +49,8 @@ class HierarchyDisplay:
     name: str = ""
 
     @classmethod
-    def from_predictions(cls, pred_fine, true_fine, fine_to_coarse, *, coarse_names=None,
+    def from_predictions(cls, pred_fine: ArrayLike, true_fine: ArrayLike, fine_to_coarse: ArrayLike, *,
+                         coarse_names=None,
                          name: str = "") -> HierarchyDisplay:
         """From (N,) predicted and true fine labels and the (C,) fine -> coarse mapping; the number
         of groups is len(coarse_names) when given, else max(fine_to_coarse) + 1."""
@@ -59,7 +61,8 @@ class HierarchyDisplay:
         return cls(confusion, accuracy, names, sizes, str(name))
 
     @classmethod
-    def from_logits(cls, logits, labels, fine_to_coarse, *, coarse_names=None, name: str = "") -> HierarchyDisplay:
+    def from_logits(cls, logits: ArrayLike, labels: ArrayLike, fine_to_coarse: ArrayLike, *, coarse_names=None,
+                    name: str = "") -> HierarchyDisplay:
         """From (N, C) logits (prediction: argmax, ties to the lowest id) and (N,) fine labels."""
         return cls.from_predictions(np.argmax(np.asarray(logits), axis=1), labels, fine_to_coarse,
                                     coarse_names=coarse_names, name=name)
@@ -108,7 +111,7 @@ class DomainErrorDisplay:
     colors: dict | None = None  # {run: hex colour}; the others: run_color(position) (figures.run_colors)
 
     @classmethod
-    def from_predictions(cls, pred_by_run: dict, true_fine, fine_to_coarse, *,
+    def from_predictions(cls, pred_by_run: dict, true_fine: ArrayLike, fine_to_coarse: ArrayLike, *,
                          coarse_names=None) -> DomainErrorDisplay:
         """From {run: (N,) predicted fine labels}, (N,) true fine labels and the fine -> coarse
         mapping (groups: len(coarse_names) when given, else max(fine_to_coarse) + 1)."""
@@ -121,7 +124,8 @@ class DomainErrorDisplay:
         return cls(tuple(pred_by_run), names, error, sizes)
 
     @classmethod
-    def from_logits(cls, logits_by_run: dict, labels, fine_to_coarse, *, coarse_names=None) -> DomainErrorDisplay:
+    def from_logits(cls, logits_by_run: dict, labels: ArrayLike, fine_to_coarse: ArrayLike, *,
+                    coarse_names=None) -> DomainErrorDisplay:
         """From {run: (N, C) logits} (prediction: argmax, ties to the lowest id) and (N,) labels."""
         if not isinstance(logits_by_run, dict) or not logits_by_run:
             raise ValueError("logits_by_run must be a non-empty dict of run name -> (N, C) logits")

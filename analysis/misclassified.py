@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _checks
 from .metrics import log_softmax, softmax
@@ -14,7 +15,7 @@ def _wrong(logits, labels, name: str = "logits") -> np.ndarray:
     return z.argmax(axis=1) != y
 
 
-def misclassified_by_all(logits_by_run: dict, labels) -> np.ndarray:
+def misclassified_by_all(logits_by_run: dict, labels: ArrayLike) -> np.ndarray:
     """Sorted int64 row indices whose top-1 prediction is wrong in every run of `logits_by_run`
     (a dict run name -> (N, C) logits; at least one run, all with the same shape)."""
     if not isinstance(logits_by_run, dict) or not logits_by_run:
@@ -28,7 +29,7 @@ def misclassified_by_all(logits_by_run: dict, labels) -> np.ndarray:
     return np.flatnonzero(wrong).astype(np.int64)
 
 
-def misclassified_by_first_not_second(logits_a, logits_b, labels) -> np.ndarray:
+def misclassified_by_first_not_second(logits_a: ArrayLike, logits_b: ArrayLike, labels: ArrayLike) -> np.ndarray:
     """Sorted int64 row indices wrong under `logits_a` but right under `logits_b` (top-1)."""
     if np.shape(logits_a) != np.shape(logits_b):
         raise ValueError(f"logits_a and logits_b must have one shape; got {np.shape(logits_a)} "
@@ -37,7 +38,7 @@ def misclassified_by_first_not_second(logits_a, logits_b, labels) -> np.ndarray:
     return np.flatnonzero(wrong).astype(np.int64)
 
 
-def log_probs_on(logits, labels, idx) -> dict:
+def log_probs_on(logits: ArrayLike, labels: ArrayLike, idx: ArrayLike) -> dict:
     """Natural-log softmax probabilities on rows `idx`: {"predicted": log max_c p_c,
     "true": log p_y}, each a float64 array of len(idx) in (-inf, 0] (paper Fig. 2 a/b)."""
     z, y = _checks.logits_and_labels(logits, labels)
@@ -51,7 +52,7 @@ def log_probs_on(logits, labels, idx) -> dict:
     return {"predicted": lp.max(axis=1), "true": lp[np.arange(idx.size), y[idx]]}
 
 
-def predictive_distribution(logits, labels, i: int, *, k: int = 5) -> dict:
+def predictive_distribution(logits: ArrayLike, labels: ArrayLike, i: int, *, k: int = 5) -> dict:
     """Top-k softmax probabilities of row `i` (paper Fig. 1b).
 
     Returns {"classes": int64 (k,) class ids by decreasing probability (ties: lower id first),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
 
 from . import _checks
 from .figures import GT_COLOR, run_colors
@@ -52,7 +53,8 @@ class LogProbDisplay:
     colors: dict | None = None  # {run: hex colour}; the others: run_color(position) (figures.run_colors)
 
     @classmethod
-    def from_logits(cls, logits_by_run: dict, labels, *, rows=None, description: str | None = None,
+    def from_logits(cls, logits_by_run: dict, labels: ArrayLike, *, rows: ArrayLike | None = None,
+                    description: str | None = None,
                     bins: int = 30, min_samples: int = 10) -> LogProbDisplay:
         """From {run: (N, C) logits} and (N,) labels. rows: the samples to use (default: those
         misclassified by every run); description: how the title names them."""
@@ -68,7 +70,8 @@ class LogProbDisplay:
                                   min_samples=min_samples)
 
     @classmethod
-    def from_predictions(cls, labels, predictions_by_run: dict, *, kind: str = "logits", rows=None,
+    def from_predictions(cls, labels: ArrayLike, predictions_by_run: dict, *, kind: str = "logits",
+                         rows: ArrayLike | None = None,
                          description: str | None = None, bins: int = 30, min_samples: int = 10) -> LogProbDisplay:
         """From any models' outputs: (N,) labels and {run: (N, C) predictions}, logits
         (`kind="logits"`) or probabilities (`kind="probs"`); the rest as from_logits.
@@ -86,7 +89,7 @@ class LogProbDisplay:
                                min_samples=min_samples)
 
     @classmethod
-    def from_log_probs(cls, log_probs_by_run: dict, rows, *, description: str = "selected", bins: int = 30,
+    def from_log_probs(cls, log_probs_by_run: dict, rows: ArrayLike, *, description: str = "selected", bins: int = 30,
                        min_samples: int = 10) -> LogProbDisplay:
         """From log-probabilities already computed on `rows`: {run: {"predicted": (M,), "true": (M,)}}
         as analysis.misclassified.log_probs_on returns them (e.g. read from a cache), so no softmax
@@ -183,7 +186,7 @@ class PredictiveDistributionDisplay:
     colors: dict | None = None  # {run: hex colour}; the others: run_color(position) (figures.run_colors)
 
     @classmethod
-    def from_logits(cls, logits_by_run: dict, labels, row: int, *, k: int = 5, class_names=None,
+    def from_logits(cls, logits_by_run: dict, labels: ArrayLike, row: int, *, k: int = 5, class_names=None,
                     shared_axis: bool = False, index: int | None = None) -> PredictiveDistributionDisplay:
         """From {run: (N, C) logits}, (N,) labels and the row to show; k is capped at C;
         class_names default to the class ids as text."""
@@ -213,7 +216,8 @@ class PredictiveDistributionDisplay:
                    k, bool(shared_axis), None if index is None else int(index))
 
     @classmethod
-    def from_predictions(cls, labels, predictions_by_run: dict, row: int, *, kind: str = "logits", k: int = 5,
+    def from_predictions(cls, labels: ArrayLike, predictions_by_run: dict, row: int, *, kind: str = "logits",
+                         k: int = 5,
                          class_names=None, shared_axis: bool = False,
                          index: int | None = None) -> PredictiveDistributionDisplay:
         """From any models' outputs: (N,) labels, {run: (N, C) predictions}, logits (`kind="logits"`)

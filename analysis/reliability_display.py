@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from numpy.typing import ArrayLike
 
 from . import _checks
 from . import calibration as cal
@@ -37,7 +38,7 @@ class ReliabilityDisplay:
     name: str = ""
 
     @classmethod
-    def from_confidence(cls, confidence, correct, *, n_bins: int = 20, strategy: str = "uniform",
+    def from_confidence(cls, confidence: ArrayLike, correct: ArrayLike, *, n_bins: int = 20, strategy: str = "uniform",
                         name: str = "") -> ReliabilityDisplay:
         """From per-sample confidence (N,) in [0, 1] and correctness (N,) bool (see
         calibration.confidence_and_correctness); `strategy` "uniform" or "quantile"."""
@@ -45,21 +46,21 @@ class ReliabilityDisplay:
         return cls(bins, cal.ece_from_bins(bins), cal.mce_from_bins(bins), str(name))
 
     @classmethod
-    def from_probs(cls, probs, labels, *, n_bins: int = 20, strategy: str = "uniform",
+    def from_probs(cls, probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 20, strategy: str = "uniform",
                    name: str = "") -> ReliabilityDisplay:
         """From (N, C) softmax probabilities and (N,) labels."""
         conf, right = cal.confidence_and_correctness(probs, labels)
         return cls.from_confidence(conf, right, n_bins=n_bins, strategy=strategy, name=name)
 
     @classmethod
-    def from_logits(cls, logits, labels, *, n_bins: int = 20, strategy: str = "uniform",
+    def from_logits(cls, logits: ArrayLike, labels: ArrayLike, *, n_bins: int = 20, strategy: str = "uniform",
                     name: str = "") -> ReliabilityDisplay:
         """From (N, C) logits (softmax taken here; divide by a temperature first to show a
         temperature-scaled model) and (N,) labels."""
         return cls.from_probs(softmax(logits), labels, n_bins=n_bins, strategy=strategy, name=name)
 
     @classmethod
-    def from_predictions(cls, labels, predictions, *, kind: str = "logits", n_bins: int = 20,
+    def from_predictions(cls, labels: ArrayLike, predictions: ArrayLike, *, kind: str = "logits", n_bins: int = 20,
                          strategy: str = "uniform", name: str = "") -> ReliabilityDisplay:
         """From any model's outputs, as scikit-learn's CalibrationDisplay.from_predictions: (N,)
         integer labels and (N, C) `predictions`, logits (`kind="logits"`) or probabilities

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _checks
 
 
-def recall_at_k(features, labels, *, k: int = 1, batch_size: int = 2048) -> float:
+def recall_at_k(features: ArrayLike, labels: ArrayLike, *, k: int = 1, batch_size: int = 2048) -> float:
     """Fraction in [0, 1] of samples having at least one same-class sample among their k nearest
     neighbours (squared-L2 distance, exact search) in the same set, the sample itself excluded.
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _checks
 from .calibration import confidence_and_correctness
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 N_BOOT_BAND = 100  # bootstrap refits of the band (relplot's default is 200; 100 keeps the dashboard quick)
 
 
-def smooth_ece_from_confidence(confidence, correct) -> float:
+def smooth_ece_from_confidence(confidence: ArrayLike, correct: ArrayLike) -> float:
     """Smooth ECE in [0, 1] of per-sample confidence (N,) in [0, 1] and correctness (N,) bool.
 
     >>> round(smooth_ece_from_confidence([0.9, 0.9, 0.9, 0.9], [True, True, False, False]), 2)
@@ -44,7 +45,7 @@ def smooth_ece_from_confidence(confidence, correct) -> float:
     return float(relplot.smECE(conf, right.astype(np.float64)))
 
 
-def smooth_ece(probs, labels) -> float:
+def smooth_ece(probs: ArrayLike, labels: ArrayLike) -> float:
     """Smooth ECE in [0, 1] of probabilities (N, C) (rows sum to 1) and integer labels (N,):
     top-label, with confidence = max probability (see the module docstring).
 
@@ -77,7 +78,8 @@ class SmoothReliability:
     n: int
 
 
-def smooth_reliability(confidence, correct, *, n_boot: int = N_BOOT_BAND, seed: int = 0) -> SmoothReliability:
+def smooth_reliability(confidence: ArrayLike, correct: ArrayLike, *, n_boot: int = N_BOOT_BAND,
+                       seed: int = 0) -> SmoothReliability:
     """The smooth reliability curve with its band, from per-sample confidence and correctness.
 
     >>> r = smooth_reliability([0.6, 0.7, 0.8, 0.9] * 5, [True, False, True, True] * 5, n_boot=10)
