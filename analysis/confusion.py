@@ -29,6 +29,9 @@ def confusion_matrix(pred: ArrayLike, labels: ArrayLike, *, n_classes: int | Non
 
     Rows sum to the class sizes, the diagonal holds the correct predictions. `n_classes` (C)
     defaults to max(pred, labels) + 1.
+
+    >>> confusion_matrix([0, 1, 1, 2], [0, 1, 2, 2]).tolist()  # rows: true class, columns: predicted
+    [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
     """
     p, y, c = _pred_and_labels(pred, labels, n_classes)
     return np.bincount(y * c + p, minlength=c * c).reshape(c, c).astype(np.int64)
@@ -36,7 +39,11 @@ def confusion_matrix(pred: ArrayLike, labels: ArrayLike, *, n_classes: int | Non
 
 def per_class_accuracy(pred: ArrayLike, labels: ArrayLike, *, n_classes: int | None = None) -> np.ndarray:
     """float64 (C,) array: accuracy[c] = fraction in [0, 1] of the samples of true class c that
-    are predicted as c (the class's recall); NaN for a class with no sample."""
+    are predicted as c (the class's recall); NaN for a class with no sample.
+
+    >>> per_class_accuracy([0, 1, 1, 2], [0, 1, 2, 2]).tolist()
+    [1.0, 1.0, 0.5]
+    """
     return accuracy_of_confusion(confusion_matrix(pred, labels, n_classes=n_classes))
 
 
@@ -55,6 +62,9 @@ def most_confused_pairs(confusion: ArrayLike, *, k: int = 10, symmetric: bool = 
     "a taken for b" and "b taken for a" are separate entries. Symmetric: tuples (a, b, count)
     with a < b and count = M[a, b] + M[b, a]. Sorted by decreasing count, ties by increasing
     (first, second) class id; pairs with count 0 are left out, so fewer than k may come back.
+
+    >>> most_confused_pairs(confusion_matrix([0, 1, 1, 2], [0, 1, 2, 2]), k=2)  # (true, predicted, count)
+    [(2, 1, 1)]
     """
     m = np.asarray(confusion)
     if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:

@@ -3,6 +3,7 @@ drawn by matplotlib (`plot`) or handed to another renderer as a tidy table (`fra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,9 +41,10 @@ class TSNEDisplay:
     name: str = ""
 
     @classmethod
-    def from_embedding(cls, coords: ArrayLike, rows: ArrayLike, labels: ArrayLike, *, class_names=None,
-                       fine_to_coarse: ArrayLike | None = None, coarse_names=None,
-                       indices=None, color_by: str = "auto", name: str = "") -> TSNEDisplay:
+    def from_embedding(cls, coords: ArrayLike, rows: ArrayLike, labels: ArrayLike, *,
+                       class_names: Sequence[str] | None = None,
+                       fine_to_coarse: ArrayLike | None = None, coarse_names: Sequence[str] | None = None,
+                       indices: ArrayLike | None = None, color_by: str = "auto", name: str = "") -> TSNEDisplay:
         """From t-SNE coords (M, 2) of the rows `rows` (M,) of a set with (N,) labels (and (N,)
         data-set indices). color_by: "class", "group" (needs fine_to_coarse) or "auto": by group
         when a mapping is given and there are more than 20 classes, else by class."""

@@ -44,7 +44,11 @@ def hierarchical_confusion(pred_fine: ArrayLike, true_fine: ArrayLike, fine_to_c
 
 def hierarchical_accuracy(pred_fine: ArrayLike, true_fine: ArrayLike, fine_to_coarse: ArrayLike) -> float:
     """Fraction in [0, 1] of samples whose predicted fine label's coarse group equals the true
-    fine label's coarse group (paper §3.3)."""
+    fine label's coarse group (paper §3.3).
+
+    >>> hierarchical_accuracy([0, 1, 2, 3], [1, 0, 3, 1], [0, 0, 1, 1])  # fine 0, 1 in group 0; 2, 3 in group 1
+    0.75
+    """
     pc, tc, _ = _coarse(pred_fine, true_fine, fine_to_coarse, None)
     return float(np.mean(pc == tc))
 

@@ -5,6 +5,7 @@ a tidy table (`frame`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,10 +51,16 @@ class HierarchyDisplay:
 
     @classmethod
     def from_predictions(cls, pred_fine: ArrayLike, true_fine: ArrayLike, fine_to_coarse: ArrayLike, *,
-                         coarse_names=None,
+                         coarse_names: Sequence[str] | None = None,
                          name: str = "") -> HierarchyDisplay:
         """From (N,) predicted and true fine labels and the (C,) fine -> coarse mapping; the number
-        of groups is len(coarse_names) when given, else max(fine_to_coarse) + 1."""
+        of groups is len(coarse_names) when given, else max(fine_to_coarse) + 1.
+
+        >>> d = HierarchyDisplay.from_predictions([0, 1, 2, 3], [1, 0, 3, 1], [0, 0, 1, 1],
+        ...                                       coarse_names=["animals", "places"])
+        >>> d.accuracy, d.confusion.round(3).tolist()
+        (0.75, [[0.667, 0.333], [0.0, 1.0]])
+        """
         n = None if coarse_names is None else len(coarse_names)
         confusion = hierarchical_confusion(pred_fine, true_fine, fine_to_coarse, n_coarse=n)
         accuracy = hierarchical_accuracy(pred_fine, true_fine, fine_to_coarse)
@@ -61,7 +68,8 @@ class HierarchyDisplay:
         return cls(confusion, accuracy, names, sizes, str(name))
 
     @classmethod
-    def from_logits(cls, logits: ArrayLike, labels: ArrayLike, fine_to_coarse: ArrayLike, *, coarse_names=None,
+    def from_logits(cls, logits: ArrayLike, labels: ArrayLike, fine_to_coarse: ArrayLike, *,
+                    coarse_names: Sequence[str] | None = None,
                     name: str = "") -> HierarchyDisplay:
         """From (N, C) logits (prediction: argmax, ties to the lowest id) and (N,) fine labels."""
         return cls.from_predictions(np.argmax(np.asarray(logits), axis=1), labels, fine_to_coarse,
@@ -112,9 +120,16 @@ class DomainErrorDisplay:
 
     @classmethod
     def from_predictions(cls, pred_by_run: dict, true_fine: ArrayLike, fine_to_coarse: ArrayLike, *,
-                         coarse_names=None) -> DomainErrorDisplay:
+                         coarse_names: Sequence[str] | None = None) -> DomainErrorDisplay:
         """From {run: (N,) predicted fine labels}, (N,) true fine labels and the fine -> coarse
-        mapping (groups: len(coarse_names) when given, else max(fine_to_coarse) + 1)."""
+        mapping (groups: len(coarse_names) when given, else max(fine_to_coarse) + 1).
+
+        >>> import numpy as np
+        >>> d = DomainErrorDisplay.from_predictions({"m": np.array([0, 1, 2, 3])}, [1, 1, 2, 3], [0, 0, 1, 1],
+        ...                                        coarse_names=["animals", "places"])
+        >>> d.metrics("m")
+        {'top1_error[animals]': 0.5, 'top1_error[places]': 0.0}
+        """
         if not isinstance(pred_by_run, dict) or not pred_by_run:
             raise ValueError("pred_by_run must be a non-empty dict of run name -> (N,) predicted labels")
         n = None if coarse_names is None else len(coarse_names)
@@ -125,7 +140,7 @@ class DomainErrorDisplay:
 
     @classmethod
     def from_logits(cls, logits_by_run: dict, labels: ArrayLike, fine_to_coarse: ArrayLike, *,
-                    coarse_names=None) -> DomainErrorDisplay:
+                    coarse_names: Sequence[str] | None = None) -> DomainErrorDisplay:
         """From {run: (N, C) logits} (prediction: argmax, ties to the lowest id) and (N,) labels."""
         if not isinstance(logits_by_run, dict) or not logits_by_run:
             raise ValueError("logits_by_run must be a non-empty dict of run name -> (N, C) logits")

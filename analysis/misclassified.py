@@ -17,7 +17,13 @@ def _wrong(logits, labels, name: str = "logits") -> np.ndarray:
 
 def misclassified_by_all(logits_by_run: dict, labels: ArrayLike) -> np.ndarray:
     """Sorted int64 row indices whose top-1 prediction is wrong in every run of `logits_by_run`
-    (a dict run name -> (N, C) logits; at least one run, all with the same shape)."""
+    (a dict run name -> (N, C) logits; at least one run, all with the same shape).
+
+    >>> import numpy as np
+    >>> z = {"a": np.array([[2.0, 0], [0, 2], [2, 0]]), "b": np.array([[0, 2.0], [0, 2], [2, 0]])}
+    >>> misclassified_by_all(z, [1, 1, 1]).tolist()  # only row 2 is wrong in both
+    [2]
+    """
     if not isinstance(logits_by_run, dict) or not logits_by_run:
         raise ValueError("logits_by_run must be a non-empty dict of run name -> (N, C) logits")
     shapes = {name: np.shape(z) for name, z in logits_by_run.items()}

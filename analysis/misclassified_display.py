@@ -4,6 +4,7 @@ and one sample's predictive distributions (paper Fig. 1b), computed once and dra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -186,7 +187,8 @@ class PredictiveDistributionDisplay:
     colors: dict | None = None  # {run: hex colour}; the others: run_color(position) (figures.run_colors)
 
     @classmethod
-    def from_logits(cls, logits_by_run: dict, labels: ArrayLike, row: int, *, k: int = 5, class_names=None,
+    def from_logits(cls, logits_by_run: dict, labels: ArrayLike, row: int, *, k: int = 5,
+                    class_names: Sequence[str] | None = None,
                     shared_axis: bool = False, index: int | None = None) -> PredictiveDistributionDisplay:
         """From {run: (N, C) logits}, (N,) labels and the row to show; k is capped at C;
         class_names default to the class ids as text."""
@@ -218,7 +220,7 @@ class PredictiveDistributionDisplay:
     @classmethod
     def from_predictions(cls, labels: ArrayLike, predictions_by_run: dict, row: int, *, kind: str = "logits",
                          k: int = 5,
-                         class_names=None, shared_axis: bool = False,
+                         class_names: Sequence[str] | None = None, shared_axis: bool = False,
                          index: int | None = None) -> PredictiveDistributionDisplay:
         """From any models' outputs: (N,) labels, {run: (N, C) predictions}, logits (`kind="logits"`)
         or probabilities (`kind="probs"`), and the row to show; the rest as from_logits.

@@ -17,6 +17,11 @@ def recall_at_k(features: ArrayLike, labels: ArrayLike, *, k: int = 1, batch_siz
     of it rank first), the (k+1)-th neighbour is dropped instead. Ties between equidistant
     neighbours are broken by FAISS. Queries go in batches of `batch_size` rows so that only a
     (batch_size, k + 1) result is held at a time. Requires 1 <= k <= N - 1.
+
+    >>> import numpy as np
+    >>> features = np.array([[0.0, 0], [0.1, 0], [5, 5], [5.1, 5]])
+    >>> recall_at_k(features, [0, 0, 1, 1]), recall_at_k(features, [0, 1, 0, 1])
+    (1.0, 0.0)
     """
     import faiss  # imported here: it is heavy and only this function needs it
 

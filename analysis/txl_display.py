@@ -3,6 +3,7 @@ seed-grouped runs, drawn by matplotlib (`plot`) or handed to another renderer (`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ class TxLDisplay:
     name: str = ""
 
     @classmethod
-    def from_groups(cls, groups, *, metric: str = "top1_error", name: str = "") -> TxLDisplay:
+    def from_groups(cls, groups: Sequence, *, metric: str = "top1_error", name: str = "") -> TxLDisplay:
         """From analysis.tables.RunGroup's of one data set, model and method (tables.txl_grid);
         fraction metrics are shown in percent, the others (NLL, temperature) as they are."""
         temps, lambdas, mean, std = txl_grid(groups, metric=metric)
