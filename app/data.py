@@ -20,8 +20,23 @@ import streamlit as st
 
 from app.paths import RunFiles
 from cskd.errors import UserError, short_reason
-from cskd.runfolder import CONFIG, METRICS, SUMMARY, RunFolder, predictions_name, stats_name, tsne_name
-from cskd.runfolder.arrays import TSNE_MAX_POINTS
+from cskd.runfolder import (
+    CONFIG,
+    METRICS,
+    SUMMARY,
+    TSNE_MAX_POINTS,
+    RunFolder,
+    predictions_name,
+    predictions_status,
+    read_config_dict,
+    read_metrics,
+    read_predictions,
+    read_record,
+    read_summary,
+    read_tsne,
+    stats_name,
+    tsne_name,
+)
 
 
 def _guard(files: RunFiles, *names: str) -> None:
@@ -38,8 +53,8 @@ def _unexpected(files: RunFiles, what: str, e: Exception) -> UserError:
 @st.cache_data(show_spinner=False, max_entries=4096)
 def _record(path: str, key) -> dict:
     folder = RunFolder(path)
-    record = folder.read_record()
-    cfg = folder.config_dict()
+    record = read_record(folder)
+    cfg = read_config_dict(folder)
     return {"kind": record["kind"], "config": cfg, "run_id": record["meta"].get("run_id")}
 
 
@@ -56,7 +71,7 @@ def record(files: RunFiles) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=4096)
 def _summary(path: str, key) -> dict | None:
-    return RunFolder(path).summary()
+    return read_summary(RunFolder(path))
 
 
 def summary(files: RunFiles) -> dict | None:
@@ -72,7 +87,7 @@ def summary(files: RunFiles) -> dict | None:
 
 @st.cache_data(show_spinner=False, max_entries=1024)
 def _curves(path: str, key) -> list:
-    return RunFolder(path).metrics()
+    return read_metrics(RunFolder(path))
 
 
 def curves(files: RunFiles) -> list[dict]:
@@ -86,7 +101,7 @@ def curves(files: RunFiles) -> list[dict]:
 
 @st.cache_data(show_spinner=False, max_entries=4096)
 def _status(path: str, split: str, key) -> tuple[str, str]:
-    return RunFolder(path).predictions_status(split)
+    return predictions_status(RunFolder(path), split)
 
 
 def status(files: RunFiles, split: str = "test") -> tuple[str, str]:
@@ -105,7 +120,7 @@ def status(files: RunFiles, split: str = "test") -> tuple[str, str]:
 
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _predictions(path: str, split: str, key):
-    return RunFolder(path).predictions(split)
+    return read_predictions(RunFolder(path), split)
 
 
 def predictions(files: RunFiles, split: str = "test"):
@@ -140,7 +155,7 @@ def stats(files: RunFiles, split: str = "test"):
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _tsne(path: str, key):
     folder = RunFolder(path)
-    return folder.tsne("test", folder.predictions("test"), max_points=TSNE_MAX_POINTS)
+    return read_tsne(folder, "test", read_predictions(folder, "test"), max_points=TSNE_MAX_POINTS)
 
 
 def tsne(files: RunFiles):

@@ -46,8 +46,10 @@ from pathlib import Path
 import numpy as np
 
 from cskd.errors import UserError
+from cskd.runfolder.derived import read_derived
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import stats_name
+from cskd.runfolder.predictions import predictions_status, read_predictions
 
 STATS_VERSION = 1  # of the content below; another version is recomputed
 N_BINS = 20
@@ -127,14 +129,14 @@ class Stats:
 
 def _val_predictions(folder: RunFolder, split: str):
     """The validation predictions a temperature may be fitted on: fresh ones, for test stats only."""
-    if split != "test" or folder.predictions_status("val")[0] != "fresh":
+    if split != "test" or predictions_status(folder, "val")[0] != "fresh":
         return None
-    return folder.predictions("val")
+    return read_predictions(folder, "val")
 
 
 def _open(folder: RunFolder, split: str, preds, val) -> Stats | None:
     """The stats cache made from `preds` (and `val`), checked; None when absent or stale."""
-    z = folder.derived(stats_name(split), kind="stats", predictions=preds)
+    z = read_derived(folder, stats_name(split), kind="stats", predictions=preds)
     if z is None or z.meta.get("stats_version") != STATS_VERSION or \
             z.meta.get("val_source") != (val.write_id if val is not None else None):
         return None
@@ -177,9 +179,9 @@ def read_stats(run, split: str = "test") -> Stats | None:
     validation predictions); None when it is absent or stale, or the predictions are not fresh.
     Never writes; a damaged cache is a UserError naming it."""
     folder = run if isinstance(run, RunFolder) else RunFolder(run)
-    if folder.predictions_status(split)[0] != "fresh":
+    if predictions_status(folder, split)[0] != "fresh":
         return None
-    preds = folder.predictions(split)
+    preds = read_predictions(folder, split)
     return _open(folder, split, preds, _val_predictions(folder, split))
 
 

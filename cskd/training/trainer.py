@@ -26,9 +26,18 @@ from cskd.data.placement import bundle_for
 from cskd.errors import UserError
 from cskd.method.objectives import Method, StepContext, method_for
 from cskd.method.sampler import share
-from cskd.runfolder.checkpoints import LAST_FIELDS, load_model_state, rng_state, set_rng_state
+from cskd.runfolder.checkpoints import (
+    LAST_FIELDS,
+    load_model_state,
+    read_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from cskd.runfolder.config_file import read_record, write_config
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import BEST, CONFIG, LAST
+from cskd.runfolder.training_log import read_metrics, write_metrics
 from cskd.training.device import compile_available, pick_device, use_bf16
 from cskd.training.distributed import (
     SINGLE,
@@ -151,7 +160,7 @@ def _shared_start(start: Start | None, world: World) -> Start:
         return start
     path, cfg, resumed, finished = plan
     folder = RunFolder(path)
-    ckpt = folder.checkpoint("last", fields=LAST_FIELDS) if resumed else None  # rank 0 writes no checkpoint yet
+    ckpt = read_checkpoint(folder, "last", fields=LAST_FIELDS) if resumed else None  # rank 0 writes no checkpoint yet
     return Start(folder, TrainConfig.from_dict(cfg), checkpoint=ckpt, finished=finished)
 
 
@@ -172,7 +181,7 @@ def _train(start: Start, world: World, *, stop_after_epoch, progress) -> dict:
 
 def _is_this_run(folder: RunFolder, start: Start) -> bool:
     try:
-        return folder.read_record()["meta"].get("run_id") == start.run_id
+        return read_record(folder)["meta"].get("run_id") == start.run_id
     except UserError:
         return False
 
@@ -234,13 +243,13 @@ def _write_first_files(start: Start, bundle: DataBundle, device, bf16: bool, wor
     folder, cfg, ckpt = start.folder, start.cfg, start.checkpoint
     if ckpt is None:
         folder.clear()  # only cskd's own files of an earlier run here (--overwrite, or resume auto)
-        start.run_id = folder.write_config(cfg.to_dict(), config_meta(cfg, bundle, device, bf16, world))
-        folder.write_metrics([])
+        start.run_id = write_config(folder, cfg.to_dict(), config_meta(cfg, bundle, device, bf16, world))
+        write_metrics(folder, [])
         return
     if start.repair_config:
-        folder.write_config(cfg.to_dict(), {**config_meta(cfg, bundle, device, bf16, world),
-                                            "run_id": ckpt.get("run_id")})
-    folder.write_metrics([r for r in folder.metrics() if r["epoch"] <= ckpt["epoch"] + 1])
+        write_config(folder, cfg.to_dict(), {**config_meta(cfg, bundle, device, bf16, world),
+                                             "run_id": ckpt.get("run_id")})
+    write_metrics(folder, [r for r in read_metrics(folder) if r["epoch"] <= ckpt["epoch"] + 1])
 
 
 def _fit(setup: Setup, folder: RunFolder, cfg: TrainConfig, bundle, select_split, world: World, device, bf16,
@@ -312,9 +321,9 @@ def _save_epoch(setup: Setup, folder: RunFolder, cfg: TrainConfig, epoch: int, b
     resume starts after last.pt's epoch, redoes a lost epoch and drops its orphan record."""
     weights = {"model": setup.model.state_dict(), "config": cfg.to_dict(), "epoch": epoch, "best": best}
     if improved:
-        folder.save_checkpoint("best", weights)
-    folder.write_metrics([r for r in folder.metrics() if r["epoch"] <= epoch] + [record])
-    folder.save_checkpoint("last", {**weights, **_training_state(setup), "step": 0})
+        save_checkpoint(folder, "best", weights)
+    write_metrics(folder, [r for r in read_metrics(folder) if r["epoch"] <= epoch] + [record])
+    save_checkpoint(folder, "last", {**weights, **_training_state(setup), "step": 0})
 
 
 def _training_state(setup: Setup) -> dict:
@@ -333,7 +342,7 @@ def _preempt(setup: Setup, folder: RunFolder, cfg: TrainConfig, epoch: int, best
 
 
 def _test_best(folder: RunFolder, cfg, bundle: DataBundle, setup: Setup, device, bf16, world: World) -> dict:
-    load_model_state(setup.model, folder.checkpoint("best", map_location=device)["model"], folder.file(BEST))
+    load_model_state(setup.model, read_checkpoint(folder, "best", map_location=device)["model"], folder.file(BEST))
     batches = eval_batches(bundle, rank_share(bundle.test, world), batch_size=256, device=device, workers=cfg.workers)
     result = evaluate(setup.model, batches, device=device, bf16=bf16, world=world)
     return {"test_acc": result["acc"], "test_loss": result["loss"], "test_n": result["n"]}
