@@ -37,7 +37,7 @@ from cskd.runfolder.checkpoints import (
 from cskd.runfolder.config_file import read_record, write_config
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import BEST, CONFIG, LAST
-from cskd.runfolder.training_log import read_metrics, write_metrics
+from cskd.runfolder.training_log import read_metrics, write_metrics, write_summary
 from cskd.training.device import compile_available, pick_device, use_bf16
 from cskd.training.distributed import (
     SINGLE,
@@ -219,7 +219,7 @@ def _train_in(start: Start, world: World, *, stop_after_epoch, progress) -> dict
                "selected_on": cfg.select_on, "train_seconds": round(time.time() - t_run, 2)}
     if finished:
         summary.update(_test_best(folder, cfg, bundle, setup, device, bf16, world))
-        on_rank0(world, folder.write_summary, summary)
+        on_rank0(world, write_summary, folder, summary)
         print_main(f"done: best epoch {best['epoch']} ({cfg.select_on} acc {100 * best['acc']:.2f}%), "
                    f"test acc {100 * summary['test_acc']:.2f}%  -> {folder}")
     return {"run": str(folder), **summary}
@@ -334,7 +334,7 @@ def _training_state(setup: Setup) -> dict:
 def _preempt(setup: Setup, folder: RunFolder, cfg: TrainConfig, epoch: int, best: dict, state: EpochState,
              world: World, signum: int) -> None:
     """Write last.pt within `epoch` (after `state.step` steps) and stop with a one-line message."""
-    on_rank0(world, folder.save_checkpoint, "last", {
+    on_rank0(world, save_checkpoint, folder, "last", {
         "model": setup.model.state_dict(), "config": cfg.to_dict(), "epoch": epoch - 1, "best": best,
         **_training_state(setup), "step": state.step, "partial": state.packed()})
     raise Preempted(f"stopped by {_signal_name(signum)} at epoch {epoch + 1}, step {state.step}/{len(setup.source)}; "
