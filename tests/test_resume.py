@@ -201,9 +201,12 @@ def test_damaged_fields_inside_last_pt_and_a_damaged_manifest_are_one_line(digit
     manifest = run / ".cskd" / "manifest.json"
     data = json.loads(manifest.read_text())
     data["files"]["last.pt"]["current"] = {"size": 5}
-    manifest.write_text(json.dumps(data))  # a damaged manifest counts as absent: files judged by content
-    assert cli("train", "--out", run, "--resume") == 0
-    assert Manifest(run).readable  # written anew
+    manifest.write_text(json.dumps(data))  # a damaged manifest counts as absent: nothing here is cskd's
+    before = (run / "last.pt").read_bytes()
+    assert not Manifest(run).readable and cli("train", "--out", run, "--resume") == 2
+    assert "holds best.pt, config.json, last.pt, metrics.jsonl, summary.json, which cskd did not write" in \
+        one_error_line(capsys)
+    assert (run / "last.pt").read_bytes() == before
 
 
 def test_a_config_json_with_a_flipped_byte_is_rewritten_from_last_pt(tmp_path, capsys):
