@@ -7,10 +7,10 @@ again and anything else comes from the cache.
 
 Two caches, on purpose:
 - `st.cache_resource` holds opened Predictions and Stats: small objects whose arrays are
-  read-only memory maps (RunFolder's lazy npz), so the server holds only the pages of the arrays
+  read-only memory maps (cskd.runfolder.npz), so the server holds only the pages of the arrays
   a view touches, shared by every session, never a copied array;
 - `st.cache_data` holds small plain values (configs, summaries, curves, freshness).
-Which predictions are fresh is decided by RunFolder.predictions_status alone.
+Which predictions are fresh is decided by cskd.runfolder.predictions_status alone.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def _status(path: str, split: str, key) -> tuple[str, str]:
 
 
 def status(files: RunFiles, split: str = "test") -> tuple[str, str]:
-    """RunFolder.predictions_status: (missing|foreign|damaged|stale|fresh, reason). A file the
+    """cskd.runfolder.predictions_status: (missing|foreign|damaged|stale|fresh, reason). A file the
     dashboard must not read counts as damaged, with its problem as the reason."""
     for name in (predictions_name(split), CONFIG, "best.pt", ".cskd/manifest.json"):
         if name in files.problems:

@@ -14,7 +14,7 @@ holds one array or one named after its option, e.g. `logits`) or torch `.pt` / `
 Every problem is a one-line UserError naming the file.
 
 The run folder is created, or gets another split: config.json marks it as imported
-(RunFolder.write_config(kind="imported"), config {dataset, model, method, seed: 0}) and the split is
+(cskd.runfolder.write_config(..., kind="imported"), config {dataset, model, method, seed: 0}) and the split is
 written as predictions-<split>.npz with checkpoint "imported". A second call adds the other split
 (`--split val`: temperature scaling is fitted on validation predictions, never on the test split)
 and must agree with the first on the data set, model, method, class count and names. A folder

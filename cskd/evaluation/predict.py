@@ -1,5 +1,5 @@
 """`cskd predict`: the one step after training that touches a model. It writes
-RUN/predictions-<split>.npz through cskd.runfolder (whose docstring lists the arrays) while holding
+RUN/predictions-<split>.npz through cskd.runfolder.predictions (arrays: docs/run-folder.md) while holding
 the run folder's lock.
 
 Memory: the output arrays are allocated once at full size and filled batch by batch (an ImageNet
@@ -92,7 +92,7 @@ def predict(run: Path, *, split: str = "test", checkpoint: str = "best", force: 
 
 
 def _whole(folder: RunFolder, split: str) -> bool:
-    """Every byte of predictions-<split>.npz as written (its freshness: RunFolder.predictions_status)."""
+    """Every byte of predictions-<split>.npz as written (its freshness: predictions_status)."""
     try:
         read_predictions(folder, split, verify=True)
         return True

@@ -30,8 +30,8 @@ Arrays (N samples, C classes, K neighbours, G coarse groups):
   confused_pairs i8 (P, 3)  the P <= 50 most confused (true, predicted, count), most first
   group_error f8 (G,)     fine-label top-1 error of each coarse group (NaN: no sample)
 
-Freshness: the file records the write_id of the predictions it was computed from (RunFolder's
-derived-cache rule) and of the validation predictions the temperature was fitted on
+Freshness: the file records the write_id of the predictions it was computed from (the derived-cache
+rule of cskd.runfolder.derived) and of the validation predictions the temperature was fitted on
 ("val_source"); either rewritten, it is recomputed. It is written in two steps: everything but the
 neighbour search first ("complete": false), then again with it, so the cheap numbers are there
 within seconds even when the exact search takes minutes.
