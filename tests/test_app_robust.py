@@ -45,9 +45,9 @@ def broken(tmp_path_factory):
     fifo = write_synthetic_run(root / "fifo", predictions=False)
     os.mkfifo(fifo / "predictions-test.npz")  # reading it would block forever
     nulls = write_synthetic_run(root / "null-test-acc", select_on="test", **tiny)
-    (nulls / "summary.json").write_text('{"test_acc": null, "best_acc": 0.5, "selected_on": "test"}')
+    (nulls / "summary.json").write_text('{"format": 2, "test_acc": null, "best_acc": 0.5, "selected_on": "test"}')
     bad = write_synthetic_run(root / "bad-summary", **tiny)
-    (bad / "summary.json").write_text('{"test_acc": "high"}')
+    (bad / "summary.json").write_text('{"format": 2, "test_acc": "high"}')
     stats = write_synthetic_run(root / "bad-stats", **tiny)
     damage_keeping_times(stats / "stats-test.npz")
     (root / "linked-run").symlink_to(outside, target_is_directory=True)  # a whole run elsewhere
