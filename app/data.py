@@ -7,10 +7,10 @@ again and anything else comes from the cache.
 
 Two caches, on purpose:
 - `st.cache_resource` holds opened Predictions and Stats: small objects whose arrays are
-  read-only memory maps (RunFolder's lazy npz), so the server holds only the pages of the arrays
+  read-only memory maps (cskd.runfolder.npz), so the server holds only the pages of the arrays
   a view touches, shared by every session, never a copied array;
 - `st.cache_data` holds small plain values (configs, summaries, curves, freshness).
-Which predictions are fresh is decided by RunFolder.predictions_status alone.
+Which predictions are fresh is decided by cskd.runfolder.predictions_status alone.
 """
 
 from __future__ import annotations
@@ -21,7 +21,22 @@ import streamlit as st
 from analysis.embedding import TSNE_MAX_POINTS  # points of a t-SNE cache (it records them)
 from app.paths import RunFiles
 from cskd.errors import UserError, short_reason
-from cskd.runfolder import CONFIG, METRICS, SUMMARY, RunFolder, predictions_name, stats_name, tsne_name
+from cskd.runfolder import (
+    CONFIG,
+    METRICS,
+    SUMMARY,
+    RunFolder,
+    predictions_name,
+    predictions_status,
+    read_config_dict,
+    read_metrics,
+    read_predictions,
+    read_record,
+    read_summary,
+    read_tsne,
+    stats_name,
+    tsne_name,
+)
 from cskd.runfolder.layout import DEFAULT_SPLIT
 
 
@@ -39,8 +54,8 @@ def _unexpected(files: RunFiles, what: str, e: Exception) -> UserError:
 @st.cache_data(show_spinner=False, max_entries=4096)
 def _record(path: str, key) -> dict:
     folder = RunFolder(path)
-    record = folder.read_record()
-    cfg = folder.config_dict()
+    record = read_record(folder)
+    cfg = read_config_dict(folder)
     return {"kind": record["kind"], "config": cfg, "run_id": record["meta"].get("run_id")}
 
 
@@ -57,7 +72,7 @@ def record(files: RunFiles) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=4096)
 def _summary(path: str, key) -> dict | None:
-    return RunFolder(path).summary()
+    return read_summary(RunFolder(path))
 
 
 def summary(files: RunFiles) -> dict | None:
@@ -73,7 +88,7 @@ def summary(files: RunFiles) -> dict | None:
 
 @st.cache_data(show_spinner=False, max_entries=1024)
 def _curves(path: str, key) -> list:
-    return RunFolder(path).metrics()
+    return read_metrics(RunFolder(path))
 
 
 def curves(files: RunFiles) -> list[dict]:
@@ -87,11 +102,11 @@ def curves(files: RunFiles) -> list[dict]:
 
 @st.cache_data(show_spinner=False, max_entries=4096)
 def _status(path: str, split: str, key) -> tuple[str, str]:
-    return RunFolder(path).predictions_status(split)
+    return predictions_status(RunFolder(path), split)
 
 
 def status(files: RunFiles, split: str = DEFAULT_SPLIT) -> tuple[str, str]:
-    """RunFolder.predictions_status: (missing|foreign|damaged|stale|fresh, reason). A file the
+    """cskd.runfolder.predictions_status: (missing|foreign|damaged|stale|fresh, reason). A file the
     dashboard must not read counts as damaged, with its problem as the reason."""
     for name in (predictions_name(split), CONFIG, "best.pt", ".cskd/manifest.json"):
         if name in files.problems:
@@ -106,7 +121,7 @@ def status(files: RunFiles, split: str = DEFAULT_SPLIT) -> tuple[str, str]:
 
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _predictions(path: str, split: str, key):
-    return RunFolder(path).predictions(split)
+    return read_predictions(RunFolder(path), split)
 
 
 def predictions(files: RunFiles, split: str = DEFAULT_SPLIT):
@@ -141,7 +156,7 @@ def stats(files: RunFiles, split: str = DEFAULT_SPLIT):
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _tsne(path: str, key):
     folder = RunFolder(path)
-    return folder.tsne("test", folder.predictions("test"), max_points=TSNE_MAX_POINTS)
+    return read_tsne(folder, "test", read_predictions(folder, "test"), max_points=TSNE_MAX_POINTS)
 
 
 def tsne(files: RunFiles):

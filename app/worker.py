@@ -22,7 +22,7 @@ def run_task(run, task: str, report, *, root=None) -> None:
     (the dashboard's runs folder) nothing is done while one of the run's files leads outside it,
     loops or is not a regular file: the worker reads what the page would refuse to read."""
     from cskd.evaluation.stats_compute import ensure_stats
-    from cskd.runfolder import RunFolder
+    from cskd.runfolder import RunFolder, read_predictions
 
     if root is not None:
         from pathlib import Path
@@ -48,7 +48,7 @@ def run_task(run, task: str, report, *, root=None) -> None:
     elif task == "tsne":
         from cskd.evaluation.run_data import cached_tsne
 
-        preds = folder.predictions("test")
+        preds = read_predictions(folder, "test")
         if preds.features is None:
             raise UserError(f"{folder.file('predictions-test.npz')} holds no features: there is nothing to embed")
         report(0.05, "t-SNE of the test features")

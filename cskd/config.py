@@ -1,5 +1,5 @@
-"""The run configuration: one dataclass, the paper's presets, validation, and what an older
-saved config means.
+"""The run configuration: one dataclass, the paper's presets, validation, and reading a saved
+config back.
 
 A run's config is resolved as: dataclass defaults <- `--preset` <- explicit command-line options.
 It is saved in the run folder's `config.json` and inside every checkpoint (see cskd.runfolder).
@@ -36,8 +36,6 @@ PAIRINGS = ("paper", "in-batch")
 LOADERS = ("auto", "device", "host")
 DEVICES = ("auto", "cpu", "cuda")
 PROTOCOLS = ("clean", "authors")
-# Format of the config record in config.json; 1 = cskd 0.1, which wrote no version.
-CONFIG_FORMAT = 2
 
 
 def _option(default, help: str, *, group: str, kind: str = "experiment", **option):
@@ -170,28 +168,14 @@ class TrainConfig:
         return cls(**d)
 
     @classmethod
-    def from_record(cls, d: dict, *, version: int) -> TrainConfig:
-        """The config a saved record of format `version` describes, with its meaning at the time.
-
-        Format 2 (this version) must name every field. Format 1 (cskd 0.1, no version written)
-        named the fields of its day: each field it may lack gets the value that reproduces what
-        cskd 0.1 did (FORMAT1_ABSENT), and names whose meaning changed are translated
-        (FORMAT1_RENAMED). Anything else cannot be read faithfully: a UserError for the caller
-        to prefix with the file's name."""
+    def from_record(cls, d: dict) -> TrainConfig:
+        """The config a saved record describes (its file's reader checked the format version): it must
+        name every field; anything else is a UserError for the caller to prefix with the file's name."""
         if not isinstance(d, dict):
             raise UserError("its config is not a JSON object")
-        if version > CONFIG_FORMAT:
-            raise UserError(f"it was written by a newer cskd (config format {version}; this cskd reads formats "
-                            f"1-{CONFIG_FORMAT}); upgrade cskd to read it")
-        d = dict(d)
-        if version == 1:
-            for key, renames in FORMAT1_RENAMED.items():
-                if d.get(key) in renames:
-                    d[key] = renames[d[key]]
-            d = {**{k: v for k, v in FORMAT1_ABSENT.items() if k not in d}, **d}
         missing = sorted({f.name for f in dataclasses.fields(cls)} - set(d))
         if missing:
-            raise UserError(f"it lacks the fields {', '.join(missing)} that config format {version} always holds; "
+            raise UserError(f"it lacks the fields {', '.join(missing)} that a saved config always holds; "
                             f"it was damaged or written by another program")
         return cls.from_dict(d)
 
@@ -204,22 +188,6 @@ def fields_of_kind(*kinds: str) -> tuple[str, ...]:
 RESUME_MAY_CHANGE = fields_of_kind("execution", "naming")
 # Config keys that do not distinguish experiments: runs differing only there are repeats (seed groups).
 NOT_EXPERIMENT = fields_of_kind("execution", "naming", "seed")
-
-# Format 1 (cskd 0.1): fields a record may lack, with the value that reproduces what 0.1 did. The
-# first group existed in 0.1 with these same defaults; the second was added with format 2.
-FORMAT1_ABSENT = {
-    "data_root": "data", "download": False, "mixed_roots": (), "mixed_per_class": 30, "decode_cache": "on",
-    "decode_cache_dir": "", "width": 0, "partner_bn": "train", "allow_self_pair": False, "pairing": "paper",
-    "ls_epsilon": 0.1, "me_beta": 0.1, "mixup_alpha": 1.0, "teacher": "", "kd_alpha": 0.9, "lambda_e": 1.0,
-    "ddgsd_lambda_kl": 1.0, "ddgsd_lambda_mmd": 5e-4, "ddgsd_temperature": 1.0, "byot_alpha": 0.3,
-    "byot_beta": 0.03, "byot_temperature": 3.0, "lr_milestones": (0.5, 0.75), "precision": "auto",
-    "device": "auto", "workers": 2, "loader": "auto", "compile": False, "channels_last": None, "threads": 0,
-    "log_interval": 20, "preset": "", "out": "",
-    "protocol": "clean", "train_per_class": 0, "sync_bn": False,
-}
-# Format 1's "preact_resnet18" was the textbook pre-activation network (He et al. 2016); the name
-# now means the authors' network, so an old run keeps its own.
-FORMAT1_RENAMED = {"model": {"preact_resnet18": "preact_resnet18_he"}}
 
 
 # The paper's settings (§3.1): SGD 0.9 / 1e-4 / lr 0.1, /10 at 50 % and 75 % of 200 epochs,

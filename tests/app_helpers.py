@@ -8,7 +8,7 @@ from pathlib import Path
 
 from synthetic_runs import write_synthetic_run
 
-from cskd.runfolder import RunFolder
+from cskd.runfolder import RunFolder, read_predictions
 
 APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
 
@@ -90,4 +90,4 @@ def row_of(df, run):
 
 
 def preds(root, name, split="test"):
-    return RunFolder(Path(root) / name).predictions(split)
+    return read_predictions(RunFolder(Path(root) / name), split)

@@ -25,14 +25,14 @@ def train(argv):
 
     rank = int(os.environ["RANK"])
     log = Path(os.environ["CSKD_TEST_WRITES"])
-    real_write = folder.RunFolder._write
+    real_write = folder.RunFolder.write
 
     def logged(self, name, writer):
         with open(log, "a") as f:
             f.write(f"{rank} {name}\n")
         return real_write(self, name, writer)
 
-    folder.RunFolder._write = logged
+    folder.RunFolder.write = logged
     kill_at = int(os.environ.get("CSKD_TEST_KILL_AT", "0"))
     marker = log.with_suffix(".killed")
     if kill_at and rank == 1 and not marker.exists():

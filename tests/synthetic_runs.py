@@ -16,7 +16,17 @@ import numpy as np
 
 from analysis.embedding import TSNE_MAX_POINTS  # points of a t-SNE cache (it records them)
 from cskd.config import TrainConfig
-from cskd.runfolder import RunFolder, tsne_name
+from cskd.runfolder import (
+    RunFolder,
+    read_predictions,
+    save_checkpoint,
+    tsne_name,
+    write_config,
+    write_derived,
+    write_metrics,
+    write_predictions,
+    write_summary,
+)
 
 CHUNK = 4096
 
@@ -89,26 +99,26 @@ def write_synthetic_run(folder, *, method: str = "cskd", seed: int = 0, n: int =
     names = list(class_names) if class_names is not None else [f"class{c:02d}" for c in range(n_classes)]
     coarse_names = [f"group{g}" for g in range(max(2, n_classes // 5))] if coarse else None
     with folder.writing(command="tests/synthetic_runs.py"):
-        folder.write_config(cfg.to_dict(), {"synthetic": True, "class_names": names})
-        folder.write_metrics([{"epoch": e + 1, "lr": 0.1, "train_loss": 2.0 / (e + 1) + 0.2,
-                               "train_ce": 2.0 / (e + 1), "train_reg": 0.2 if method != "ce" else 0.0,
-                               "train_acc": accuracy * e / epochs, f"{select_on}_acc": accuracy * (e + 1) / epochs,
-                               f"{select_on}_loss": 1.0 / (e + 1), "seconds": 1.0} for e in range(epochs)])
-        folder.save_checkpoint("best", {"model": {}, "config": cfg.to_dict(), "epoch": epochs - 1,
-                                        "best": {"acc": accuracy, "epoch": epochs}})
-        folder.write_summary({"finished": True, "best_epoch": epochs, "best_acc": accuracy, "selected_on": select_on,
-                              "train_seconds": 5.0, "test_acc": accuracy, "test_loss": 1.0, "test_n": n})
+        write_config(folder, cfg.to_dict(), {"synthetic": True, "class_names": names})
+        write_metrics(folder, [{"epoch": e + 1, "lr": 0.1, "train_loss": 2.0 / (e + 1) + 0.2,
+                                "train_ce": 2.0 / (e + 1), "train_reg": 0.2 if method != "ce" else 0.0,
+                                "train_acc": accuracy * e / epochs, f"{select_on}_acc": accuracy * (e + 1) / epochs,
+                                f"{select_on}_loss": 1.0 / (e + 1), "seconds": 1.0} for e in range(epochs)])
+        save_checkpoint(folder, "best", {"model": {}, "config": cfg.to_dict(), "epoch": epochs - 1,
+                                         "best": {"acc": accuracy, "epoch": epochs}})
+        write_summary(folder, {"finished": True, "best_epoch": epochs, "best_acc": accuracy, "selected_on": select_on,
+                               "train_seconds": 5.0, "test_acc": accuracy, "test_loss": 1.0, "test_n": n})
         if not predictions:
             return folder.path
-        meta = {"checkpoint": "best", "checkpoint_sha256": folder.checkpoint_digest("best"), "epoch": epochs,
-                "dataset": dataset, "class_names": names, "coarse_names": coarse_names, "config": cfg.to_dict()}
+        meta = {"checkpoint": "best", "checkpoint_sha256": folder.recorded_sha256("best.pt"), "epoch": epochs,
+                 "dataset": dataset, "class_names": names, "coarse_names": coarse_names, "config": cfg.to_dict()}
         for split, size in (("test", n), ("val", n_val)):
             if not size:
                 continue
             arrays = synthetic_predictions(size, n_classes, accuracy=accuracy, sharpness=sharpness, split=split,
                                            seed=seed * 7 + len(method) + (split == "val"), coarse=coarse,
                                            dim=dim, image_shape=image_shape if split == "test" else None)
-            folder.write_predictions(split, arrays, meta)
+            write_predictions(folder, split, arrays, meta)
         if tsne and dim:
             write_tsne(folder)
     if stats:
@@ -123,12 +133,12 @@ def write_tsne(folder: RunFolder, split: str = "test") -> None:
     class on a grid (at most TSNE_MAX_POINTS points, stratified as tsne_2d subsamples)."""
     from analysis.embedding import stratified_subsample
 
-    preds = folder.predictions(split)
+    preds = read_predictions(folder, split)
     labels = np.asarray(preds.labels)
     rows = stratified_subsample(labels, TSNE_MAX_POINTS, seed=0)
     side = int(np.ceil(np.sqrt(preds.num_classes)))
     rng = np.random.default_rng(0)
     coords = np.stack([labels[rows] % side, labels[rows] // side], 1) * 8.0 + rng.normal(0, 1.5, (rows.size, 2))
     with folder.writing(command="tests/synthetic_runs.py"):
-        folder.write_derived(tsne_name(split), {"coords": coords.astype(np.float32), "rows": rows}, kind="tsne",
-                             predictions=preds, max_points=TSNE_MAX_POINTS)
+        write_derived(folder, tsne_name(split), {"coords": coords.astype(np.float32), "rows": rows}, kind="tsne",
+                      predictions=preds, max_points=TSNE_MAX_POINTS)

@@ -17,7 +17,7 @@ from conftest import hold_lock
 from synthetic_runs import write_synthetic_run
 
 from cskd.errors import UserError
-from cskd.runfolder import RunFolder
+from cskd.runfolder import RunFolder, read_config, read_predictions, save_checkpoint, write_predictions
 
 PAGES = ("runs", "calibration", "misclassified", "confusion", "embeddings", "hierarchy")
 
@@ -45,9 +45,9 @@ def broken(tmp_path_factory):
     fifo = write_synthetic_run(root / "fifo", predictions=False)
     os.mkfifo(fifo / "predictions-test.npz")  # reading it would block forever
     nulls = write_synthetic_run(root / "null-test-acc", select_on="test", **tiny)
-    (nulls / "summary.json").write_text('{"test_acc": null, "best_acc": 0.5, "selected_on": "test"}')
+    (nulls / "summary.json").write_text('{"format": 2, "test_acc": null, "best_acc": 0.5, "selected_on": "test"}')
     bad = write_synthetic_run(root / "bad-summary", **tiny)
-    (bad / "summary.json").write_text('{"test_acc": "high"}')
+    (bad / "summary.json").write_text('{"format": 2, "test_acc": "high"}')
     stats = write_synthetic_run(root / "bad-stats", **tiny)
     damage_keeping_times(stats / "stats-test.npz")
     (root / "linked-run").symlink_to(outside, target_is_directory=True)  # a whole run elsewhere
@@ -89,11 +89,11 @@ def test_a_grouping_that_does_not_fit_its_names_is_a_card_on_the_pages_that_use_
     run = write_synthetic_run(tmp_path / "odd", n=60, n_val=0, coarse=True)
     write_synthetic_run(tmp_path / "fine", n=60, n_val=0, coarse=True, method="ce", stats=True)
     folder = RunFolder(run)
-    p = folder.predictions("test")
+    p = read_predictions(folder, "test")
     arrays = {k: np.array(p.npz.array(k)) for k in p.npz.names()}
     meta = {k: p.meta[k] for k in ("checkpoint", "checkpoint_sha256", "epoch", "dataset", "class_names", "config")}
     with folder.writing():  # two groups in the mapping, one name
-        folder.write_predictions("test", arrays, {**meta, "coarse_names": ["only one"]})
+        write_predictions(folder, "test", arrays, {**meta, "coarse_names": ["only one"]})
     for page in ("hierarchy", "embeddings"):
         at = open_page(app(monkeypatch, tmp_path, ["odd", "fine"]), page)
         settle(at)
@@ -190,8 +190,8 @@ def test_stale_and_foreign_predictions_are_flagged_not_used(monkeypatch, tmp_pat
         write_synthetic_run(tmp_path / name, seed=seed, n=60, n_val=30, stats=True)
     folder = RunFolder(tmp_path / "a")
     with folder.writing():  # trained further: a new best.pt
-        folder.save_checkpoint("best", {"model": {}, "config": folder.config().to_dict(), "epoch": 9,
-                                        "best": {"acc": 0.9, "epoch": 10}})
+        save_checkpoint(folder, "best", {"model": {}, "config": read_config(folder).to_dict(), "epoch": 9,
+                                         "best": {"acc": 0.9, "epoch": 10}})
     os.unlink(tmp_path / "b" / "predictions-test.npz")
     shutil.copy(tmp_path / "c" / "predictions-test.npz", tmp_path / "b" / "predictions-test.npz")
     at = open_page(app(monkeypatch, tmp_path, ["a", "b", "c"]), "calibration")

@@ -1,13 +1,11 @@
-"""The run configuration: field kinds (the one source of "what does not change results"), what an
-older config.json means, the authors' protocol, and run names (the options that rebuild a config: test_options.py)."""
+"""The run configuration: field kinds (the one source of "what does not change results"), reading a
+saved config back, the authors' protocol, and run names (the options that rebuild a config: test_options.py)."""
 
 import dataclasses
 
 import pytest
 
 from cskd.config import (
-    CONFIG_FORMAT,
-    FORMAT1_ABSENT,
     NOT_EXPERIMENT,
     RESUME_MAY_CHANGE,
     TrainConfig,
@@ -15,6 +13,7 @@ from cskd.config import (
     resolve,
 )
 from cskd.errors import UserError
+from cskd.runfolder import write_config
 from cskd.runfolder.run_names import run_name
 
 
@@ -30,29 +29,13 @@ def test_every_field_has_one_kind_and_the_derived_lists_agree():
     assert fields_of_kind("seed") == ("seed",)
 
 
-def test_a_format_1_config_keeps_its_meaning():
-    # a cskd 0.1 record: today's fields minus those added since (and one 0.1 added late)
-    old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("protocol", "train_per_class", "sync_bn",
-                                                                          "pairing")}
-    old.update(dataset="cifar100", model="preact_resnet18", method="cskd", epochs=200, seed=1)
-    cfg = TrainConfig.from_record(old, version=1)
-    # cskd 0.1's preact_resnet18 was the textbook network; the name now means the authors'
-    assert cfg.model == "preact_resnet18_he"
-    assert (cfg.protocol, cfg.train_per_class, cfg.sync_bn, cfg.pairing) == ("clean", 0, False, "paper")
-    assert set(FORMAT1_ABSENT) | {"dataset", "model", "method", "temperature", "lambda_cls", "epochs", "batch_size",
-                                  "lr", "momentum", "weight_decay", "val_fraction", "split_seed", "select_on",
-                                  "seed"} == {f.name for f in dataclasses.fields(TrainConfig)}
-
-
-def test_a_config_that_cannot_be_read_faithfully_is_refused():
+def test_a_saved_config_must_name_every_field_and_no_other():
     full = TrainConfig().to_dict()
-    assert TrainConfig.from_record(full, version=CONFIG_FORMAT) == TrainConfig()
-    with pytest.raises(UserError, match="lacks the fields protocol that config format 2 always holds"):
-        TrainConfig.from_record({k: v for k, v in full.items() if k != "protocol"}, version=2)
-    with pytest.raises(UserError, match=r"newer cskd \(config format 3; this cskd reads formats 1-2\)"):
-        TrainConfig.from_record(full, version=3)
+    assert TrainConfig.from_record(full) == TrainConfig()
+    with pytest.raises(UserError, match="lacks the fields protocol that a saved config always holds"):
+        TrainConfig.from_record({k: v for k, v in full.items() if k != "protocol"})
     with pytest.raises(UserError, match="unknown fields"):
-        TrainConfig.from_record({**full, "frobnicate": 1}, version=2)
+        TrainConfig.from_record({**full, "frobnicate": 1})
 
 
 def test_the_authors_protocol_fixes_its_fields_and_refuses_contradictions():
@@ -85,6 +68,6 @@ def test_generated_folders_are_numbered_when_taken(tmp_path):
     for path in (first, tmp_path / "digits-small-ce-e1-s0-2"):
         folder = RunFolder(path)
         with folder.writing():  # a run there (its config.json)
-            folder.write_config({"dataset": "digits", "model": "small", "method": "ce"}, {}, kind="imported")
+            write_config(folder, {"dataset": "digits", "model": "small", "method": "ce"}, {}, kind="imported")
     assert generated_folder(cfg, runs_root=str(tmp_path)).name == "digits-small-ce-e1-s0-3"
     assert generated_folder(cfg, runs_root=str(tmp_path), existing=True).name == "digits-small-ce-e1-s0-2"

@@ -125,7 +125,7 @@ def test_an_image_file_set_with_batchnorm_under_torchrun(tmp_path):
     from conftest import write_image_folder
 
     from cskd.evaluation.predict import predict
-    from cskd.runfolder import RunFolder
+    from cskd.runfolder import RunFolder, read_predictions
 
     root = write_image_folder(tmp_path / "data", classes=("a", "b", "c"), train=8, test=4, size=(20, 24))
     out = tmp_path / "run"
@@ -134,7 +134,7 @@ def test_an_image_file_set_with_batchnorm_under_torchrun(tmp_path):
                  "--device", "cpu", "--out", out, env={"CSKD_TEST_WRITES": tmp_path / "w.log"})
     assert r.returncode == 0, r.stderr[-3000:]
     recorded = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["val_loss"]
-    p = RunFolder(predict(out, split="val", checkpoint="last", progress=False).parent).predictions("val")
+    p = read_predictions(RunFolder(predict(out, split="val", checkpoint="last", progress=False).parent), "val")
     z = np.asarray(p.logits, np.float64)
     z = z - z.max(1, keepdims=True)
     nll = -(z[np.arange(len(z)), p.labels] - np.log(np.exp(z).sum(1))).mean()

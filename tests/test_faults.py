@@ -64,7 +64,7 @@ with folder.writing():
         f.flush()
         print("half", flush=True)
         time.sleep(60)
-    folder._write("last.pt", slow)
+    folder.write("last.pt", slow)
 """
 
 

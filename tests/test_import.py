@@ -12,7 +12,7 @@ import pytest
 
 from cskd.errors import UserError
 from cskd.evaluation.importer import add_arguments, cmd_import, import_predictions
-from cskd.runfolder import RunFolder
+from cskd.runfolder import RunFolder, is_imported, predictions_status, read_config_dict, read_predictions
 
 N, C = 1000, 10
 
@@ -44,15 +44,15 @@ def test_import_makes_a_run_folder_and_a_second_call_adds_val(tmp_path):
                               model="resnet", method="ce")
     assert "imported 1,000 test predictions (10 classes, 8-d features, images)" in line and "\n" not in line
     folder = RunFolder(run)
-    assert folder.is_imported() and folder.config_dict() == {"dataset": "cifar-like", "model": "resnet",
-                                                             "method": "ce", "seed": 0}
-    assert folder.predictions_status("test") == ("fresh", "imported")
-    p = folder.predictions("test", verify=True)
+    assert is_imported(folder) and read_config_dict(folder) == {"dataset": "cifar-like", "model": "resnet",
+                                                                "method": "ce", "seed": 0}
+    assert predictions_status(folder, "test") == ("fresh", "imported")
+    p = read_predictions(folder, "test", verify=True)
     assert p.class_names[3] == "class 3" and p.images.shape == (N, 8, 8, 3) and p.features.dtype == np.float16
     assert (np.asarray(p.labels) == np.load(files["labels"])).all()
     val = pair(tmp_path / "val", seed=1, n=300)
     import_predictions(run, **val, split="val")
-    assert folder.predictions("val").class_names == p.class_names  # the run's names, not 0..C-1
+    assert read_predictions(folder, "val").class_names == p.class_names  # the run's names, not 0..C-1
     with pytest.raises(UserError, match="was imported with dataset 'cifar-like'"):
         import_predictions(run, **val, split="val", dataset="other")
 
@@ -113,7 +113,7 @@ def test_torch_npz_and_json_inputs(tmp_path):
     (tmp_path / "names.json").write_text(json.dumps(["cat", "dog", "[x](http://evil.example)"]))
     import_predictions(tmp_path / "run", logits=tmp_path / "z.pt", labels=tmp_path / "y.npz",
                        class_names=tmp_path / "names.json")
-    p = RunFolder(tmp_path / "run").predictions("test")
+    p = read_predictions(RunFolder(tmp_path / "run"), "test")
     assert p.class_names[2] == "[x](http://evil.example)" and p.logits.dtype == np.float32
 
 
@@ -201,4 +201,4 @@ def test_the_command_line_entry(tmp_path, capsys):
                               str(files["labels"]), "--split", "val", "--model", "vit"])
     assert cmd_import(args) == 0
     assert "imported 1,000 val predictions" in capsys.readouterr().out
-    assert RunFolder(tmp_path / "run").config_dict()["model"] == "vit"
+    assert read_config_dict(RunFolder(tmp_path / "run"))["model"] == "vit"

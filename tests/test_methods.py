@@ -9,7 +9,7 @@ from cskd.config import METHODS, resolve
 from cskd.data.placement import bundle_for
 from cskd.evaluation.analyze import analyze
 from cskd.method.objectives import method_for
-from cskd.runfolder import RunFolder
+from cskd.runfolder import RunFolder, read_config
 from cskd.training.run_model import load_run_model
 from cskd.training.trainer import run_training
 
@@ -64,7 +64,7 @@ def test_every_method_trains_one_epoch_and_learns(method_runs, method):
 @pytest.mark.parametrize("method", ["adacos", "virtual_softmax", "byot"])
 def test_head_changing_methods_evaluate_to_plain_logits_and_features(method_runs, method):
     _, bundle, model, _ = load_run_model(method_runs[method], device=torch.device("cpu"),
-                                         bundle=bundle_for(RunFolder(method_runs[method]).config()))
+                                         bundle=bundle_for(read_config(RunFolder(method_runs[method]))))
     x = bundle.test.images[:4].float()
     with torch.no_grad():
         assert model(x).shape == (4, 10)

@@ -10,7 +10,15 @@ from conftest import cli, copy_run, one_error_line
 
 from cskd.errors import UserError
 from cskd.evaluation.predict import predict
-from cskd.runfolder import RunFolder
+from cskd.runfolder import (
+    RunFolder,
+    predictions_status,
+    read_predictions,
+    read_record,
+    read_run_id,
+    save_checkpoint,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -27,15 +35,15 @@ def test_predict_writes_the_documented_arrays_and_skips_when_fresh(digits_runs, 
     assert meta["class_names"] == [str(i) for i in range(10)] and meta["dataset"] == "digits"
     assert meta["split"] == "test" and meta["checkpoint"] == "best" and meta["format"] == 2
     folder = RunFolder(run)
-    assert meta["run_id"] == folder.run_id() and meta["checkpoint_sha256"] == folder.checkpoint_digest("best")
-    p = RunFolder(run).predictions("test")
+    assert meta["run_id"] == read_run_id(folder) and meta["checkpoint_sha256"] == folder.recorded_sha256("best.pt")
+    p = read_predictions(RunFolder(run), "test")
     assert not p.logits.flags.owndata and not p.logits.flags.writeable  # a view of the file's mapping: lazy
     mtime = path.stat().st_mtime_ns
     predict(run, progress=False)
     assert path.stat().st_mtime_ns == mtime  # fresh: not recomputed
     # predictions of best.pt are not those of last.pt: asking for last recomputes
     predict(run, checkpoint="last", progress=False)
-    assert path.stat().st_mtime_ns > mtime and RunFolder(run).predictions("test").meta["checkpoint"] == "last"
+    assert path.stat().st_mtime_ns > mtime and read_predictions(RunFolder(run), "test").meta["checkpoint"] == "last"
 
 
 def test_a_new_best_checkpoint_makes_predictions_stale(digits_runs, tmp_path):
@@ -44,13 +52,13 @@ def test_a_new_best_checkpoint_makes_predictions_stale(digits_runs, tmp_path):
     run = copy_run(digits_runs["ce"], tmp_path / "copy")
     predict(run, progress=False)
     folder = RunFolder(run)
-    assert folder.predictions_status("test")[0] == "fresh"
+    assert predictions_status(folder, "test")[0] == "fresh"
     state = torch.load(run / "best.pt", weights_only=True)
     with folder.writing():  # the run trained further and found a better epoch
-        folder.save_checkpoint("best", {k: v for k, v in {**state, "epoch": 5}.items() if k != "format"})
-    assert folder.predictions_status("test") == ("stale", "made from an earlier best.pt")
+        save_checkpoint(folder, "best", {k: v for k, v in {**state, "epoch": 5}.items() if k != "format"})
+    assert predictions_status(folder, "test") == ("stale", "made from an earlier best.pt")
     predict(run, progress=False)
-    assert folder.predictions("test").meta["epoch"] == 6
+    assert read_predictions(folder, "test").meta["epoch"] == 6
 
 
 def test_damaged_bytes_are_found_and_predict_recomputes(digits_runs, tmp_path):
@@ -65,23 +73,23 @@ def test_damaged_bytes_are_found_and_predict_recomputes(digits_runs, tmp_path):
     path.write_bytes(bytes(data))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     with pytest.raises(UserError, match="do not match their checksum"):
-        RunFolder(run).predictions("test", verify=True)
+        read_predictions(RunFolder(run), "test", verify=True)
     predict(run, progress=False)
-    RunFolder(run).predictions("test", verify=True)  # whole again
+    read_predictions(RunFolder(run), "test", verify=True)  # whole again
 
 
 def test_a_file_of_another_split_or_run_is_refused_and_never_replaced(predicted_runs, tmp_path, capsys):
     run = copy_run(predicted_runs["ce"], tmp_path / "copy")
     shutil.copy(run / "predictions-val.npz", run / "predictions-test.npz")  # validation predictions as test ones
     with pytest.raises(UserError, match="holds predictions of the val split, not of test"):
-        RunFolder(run).predictions("test")
+        read_predictions(RunFolder(run), "test")
     assert cli("analyze", run, "--out", tmp_path / "out") == 2
     assert "was not written by cskd in this run folder" in one_error_line(capsys)
     other = copy_run(predicted_runs["cskd"], tmp_path / "other")
     shutil.copy2(run / "predictions-val.npz", other / "predictions-val.npz")  # another run's file, times kept
     with pytest.raises(UserError, match="was made by another run"):
-        RunFolder(other).predictions("val")
-    assert RunFolder(other).predictions_status("val")[0] == "foreign"
+        read_predictions(RunFolder(other), "val")
+    assert predictions_status(RunFolder(other), "val")[0] == "foreign"
 
 
 def test_predictions_with_mismatched_shapes_or_bad_labels_are_refused(tmp_path):
@@ -131,7 +139,7 @@ def test_analyze_two_runs_agrees_with_independent_computation(predicted, tmp_pat
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"digits-ce", "digits-cskd"}
     for name, run in (("digits-ce", predicted["ce"]), ("digits-cskd", predicted["cskd"])):
-        p = RunFolder(run).predictions("test")
+        p = read_predictions(RunFolder(run), "test")
         logits, labels = np.asarray(p.logits, np.float64), np.asarray(p.labels)
         m = metrics[name]
         assert m["top1_error"] == pytest.approx((logits.argmax(1) != labels).mean())
@@ -193,9 +201,9 @@ def test_without_best_pt_a_damaged_predictions_file_names_what_is_missing(digits
 def test_runs_on_different_data_sets_are_refused(digits_runs, tmp_path, capsys):
     other = copy_run(digits_runs["cskd"], tmp_path / "other")
     folder = RunFolder(other)
-    record = folder.read_record()
+    record = read_record(folder)
     with folder.writing():
-        folder.write_config({**record["config"], "dataset": "synthetic"}, record["meta"])
+        write_config(folder, {**record["config"], "dataset": "synthetic"}, record["meta"])
     assert cli("analyze", digits_runs["ce"], other, "--out", tmp_path / "out") == 2
     assert "cannot compare runs made on different data sets" in one_error_line(capsys)
     assert not (tmp_path / "out").exists()
@@ -213,26 +221,3 @@ def test_a_users_file_inside_a_report_is_never_deleted(predicted, tmp_path, caps
     assert cli("analyze", predicted["ce"], "--out", out) == 2
     assert "notes.txt is not part of the report cskd wrote" in one_error_line(capsys)
     assert (out / "notes.txt").read_text() == "mine"
-
-
-def test_a_run_of_cskd_0_1_is_predicted_once_and_analysed(digits_runs, tmp_path):
-    """cskd 0.1 wrote no run id and no manifest: its folder is adopted, its predictions are made
-    once (then fresh) and analysed."""
-    import torch
-
-    run = copy_run(digits_runs["ce"], tmp_path / "old")
-    shutil.rmtree(run / ".cskd")
-    record = json.loads((run / "config.json").read_text())
-    cfg = {k: v for k, v in record["config"].items() if k not in ("protocol", "train_per_class", "sync_bn")}
-    (run / "config.json").write_text(json.dumps({"config": cfg, "meta": {"cskd_version": "0.1.0"}}))
-    for name in ("best.pt", "last.pt"):
-        state = torch.load(run / name, weights_only=True)
-        state.pop("run_id")
-        state["config"] = cfg
-        torch.save({**state, "format": 1}, run / name)
-    path = predict(run, progress=False)
-    mtime = path.stat().st_mtime_ns
-    assert RunFolder(run).predictions_status("test")[0] == "fresh"
-    predict(run, progress=False)
-    assert path.stat().st_mtime_ns == mtime
-    assert cli("analyze", run, "--out", tmp_path / "rep") == 0

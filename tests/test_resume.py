@@ -9,6 +9,7 @@ import torch
 from conftest import cli, copy_run, one_error_line
 
 from cskd.config import resolve
+from cskd.runfolder import save_checkpoint
 from cskd.training.trainer import run_training
 
 pytestmark = pytest.mark.slow
@@ -71,10 +72,10 @@ def test_checkpoint_that_needs_code_to_load_is_refused(tmp_path, capsys):
 
     torch.save({"format": 2, "model": Boom()}, run / "last.pt", pickle_protocol=pickle.DEFAULT_PROTOCOL)
     from cskd.errors import UserError
-    from cskd.runfolder.checkpoints import LAST_FIELDS, read_checkpoint
+    from cskd.runfolder.checkpoints import LAST_FIELDS, read_checkpoint_file
 
     with pytest.raises(UserError, match="not a readable cskd checkpoint"):
-        read_checkpoint(run / "last.pt", fields=LAST_FIELDS, fix="x")
+        read_checkpoint_file(run / "last.pt", fields=LAST_FIELDS, fix="x")
     assert "code ran" not in capsys.readouterr().out
 
 
@@ -126,11 +127,11 @@ def test_damaged_training_state_is_refused_and_a_sound_one_resumes(digits_runs, 
         damage(broken)
         broken.pop("format")
         with folder.writing():  # written by cskd's own writer: damaged, but cskd's
-            folder.save_checkpoint("last", broken)
+            save_checkpoint(folder, "last", broken)
         assert cli("train", "--out", run, "--resume") == 2
         assert expected in one_error_line(capsys)
     with folder.writing():
-        folder.save_checkpoint("last", {k: v for k, v in {**state, "epoch": 0}.items() if k != "format"})
+        save_checkpoint(folder, "last", {k: v for k, v in {**state, "epoch": 0}.items() if k != "format"})
     assert cli("train", "--out", run, "--resume") == 0  # resumable again: one epoch left
     assert [r["epoch"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())] == [1, 2]
 
@@ -142,12 +143,12 @@ def test_resume_refuses_another_runs_checkpoint_and_repairs_a_lost_config(digits
     folder = RunFolder(run)
     other = torch.load(digits_runs["ce"] / "last.pt", weights_only=True)
     with folder.writing():
-        folder.save_checkpoint("last", {k: v for k, v in {**other, "epoch": 0}.items() if k not in ("format",)})
+        save_checkpoint(folder, "last", {k: v for k, v in {**other, "epoch": 0}.items() if k not in ("format",)})
     assert cli("train", "--out", run, "--resume") == 2
     assert "belongs to another run" in one_error_line(capsys)
     own = torch.load(digits_runs["cskd"] / "last.pt", weights_only=True)
     with folder.writing():
-        folder.save_checkpoint("last", {k: v for k, v in {**own, "epoch": 0}.items() if k != "format"})
+        save_checkpoint(folder, "last", {k: v for k, v in {**own, "epoch": 0}.items() if k != "format"})
         folder.remove("config.json")
     (run / "config.json").write_bytes(b"\xff\xfe garbage")
     assert cli("train", "--out", run, "--resume") == 2  # a config.json cskd did not write is never replaced
@@ -202,17 +203,20 @@ def test_damaged_fields_inside_last_pt_and_a_damaged_manifest_are_one_line(digit
     for damage, expected in (({"best": {}}, "malformed: best"),
                              ({"step": 3, "partial": torch.zeros(2)}, "malformed: partial")):
         with folder.writing():
-            folder.save_checkpoint("last", {**base, **damage})
+            save_checkpoint(folder, "last", {**base, **damage})
         assert cli("train", "--out", run, "--resume") == 2
         assert expected in one_error_line(capsys)
     with folder.writing():
-        folder.save_checkpoint("last", {**base, "epoch": 0})
+        save_checkpoint(folder, "last", {**base, "epoch": 0})
     manifest = run / ".cskd" / "manifest.json"
     data = json.loads(manifest.read_text())
     data["files"]["last.pt"]["current"] = {"size": 5}
-    manifest.write_text(json.dumps(data))  # a damaged manifest counts as absent: files judged by content
-    assert cli("train", "--out", run, "--resume") == 0
-    assert Manifest(run).readable  # written anew
+    manifest.write_text(json.dumps(data))  # a damaged manifest counts as absent: nothing here is cskd's
+    before = (run / "last.pt").read_bytes()
+    assert not Manifest(run).readable and cli("train", "--out", run, "--resume") == 2
+    assert "holds best.pt, config.json, last.pt, metrics.jsonl, summary.json, which cskd did not write" in \
+        one_error_line(capsys)
+    assert (run / "last.pt").read_bytes() == before
 
 
 def test_a_config_json_with_a_flipped_byte_is_rewritten_from_last_pt(tmp_path, capsys):

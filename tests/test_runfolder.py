@@ -12,8 +12,28 @@ import numpy as np
 import pytest
 from conftest import hold_lock
 
+from cskd.config import TrainConfig
 from cskd.errors import UserError
-from cskd.runfolder import RunFolder
+from cskd.runfolder import (
+    CHECKPOINT_FORMAT,
+    CONFIG_FORMAT,
+    DERIVED_FORMAT,
+    PREDICTIONS_FORMAT,
+    SUMMARY_FORMAT,
+    RunFolder,
+    predictions_status,
+    read_checkpoint,
+    read_config,
+    read_predictions,
+    read_record,
+    read_summary,
+    read_tsne,
+    save_checkpoint,
+    write_config,
+    write_derived,
+    write_predictions,
+    write_summary,
+)
 from cskd.runfolder.npz import NpzError, NpzFile, write_npz
 from cskd.runfolder.store import FolderLock, Manifest, atomic_write
 
@@ -62,7 +82,7 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_temporary_file(tmp_path
 def test_temporary_files_of_a_killed_writer_are_removed_when_the_folder_is_next_opened(tmp_path):
     run = RunFolder(tmp_path / "run")
     with run.writing():
-        run.write_config({"dataset": "x", "model": "m", "method": "ce"}, {}, kind="imported")
+        write_config(run, {"dataset": "x", "model": "m", "method": "ce"}, {}, kind="imported")
     stale = [run.path / ".last.pt.k2j3h4.tmp", run.path / ".cskd" / ".manifest.json.abc.tmp"]
     for p in stale:
         p.write_bytes(b"half a file from a kill -9")
@@ -75,8 +95,8 @@ def test_temporary_files_of_a_killed_writer_are_removed_when_the_folder_is_next_
 def test_the_manifest_tells_cskd_files_from_the_users(tmp_path):
     run = RunFolder(tmp_path / "run")
     with run.writing():
-        run.write_config({"dataset": "x", "model": "m", "method": "ce"}, {}, kind="imported")
-        run.write_summary({"finished": True})
+        write_config(run, {"dataset": "x", "model": "m", "method": "ce"}, {}, kind="imported")
+        write_summary(run, {"finished": True})
     assert run.owns("config.json") and run.owns("summary.json")
     assert run.owns("metrics.jsonl")  # absent: nothing to protect
     copied = RunFolder(tmp_path / "copy")
@@ -88,7 +108,7 @@ def test_the_manifest_tells_cskd_files_from_the_users(tmp_path):
     (run.path / "summary.json").write_text('{"finished": true}\n')  # changed behind cskd's back
     assert not run.owns("summary.json") and run.foreign_files() == ["summary.json"]
     with run.writing(), pytest.raises(UserError, match="summary.json was not written by cskd .* never replaces"):
-        run.write_summary({"finished": False})
+        write_summary(run, {"finished": False})
     with run.writing(), pytest.raises(UserError, match="never deletes such a file"):
         run.remove("summary.json")
     assert run.path.joinpath("summary.json").read_text() == '{"finished": true}\n'
@@ -106,23 +126,18 @@ def test_a_users_own_config_json_is_not_a_run(tmp_path, capsys):
     assert (out / "config.json").read_text() == '{"learning_rate": 3}'
 
 
-def test_a_folder_written_by_cskd_0_1_is_adopted(tmp_path):
-    """cskd 0.1 wrote no manifest: its files are recognised by their content and adopted, but only
-    in a folder that holds such a run, and recorded only once cskd writes there."""
-    old = tmp_path / "old"
-    old.mkdir()
-    (old / "config.json").write_text(json.dumps({"config": {"dataset": "digits", "method": "ce"}, "meta": {}}))
-    (old / "metrics.jsonl").write_text('{"epoch": 1}\n{"epo')  # a torn last line, as 0.1 could leave
-    (old / "summary.json").write_text('["not", "cskd"]')
-    folder = RunFolder(old)
-    assert folder.owns("config.json") and folder.owns("metrics.jsonl") and not folder.owns("summary.json")
-    with folder.writing():
-        pass
-    assert not (old / ".cskd").exists()  # nothing written: no bookkeeping left either
-    os.unlink(old / "summary.json")
-    with folder.writing():
-        folder.write_summary({"finished": False})
-    assert set(Manifest(old).entries) == {"config.json", "metrics.jsonl", "summary.json"}
+def test_a_folder_without_a_manifest_holds_nothing_of_cskds(tmp_path):
+    """Files under cskd's names with no manifest entry are not cskd's, whatever they hold: never
+    adopted, never replaced."""
+    run = RunFolder(tmp_path / "run")
+    with run.writing():
+        write_config(run, {"dataset": "x", "model": "m", "method": "ce"}, {}, kind="imported")
+        write_summary(run, {"finished": True})
+    shutil.rmtree(run.path / ".cskd")
+    assert not run.holds_run() and run.foreign_files() == ["config.json", "summary.json"]
+    with run.writing(), pytest.raises(UserError, match="summary.json was not written by cskd"):
+        write_summary(run, {"finished": False})
+    assert not Manifest(run.path).entries
 
 
 def test_a_users_files_that_resemble_cskds_are_not_adopted(tmp_path, capsys):
@@ -208,10 +223,109 @@ def test_an_open_npz_reader_keeps_reading_what_it_opened_after_the_file_is_repla
 def test_summary_values_are_checked(tmp_path):
     run = RunFolder(tmp_path / "run")
     run.path.mkdir()
-    (run.path / "summary.json").write_text('{"test_acc": null, "best_val_acc": 0.5, "best_epoch": 3}')
-    s = run.summary()  # a missing number is None, and cskd 0.1's key is read as today's
-    assert s["test_acc"] is None and (s["best_acc"], s["selected_on"]) == (0.5, "val")
-    for bad in ('{"test_acc": "high"}', '{"best_epoch": 2.5}', "[1, 2]", "{broken"):
+    (run.path / "summary.json").write_text('{"format": 2, "test_acc": null, "best_acc": 0.5, "best_epoch": 3}')
+    s = read_summary(run)  # a missing number is None
+    assert s["test_acc"] is None and (s["best_acc"], s["best_epoch"]) == (0.5, 3)
+    for bad in ('{"format": 2, "test_acc": "high"}', '{"format": 2, "best_epoch": 2.5}', "[1, 2]", "{broken"):
         (run.path / "summary.json").write_text(bad)
         with pytest.raises(UserError, match="summary.json"):
-            run.summary()
+            read_summary(run)
+
+
+# ------------------------------------------------------------------ one format version per kind of file
+NEWER = "read it with the newer cskd that wrote it"
+
+
+def _refusals(path, current: int, older_fix: str, newer_fix: str = NEWER) -> list[tuple[int, str]]:
+    """(format, expected message) of an older and a newer file at `path`."""
+    return [(v, f"{path} has format {v}; this cskd reads format {current}: {fix}")
+            for v, fix in ((current - 1, older_fix), (current + 1, newer_fix))]
+
+
+def _rewrite_json(path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def _imported_run(tmp_path) -> RunFolder:
+    run = RunFolder(tmp_path / "run")
+    with run.writing():
+        write_config(run, {"dataset": "x", "model": "m", "method": "ce"}, {}, kind="imported")
+    return run
+
+
+def test_a_config_json_of_another_format_is_refused_naming_both_versions(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    with run.writing():
+        write_config(run, TrainConfig().to_dict(), {})
+    assert read_config(run) == TrainConfig()
+    for version, message in _refusals(run.file("config.json"), CONFIG_FORMAT, "train the run again with this cskd"):
+        _rewrite_json(run.file("config.json"), format=version)
+        with pytest.raises(UserError) as e:
+            read_config(run)
+        assert str(e.value) == message
+    _rewrite_json(run.file("config.json"), format=None)
+    with pytest.raises(UserError, match="config.json records no format version"):
+        read_record(run)
+
+
+def test_a_summary_json_of_another_format_is_refused_naming_both_versions(tmp_path):
+    run = _imported_run(tmp_path)
+    with run.writing():
+        write_summary(run, {"finished": True, "best_acc": 0.5})
+    assert read_summary(run)["best_acc"] == 0.5
+    for version, message in _refusals(run.file("summary.json"), SUMMARY_FORMAT, "train the run again with this cskd"):
+        _rewrite_json(run.file("summary.json"), format=version)
+        with pytest.raises(UserError) as e:
+            read_summary(run)
+        assert str(e.value) == message
+
+
+def test_a_checkpoint_of_another_format_is_refused_naming_both_versions(tmp_path):
+    import torch
+
+    run = RunFolder(tmp_path / "run")
+    state = {"model": {"w": torch.zeros(2)}, "config": TrainConfig().to_dict(), "epoch": 0,
+             "best": {"acc": 0.5, "epoch": 1}}
+    with run.writing():
+        write_config(run, TrainConfig().to_dict(), {})
+        save_checkpoint(run, "best", state)
+    assert read_checkpoint(run, "best")["epoch"] == 0
+    fix = "start the run again with --overwrite"
+    for version, message in _refusals(run.file("best.pt"), CHECKPOINT_FORMAT, fix):
+        torch.save({**torch.load(run.file("best.pt"), weights_only=True), "format": version}, run.file("best.pt"))
+        with pytest.raises(UserError) as e:
+            read_checkpoint(run, "best")
+        assert str(e.value) == message
+
+
+def test_predictions_and_derived_caches_of_another_format_are_refused_naming_both_versions(tmp_path):
+    run = _imported_run(tmp_path)
+    arrays = {"logits": np.eye(3, dtype=np.float32), "labels": np.arange(3), "indices": np.arange(3)}
+    with run.writing():
+        write_predictions(run, "test", arrays, {"checkpoint": "imported", "dataset": "x",
+                                                "class_names": ["a", "b", "c"]})
+    preds = read_predictions(run, "test")
+    with run.writing():
+        write_derived(run, "tsne-test.npz", {"coords": np.zeros((3, 2), np.float32), "rows": np.arange(3)},
+                      kind="tsne", predictions=preds)
+    assert read_tsne(run, "test", preds)[1].tolist() == [0, 1, 2]
+
+    def rewrite(name, version):  # through cskd's writer: the file stays cskd's
+        z = NpzFile(run.file(name))
+        content = {k: np.array(z.array(k)) for k in z.names()}
+        with run.writing():
+            run.write(name, lambda f: write_npz(f, content, {**z.meta, "format": version}))
+
+    for version, message in _refusals(run.file("tsne-test.npz"), DERIVED_FORMAT, "it is a cache: recompute it",
+                                      "it is a cache: recompute it"):
+        rewrite("tsne-test.npz", version)
+        with pytest.raises(UserError) as e:
+            read_tsne(run, "test", preds)
+        assert str(e.value) == message
+    fix = "import it again with `cskd import`"
+    for version, message in _refusals(run.file("predictions-test.npz"), PREDICTIONS_FORMAT, fix):
+        rewrite("predictions-test.npz", version)
+        with pytest.raises(UserError) as e:
+            read_predictions(run, "test")
+        assert str(e.value) == message
+        assert predictions_status(run, "test") == ("damaged", message)

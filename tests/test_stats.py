@@ -13,7 +13,7 @@ from cskd.errors import UserError
 from cskd.evaluation import stats_compute as stats_module
 from cskd.evaluation.stats_cache import read_stats
 from cskd.evaluation.stats_compute import ensure_stats
-from cskd.runfolder import RunFolder
+from cskd.runfolder import RunFolder, read_config, read_predictions, save_checkpoint, write_config, write_predictions
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def test_scalars_equal_analysis_run_metrics(run):
     from analysis.report import run_metrics
 
     s = ensure_stats(run)
-    p, v = RunFolder(run).predictions("test"), RunFolder(run).predictions("val")
+    p, v = read_predictions(RunFolder(run), "test"), read_predictions(RunFolder(run), "val")
     ref = run_metrics({"logits": p.logits, "labels": p.labels, "features": p.features, "val_logits": v.logits,
                        "val_labels": v.labels, "fine_to_coarse": p.fine_to_coarse, "coarse_names": p.coarse_names})
     for key, value in ref.items():
@@ -40,7 +40,7 @@ def test_scalars_equal_analysis_run_metrics(run):
 
 def test_per_sample_summaries_by_brute_force(run):
     s = ensure_stats(run)
-    p = RunFolder(run).predictions("test")
+    p = read_predictions(RunFolder(run), "test")
     z, y = np.asarray(p.logits, dtype=np.float64), np.asarray(p.labels)
     prob, lp = softmax(z, axis=1), log_softmax(z, axis=1)
     rows = np.arange(len(y))
@@ -62,7 +62,7 @@ def test_per_sample_summaries_by_brute_force(run):
 
 def test_neighbours_are_the_exact_nearest_in_feature_space(run):
     s = ensure_stats(run)
-    x = np.asarray(RunFolder(run).predictions("test").features, dtype=np.float64)
+    x = np.asarray(read_predictions(RunFolder(run), "test").features, dtype=np.float64)
     d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     nbrs = np.asarray(s.neighbours)
@@ -79,10 +79,10 @@ def test_a_hand_computed_example(tmp_path):
     z = np.array([[np.log(3.0), 0.0], [0.0, 0.0], [0.0, np.log(4.0)]], dtype=np.float32)  # p = .75, .5, .8
     y = np.array([0, 1, 0])
     with folder.writing():
-        folder.write_config(TrainConfig(dataset="hand").to_dict(), {}, kind="trained")
-        folder.write_predictions("test", {"logits": z, "labels": y, "indices": np.arange(3)},
-                                 {"checkpoint": "imported", "dataset": "hand", "class_names": ["a", "b"],
-                                  "coarse_names": None, "config": {}})
+        write_config(folder, TrainConfig(dataset="hand").to_dict(), {}, kind="trained")
+        write_predictions(folder, "test", {"logits": z, "labels": y, "indices": np.arange(3)},
+                          {"checkpoint": "imported", "dataset": "hand", "class_names": ["a", "b"],
+                           "coarse_names": None, "config": {}})
     s = ensure_stats(folder)
     assert np.asarray(s.confidence) == pytest.approx([0.75, 0.5, 0.8])
     # argmax ties go to the lower id: sample 1 (0.5, 0.5) is predicted "a", wrong; its true class ties, rank 0.
@@ -105,21 +105,21 @@ def test_rewritten_predictions_make_the_cache_stale(tmp_path):
     first = ensure_stats(run)
     source = first.meta["source"]
     assert read_stats(run).meta["source"] == source
-    preds = folder.predictions("test")
+    preds = read_predictions(folder, "test")
     arrays = {k: np.array(preds.npz.array(k)) for k in preds.npz.names()}
     arrays["logits"] = arrays["logits"] * 2
     with folder.writing():
-        folder.write_predictions("test", arrays, {k: preds.meta[k] for k in (
+        write_predictions(folder, "test", arrays, {k: preds.meta[k] for k in (
             "checkpoint", "checkpoint_sha256", "epoch", "dataset", "class_names", "coarse_names", "config")})
     assert read_stats(run) is None  # made from the old predictions
     again = ensure_stats(run)
     assert again.meta["source"] != source and again.metrics["nll"] != pytest.approx(first.metrics["nll"])
-    val = folder.predictions("val")
+    val = read_predictions(folder, "val")
     arrays = {k: np.array(val.npz.array(k)) for k in val.npz.names()}
     with folder.writing():  # new validation predictions: another temperature
-        folder.write_predictions("val", arrays, {k: val.meta[k] for k in (
+        write_predictions(folder, "val", arrays, {k: val.meta[k] for k in (
             "checkpoint", "checkpoint_sha256", "epoch", "dataset", "class_names", "coarse_names", "config")})
-    assert read_stats(run) is None and ensure_stats(run).meta["val_source"] == folder.predictions("val").write_id
+    assert read_stats(run) is None and ensure_stats(run).meta["val_source"] == read_predictions(folder, "val").write_id
 
 
 def test_stale_predictions_are_refused_and_damage_is_recomputed(tmp_path):
@@ -137,8 +137,8 @@ def test_stale_predictions_are_refused_and_damage_is_recomputed(tmp_path):
     assert ensure_stats(run).complete and read_stats(run) is not None
     folder = RunFolder(run)
     with folder.writing():
-        folder.save_checkpoint("best", {"model": {}, "config": folder.config().to_dict(), "epoch": 9,
-                                        "best": {"acc": 1.0, "epoch": 10}})
+        save_checkpoint(folder, "best", {"model": {}, "config": read_config(folder).to_dict(), "epoch": 9,
+                                         "best": {"acc": 1.0, "epoch": 10}})
     assert read_stats(run) is None
     with pytest.raises(UserError, match="made from an earlier best.pt"):
         ensure_stats(run)
@@ -166,7 +166,7 @@ def test_two_steps_and_small_chunks_give_the_same_numbers(run, tmp_path, monkeyp
 def test_chunked_temperature_fit_equals_analysis(run):
     from analysis.calibration import fit_temperature
 
-    v = RunFolder(run).predictions("val")
+    v = read_predictions(RunFolder(run), "val")
     assert stats_module.fit_temperature(v.logits, v.labels) == pytest.approx(fit_temperature(v.logits, v.labels),
                                                                              rel=1e-6)
 

@@ -19,6 +19,7 @@ from cskd.errors import UserError
 from cskd.evaluation.run_data import run_arrays
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import DEFAULT_SPLIT
+from cskd.runfolder.run_config import read_config_dict
 from cskd.runfolder.store import replaced_as_a_whole
 
 REPORT_MARK = ".cskd-report.json"
@@ -60,7 +61,7 @@ def analyze(runs: list[str], out: str, *, split: str = DEFAULT_SPLIT, n_bins: in
     names = [f.path.name for f in folders]
     if len(set(names)) != len(names):
         raise UserError("two runs share a folder name; give runs with distinct names")
-    configs = {f.path.name: f.config_dict() for f in folders}
+    configs = {f.path.name: read_config_dict(f) for f in folders}
     datasets = {cfg["dataset"] for cfg in configs.values()}
     if len(datasets) > 1:
         shown = ", ".join(f"{n}: {c['dataset']}" for n, c in configs.items())

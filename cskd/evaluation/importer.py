@@ -14,7 +14,7 @@ holds one array or one named after its option, e.g. `logits`) or torch `.pt` / `
 Every problem is a one-line UserError naming the file.
 
 The run folder is created, or gets another split: config.json marks it as imported
-(RunFolder.write_config(kind="imported"), config {dataset, model, method, seed: 0}) and the split is
+(cskd.runfolder.write_config(..., kind="imported"), config {dataset, model, method, seed: 0}) and the split is
 written as predictions-<split>.npz with checkpoint "imported". A second call adds the other split
 (`--split val`: temperature scaling is fitted on validation predictions, never on the test split)
 and must agree with the first on the data set, model, method, class count and names. A folder
@@ -33,8 +33,10 @@ import numpy as np
 
 from cskd import __version__
 from cskd.errors import UserError, short_reason
+from cskd.runfolder.config_file import read_record, write_config
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import CONFIG, DEFAULT_SPLIT, SPLITS, predictions_name
+from cskd.runfolder.predictions import read_predictions, write_predictions
 
 CHUNK_ROWS = 8192
 FLOAT16_MAX = 65504.0
@@ -221,7 +223,7 @@ def _target(run: Path, config: dict) -> tuple[RunFolder, dict | None]:
         if folder.holds_run():
             raise UserError(f"{run} holds a trained run's files; import into a new folder")
         return folder, None
-    record = folder.read_record()
+    record = read_record(folder)
     if record["kind"] != "imported":
         raise UserError(f"{run} holds a trained run; import into a new folder (cskd never mixes the two)")
     old = record["config"]
@@ -259,14 +261,14 @@ def import_predictions(run, *, logits, labels, features=None, images=None, class
                   "seed": 0}
     with folder.writing(command=f"cskd import {run} --split {split}"):
         if record is None:
-            folder.write_config(config, {"cskd_version": __version__, "class_names": names, "num_classes": c,
-                                         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                                             timespec="seconds")}, kind="imported")
-        folder.write_predictions(split, arrays, {"checkpoint": "imported", "dataset": config["dataset"],
-                                                 "class_names": names, "coarse_names": None, "config": config,
-                                                 "sources": {k: str(Path(v).resolve()) for k, v in (
-                                                     ("logits", logits), ("labels", labels), ("features", features),
-                                                     ("images", images)) if v is not None}})
+            write_config(folder, config, {"cskd_version": __version__, "class_names": names, "num_classes": c,
+                                          "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                                              timespec="seconds")}, kind="imported")
+        write_predictions(folder, split, arrays, {"checkpoint": "imported", "dataset": config["dataset"],
+                                                  "class_names": names, "coarse_names": None, "config": config,
+                                                  "sources": {k: str(Path(v).resolve()) for k, v in (
+                                                      ("logits", logits), ("labels", labels), ("features", features),
+                                                      ("images", images)) if v is not None}})
     extra = [f"{arrays['features'].shape[1]}-d features" if features is not None else "no features",
              "images" if images is not None else "no images"]
     hint = " (add validation predictions with --split val for temperature scaling)" if split == "test" else ""
@@ -282,7 +284,7 @@ def _agree_with_run(folder: RunFolder, record: dict, split: str, names: list, gi
     for other in SPLITS:
         if theirs is None and other != split and folder.file(predictions_name(other)).is_file():
             try:
-                theirs = folder.predictions(other).class_names
+                theirs = read_predictions(folder, other).class_names
             except UserError:
                 pass  # damaged: the new split does not depend on it
     if theirs is None:

@@ -1,5 +1,5 @@
 """`cskd predict`: the one step after training that touches a model. It writes
-RUN/predictions-<split>.npz through cskd.runfolder (whose docstring lists the arrays) while holding
+RUN/predictions-<split>.npz through cskd.runfolder.predictions (arrays: docs/run-folder.md) while holding
 the run folder's lock.
 
 Memory: the output arrays are allocated once at full size and filled batch by batch (an ImageNet
@@ -19,8 +19,11 @@ from cskd.data.decode_cache import open_rgb
 from cskd.data.loaders import EVAL_BATCH_SIZE, eval_batches
 from cskd.data.placement import bundle_for
 from cskd.errors import UserError, choose
+from cskd.runfolder.config_file import is_imported
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import DEFAULT_SPLIT, SPLITS, predictions_name
+from cskd.runfolder.predictions import predictions_status, read_predictions, write_predictions
+from cskd.runfolder.run_config import read_config
 from cskd.training.device import autocast, pick_device, use_bf16
 from cskd.training.run_model import load_run_model
 
@@ -60,14 +63,14 @@ def predict(run: Path, *, split: str = DEFAULT_SPLIT, checkpoint: str = "best", 
     choose("checkpoint", checkpoint, {c: None for c in CHECKPOINTS})
     folder = RunFolder(run)
     out = folder.file(predictions_name(split))
-    if folder.is_imported():
-        folder.predictions(split, verify=True)  # imported predictions cannot be recomputed: check them
+    if is_imported(folder):
+        read_predictions(folder, split, verify=True)  # imported predictions cannot be recomputed: check them
         return out
-    cfg = folder.config()
-    if not force and folder.predictions_status(split, checkpoint)[0] == "fresh" and _whole(folder, split):
+    cfg = read_config(folder)
+    if not force and predictions_status(folder, split, checkpoint)[0] == "fresh" and _whole(folder, split):
         return out  # read only: a fresh file needs no lock, so a read-only run folder can be analysed
     with folder.writing():
-        status, _ = folder.predictions_status(split, checkpoint)
+        status, _ = predictions_status(folder, split, checkpoint)
         if status == "foreign":
             raise UserError(f"{out} was not written by cskd in this run folder (copied or made elsewhere?); cskd "
                             f"never replaces such a file: move it away, then run `cskd predict {folder}` again")
@@ -80,18 +83,18 @@ def predict(run: Path, *, split: str = DEFAULT_SPLIT, checkpoint: str = "best", 
         arrays = _predict_arrays(model, bundle, _split_of(bundle, split), device=device, bf16=use_bf16(cfg, device),
                                  batch_size=batch_size, workers=cfg.workers, progress=progress,
                                  desc=f"predict {folder.path.name} [{split}]")
-        meta = {"checkpoint": checkpoint, "checkpoint_sha256": folder.checkpoint_digest(checkpoint),
-                "epoch": state["epoch"] + 1, "dataset": cfg.dataset, "class_names": list(bundle.class_names),
-                "coarse_names": list(bundle.coarse_names) if bundle.coarse_names is not None else None,
-                "config": cfg.to_dict()}
-        folder.write_predictions(split, arrays, meta)
+        meta = {"checkpoint": checkpoint, "checkpoint_sha256": folder.recorded_sha256(f"{checkpoint}.pt"),
+                 "epoch": state["epoch"] + 1, "dataset": cfg.dataset, "class_names": list(bundle.class_names),
+                 "coarse_names": list(bundle.coarse_names) if bundle.coarse_names is not None else None,
+                 "config": cfg.to_dict()}
+        write_predictions(folder, split, arrays, meta)
     return out
 
 
 def _whole(folder: RunFolder, split: str) -> bool:
-    """Every byte of predictions-<split>.npz as written (its freshness: RunFolder.predictions_status)."""
+    """Every byte of predictions-<split>.npz as written (its freshness: predictions_status)."""
     try:
-        folder.predictions(split, verify=True)
+        read_predictions(folder, split, verify=True)
         return True
     except UserError:  # bytes damaged since it was written: recompute it
         return False

@@ -14,8 +14,12 @@ from analysis.embedding import TSNE_MAX_POINTS  # points of a t-SNE cache (it re
 from cskd.errors import UserError
 from cskd.evaluation.predict import predict
 from cskd.evaluation.stats_compute import ensure_stats
+from cskd.runfolder.config_file import is_imported
+from cskd.runfolder.derived import read_tsne, write_derived
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import DEFAULT_SPLIT, predictions_name, tsne_name
+from cskd.runfolder.predictions import read_predictions
+from cskd.runfolder.run_config import read_config, read_config_dict
 
 
 def cached_tsne(folder: RunFolder, split: str, preds, *, max_points: int = TSNE_MAX_POINTS):
@@ -24,7 +28,7 @@ def cached_tsne(folder: RunFolder, split: str, preds, *, max_points: int = TSNE_
     from analysis.embedding import tsne_2d
 
     try:
-        cached = folder.tsne(split, preds, max_points=max_points)
+        cached = read_tsne(folder, split, preds, max_points=max_points)
     except UserError:
         cached = None
     if cached is not None:
@@ -39,8 +43,8 @@ def cached_tsne(folder: RunFolder, split: str, preds, *, max_points: int = TSNE_
     if not folder.writable():  # a read-only run: computed, not cached
         return coords, rows
     with folder.writing():
-        folder.write_derived(tsne_name(split), {"coords": coords, "rows": rows}, kind="tsne", predictions=preds,
-                             max_points=max_points)
+        write_derived(folder, tsne_name(split), {"coords": coords, "rows": rows}, kind="tsne", predictions=preds,
+                      max_points=max_points)
     return coords, rows
 
 
@@ -66,12 +70,12 @@ def prepare_run(run: Path, *, split: str = DEFAULT_SPLIT, progress: bool | None 
     step = on_step or (lambda fraction, text: None)
     step(0.0, f"predicting the {split} split")
     predict(folder.path, split=split, progress=progress)
-    preds = folder.predictions(split)
+    preds = read_predictions(folder, split)
     val = None
     if split == "test" and _has_val(folder):
         step(0.4, "predicting the validation split")
         predict(folder.path, split="val", progress=progress)
-        val = folder.predictions("val")
+        val = read_predictions(folder, "val")
     stats = ensure_stats(folder.path, split, on_step=lambda f, t: step(0.4 + 0.3 * f, f"metrics: {t}"),
                          retrieval=retrieval)
     tsne = None
@@ -83,9 +87,9 @@ def prepare_run(run: Path, *, split: str = DEFAULT_SPLIT, progress: bool | None 
 
 
 def _has_val(folder: RunFolder) -> bool:
-    if folder.is_imported():
+    if is_imported(folder):
         return folder.file(predictions_name("val")).is_file()
-    cfg = folder.config()
+    cfg = read_config(folder)
     return cfg.val_fraction > 0 and cfg.protocol != "authors"
 
 
@@ -97,7 +101,7 @@ def run_arrays(run: Path, *, split: str = DEFAULT_SPLIT, progress: bool | None =
                                           with_tsne=with_tsne)
     arrays = {"logits": preds.logits, "features": preds.features, "labels": preds.labels, "indices": preds.indices,
               "class_names": preds.class_names, "dataset": preds.dataset, "split": preds.split,
-              "config": RunFolder(run).config_dict(), "images": image_lookup(preds), "tsne": tsne}
+              "config": read_config_dict(RunFolder(run)), "images": image_lookup(preds), "tsne": tsne}
     if preds.fine_to_coarse is not None:
         arrays["fine_to_coarse"] = preds.fine_to_coarse
         arrays["coarse_names"] = preds.coarse_names

@@ -30,8 +30,8 @@ Arrays (N samples, C classes, K neighbours, G coarse groups):
   confused_pairs i8 (P, 3)  the P <= 50 most confused (true, predicted, count), most first
   group_error f8 (G,)     fine-label top-1 error of each coarse group (NaN: no sample)
 
-Freshness: the file records the write_id of the predictions it was computed from (RunFolder's
-derived-cache rule) and of the validation predictions the temperature was fitted on
+Freshness: the file records the write_id of the predictions it was computed from (the derived-cache
+rule of cskd.runfolder.derived) and of the validation predictions the temperature was fitted on
 ("val_source"); either rewritten, it is recomputed. It is written in two steps: everything but the
 neighbour search first ("complete": false), then again with it, so the cheap numbers are there
 within seconds even when the exact search takes minutes.
@@ -46,8 +46,10 @@ from pathlib import Path
 import numpy as np
 
 from cskd.errors import UserError
+from cskd.runfolder.derived import read_derived
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import DEFAULT_SPLIT, stats_name
+from cskd.runfolder.predictions import predictions_status, read_predictions
 
 STATS_VERSION = 1  # of the content below; another version is recomputed
 N_BINS = 20
@@ -127,14 +129,14 @@ class Stats:
 
 def _val_predictions(folder: RunFolder, split: str):
     """The validation predictions a temperature may be fitted on: fresh ones, for test stats only."""
-    if split != "test" or folder.predictions_status("val")[0] != "fresh":
+    if split != "test" or predictions_status(folder, "val")[0] != "fresh":
         return None
-    return folder.predictions("val")
+    return read_predictions(folder, "val")
 
 
 def _open(folder: RunFolder, split: str, preds, val) -> Stats | None:
     """The stats cache made from `preds` (and `val`), checked; None when absent or stale."""
-    z = folder.derived(stats_name(split), kind="stats", predictions=preds)
+    z = read_derived(folder, stats_name(split), kind="stats", predictions=preds)
     if z is None or z.meta.get("stats_version") != STATS_VERSION or \
             z.meta.get("val_source") != (val.write_id if val is not None else None):
         return None
@@ -177,9 +179,9 @@ def read_stats(run, split: str = DEFAULT_SPLIT) -> Stats | None:
     validation predictions); None when it is absent or stale, or the predictions are not fresh.
     Never writes; a damaged cache is a UserError naming it."""
     folder = run if isinstance(run, RunFolder) else RunFolder(run)
-    if folder.predictions_status(split)[0] != "fresh":
+    if predictions_status(folder, split)[0] != "fresh":
         return None
-    preds = folder.predictions(split)
+    preds = read_predictions(folder, split)
     return _open(folder, split, preds, _val_predictions(folder, split))
 
 

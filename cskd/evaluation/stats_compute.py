@@ -25,8 +25,10 @@ from cskd.evaluation.stats_cache import (
     _val_predictions,
     read_stats,
 )
+from cskd.runfolder.derived import unsaved_derived, write_derived
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import DEFAULT_SPLIT, stats_name
+from cskd.runfolder.predictions import predictions_fix, predictions_status, read_predictions
 
 CHUNK_ELEMENTS = 1 << 22  # logits handled at a time (32 MB as float64)
 SEARCH_BATCH = 4096  # queries (and index additions) at a time
@@ -231,14 +233,14 @@ def ensure_stats(run, split: str = DEFAULT_SPLIT, *, on_step=None, retrieval: bo
     if ready is not None and (ready.complete or not retrieval):
         step(1.0, "cached")
         return ready
-    state, reason = folder.predictions_status(split)
+    state, reason = predictions_status(folder, split)
     if state != "fresh":
         raise UserError(f"{folder.file(f'predictions-{split}.npz')}: {reason}; "
-                        f"{folder.predictions_fix(split)} before computing its metrics")
+                        f"{predictions_fix(folder, split)} before computing its metrics")
     if not folder.writable():
         return _unsaved(folder, split, retrieval, step)  # a read-only run (a shared archive) is analysed too
     with folder.writing(command=f"cskd stats {folder.path} [{split}]"):
-        preds = folder.predictions(split)
+        preds = read_predictions(folder, split)
         val = _val_predictions(folder, split)
         try:
             stats = _open(folder, split, preds, val)
@@ -261,13 +263,13 @@ def ensure_stats(run, split: str = DEFAULT_SPLIT, *, on_step=None, retrieval: bo
 
 def _unsaved(folder: RunFolder, split: str, retrieval: bool, step) -> Stats:
     """The stats of a run folder cskd may not write to, computed and kept out of it."""
-    preds, val = folder.predictions(split), _val_predictions(folder, split)
+    preds, val = read_predictions(folder, split), _val_predictions(folder, split)
     plan = Plan(preds, val, retrieval)
     arrays, meta = first_step(preds, val, plan, step)
     if plan.search:
         search_step(preds, arrays, meta, plan, step)
-    z = folder.unsaved_derived(stats_name(split), arrays, kind="stats", predictions=preds,
-                               **{**meta, "complete": plan.search or not plan.searchable})
+    z = unsaved_derived(stats_name(split), arrays, kind="stats", predictions=preds,
+                        **{**meta, "complete": plan.search or not plan.searchable})
     stats = Stats(folder.file(stats_name(split)), split, z.meta, z)
     _check(stats, preds)
     step(1.0, "done (not saved: the run folder is read-only)")
@@ -276,5 +278,5 @@ def _unsaved(folder: RunFolder, split: str, retrieval: bool, step) -> Stats:
 
 def _write(folder: RunFolder, split: str, preds, arrays: dict, meta: dict, *, complete: bool) -> None:
     keep = {k: v for k, v in meta.items() if k not in ("format", "kind", "source")}
-    folder.write_derived(stats_name(split), arrays, kind="stats", predictions=preds,
-                         **{**keep, "complete": complete})
+    write_derived(folder, stats_name(split), arrays, kind="stats", predictions=preds,
+                  **{**keep, "complete": complete})

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cskd.config import resolve
 from cskd.errors import UserError
+from cskd.runfolder.predictions import read_predictions
 from cskd.runfolder.run_names import DEFAULT_RUNS_ROOT
 
 # Chosen by measurement (README, "Quick start"): few enough images per class that one mistake is
@@ -86,7 +87,7 @@ def fig2_lines(configs, seeds: int) -> list[str]:
     pooled = {m: {"predicted": [], "true": []} for m in METHODS}
     n = 0
     for seed in range(seeds):
-        preds = {c.method: RunFolder(c.out).predictions("test") for c in configs if c.seed == seed}
+        preds = {c.method: read_predictions(RunFolder(c.out), "test") for c in configs if c.seed == seed}
         labels = np.asarray(preds["ce"].labels)
         both = misclassified_by_all({m: np.asarray(p.logits) for m, p in preds.items()}, labels)
         n += len(both)

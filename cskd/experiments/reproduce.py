@@ -29,6 +29,7 @@ from cskd.experiments.plans import DEFAULT_TFLOPS, METRIC_LABELS, Item, gpu_hour
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.run_names import REPRODUCE_RUNS_ROOT
 from cskd.runfolder.store import FolderLock, Manifest
+from cskd.runfolder.training_log import finished_summary
 
 
 def finished(items: list[Item]) -> set[str]:
@@ -37,7 +38,7 @@ def finished(items: list[Item]) -> set[str]:
     done = set()
     for item in items:
         try:
-            if RunFolder(item.cfg.out).finished_summary():
+            if finished_summary(RunFolder(item.cfg.out)):
                 done.add(item.cfg.out)
         except UserError:
             pass

@@ -21,6 +21,7 @@ from cskd.experiments.launch import check_data, train_item
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import LAST
 from cskd.runfolder.run_names import SWEEP_RUNS_ROOT, run_name
+from cskd.runfolder.training_log import finished_summary
 from cskd.training.session import changed_settings
 
 
@@ -69,7 +70,7 @@ def run_sweep(*, presets, methods, seeds, temperatures=(TrainConfig.temperature,
     report_root = Path(report) if report else Path(runs_root) / "report"
     if report_root.exists() and not report_root.is_dir():  # found out now, not after hours of training
         raise UserError(f"--out {report_root} exists and is not a folder; choose a folder for the report")
-    finished = {out for out, _ in items if RunFolder(out).finished_summary()}
+    finished = {out for out, _ in items if finished_summary(RunFolder(out))}
     check_data([cfg for out, cfg in items if out not in finished])
     done = {"trained": [], "resumed": [], "skipped": [], "reports": {}}
     t0 = time.time()

@@ -1,20 +1,9 @@
-"""Checkpoints (`last.pt`, `best.pt`): what they hold, and reading them back safely.
-
-A checkpoint is a dict of tensors and plain Python values saved with `torch.save` and read with
-`torch.load(..., weights_only=True)`, so loading never runs code:
-
-  format    CHECKPOINT_FORMAT
-  run_id    the run's id (config.json meta), so a checkpoint of another run is recognised
-  model     the model's state_dict
-  config    the run's TrainConfig as a dict (a lost config.json can be rewritten from it)
-  epoch     0-based index of the last epoch the weights have seen in full
-  best      {"acc": selection accuracy, "epoch": 1-based epoch} of the best epoch so far
-last.pt also holds what resuming needs:
-  optimizer  the optimizer's state_dict
-  sampler    the pair sampler's state ({seed, epoch, allow_self_pair})
-  rng        the torch RNG states
-  step       steps already taken in epoch `epoch + 1` (0 at an epoch boundary; > 0 when a
-             preempted run saved mid-epoch), with `partial`: that epoch's running sums
+"""Checkpoints (`last.pt`, `best.pt`): writing them into a run folder and reading them back
+safely. A checkpoint is a dict saved with `torch.save` and read with
+`torch.load(..., weights_only=True)`, so loading never runs code; BEST_FIELDS and LAST_FIELDS
+name what each kind must hold (`epoch`: 0-based index of the last epoch the weights have seen in
+full; `step`: steps already taken in the epoch after it, > 0 with `partial` when a preempted run
+saved mid-epoch). `folder` is a cskd.runfolder.folder.RunFolder.
 """
 
 from __future__ import annotations
@@ -24,26 +13,44 @@ import zipfile
 from pathlib import Path
 
 from cskd.errors import UserError, short_reason
+from cskd.runfolder.config_file import read_run_id
+from cskd.runfolder.formats import CHECKPOINT_FORMAT, format_problem
+from cskd.runfolder.layout import CONFIG
+from cskd.runfolder.store import sha256_of
 
-CHECKPOINT_FORMAT = 2
 # Fields by kind: name -> type. best.pt is a model to evaluate; last.pt also carries what resuming needs.
 BEST_FIELDS = {"model": dict, "config": dict, "epoch": int, "best": dict}
 LAST_FIELDS = {**BEST_FIELDS, "optimizer": dict, "sampler": dict, "rng": dict, "step": int}
 
 
-def checkpoint_bytes(state: dict):
-    """A writer for cskd.runfolder.store.atomic_write: torch.save of `state` with the format field."""
+def save_checkpoint(folder, kind: str, state: dict) -> None:
+    """Write `kind`.pt ("last" or "best") of the run: `state` with the format and the run's id."""
     import torch  # here, not at import: the dashboard reads run folders without torch
 
-    state = {"format": CHECKPOINT_FORMAT, **state}
-    return lambda f: torch.save(state, f)
+    state = {"format": CHECKPOINT_FORMAT, "run_id": read_run_id(folder), **state}
+    folder.write(f"{kind}.pt", lambda f: torch.save(state, f))
 
 
-def read_checkpoint(path: Path, *, fields: dict = BEST_FIELDS, map_location="cpu", fix: str) -> dict:
-    """The checkpoint at `path` holding `fields`, or a one-line UserError ending in `fix`.
+def read_checkpoint(folder, kind: str = "best", *, fields: dict = BEST_FIELDS, map_location="cpu",
+                    fix: str = "start the run again with --overwrite") -> dict:
+    """`kind`.pt, checked: readable with weights_only, holding `fields`, of this run (run_id), and
+    with the content the manifest recorded for it (a flipped byte is found)."""
+    path = folder.file(f"{kind}.pt")
+    state = read_checkpoint_file(path, fields=fields, map_location=map_location, fix=fix)
+    try:
+        run_id = read_run_id(folder) if folder.file(CONFIG).is_file() else None
+    except UserError:  # a damaged config.json: last.pt may be what repairs it
+        run_id = None
+    if state.get("run_id") and run_id and state["run_id"] != run_id:
+        raise UserError(f"{path} belongs to another run than {folder.file(CONFIG)} (another run id); {fix}")
+    digest = folder.recorded_sha256(f"{kind}.pt")
+    if digest is not None and sha256_of(path) != digest:
+        raise UserError(f"{path} does not match the checksum recorded when it was written (damaged); {fix}")
+    return state
 
-    A format-1 checkpoint (cskd 0.1) still gives its model and config for evaluation; resuming
-    from one (`fields` with "step") is refused because its random streams differ from today's."""
+
+def read_checkpoint_file(path: Path, *, fields: dict = BEST_FIELDS, map_location="cpu", fix: str) -> dict:
+    """The checkpoint at `path` holding `fields`, or a one-line UserError ending in `fix`."""
     import torch
 
     path = Path(path)
@@ -56,13 +63,11 @@ def read_checkpoint(path: Path, *, fields: dict = BEST_FIELDS, map_location="cpu
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, pickle.UnpicklingError,
             zipfile.BadZipFile) as e:  # truncated, not a torch file, a pickle needing code: all mean "not ours"
         raise UserError(f"{path} is not a readable cskd checkpoint ({short_reason(e)}); {fix}") from None
-    if not isinstance(state, dict) or state.get("format") not in (1, CHECKPOINT_FORMAT):
-        raise UserError(f"{path} is not a cskd checkpoint (no known format field); {fix}")
-    if state["format"] == 1:
-        if "step" in fields:
-            raise UserError(f"{path} was written by cskd 0.1 (checkpoint format 1), whose random streams differ "
-                            f"from this version's, so its run cannot be continued exactly; {fix}")
-        state.setdefault("run_id", None)
+    if not isinstance(state, dict):
+        raise UserError(f"{path} is not a cskd checkpoint (no dict of fields); {fix}")
+    problem = format_problem(path, state.get("format"), CHECKPOINT_FORMAT, fix=fix)
+    if problem:
+        raise UserError(problem)
     bad = [name for name, kind in fields.items() if not isinstance(state.get(name), kind)
            or (kind is int and isinstance(state.get(name), bool))]
     best = state.get("best")

@@ -1,5 +1,4 @@
-"""The names of a run folder's files (one place: the folder, the legacy check and every reader
-use these)."""
+"""The names of a run folder's files (one place: the folder and every reader and writer use these)."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ CONFIG, METRICS, SUMMARY, LAST, BEST = "config.json", "metrics.jsonl", "summary.
 FIXED_NAMES = (CONFIG, METRICS, SUMMARY, LAST, BEST)
 ARRAY_PREFIXES = ("predictions-", "tsne-", "stats-")  # + split + ".npz", split in SPLITS
 MARKERS = (CONFIG, LAST, BEST, METRICS)  # any of these (cskd's own) means the folder holds a run
-SUMMARY_FORMAT = 2
 KINDS = ("trained", "imported")
 
 

@@ -240,7 +240,7 @@ def _valid_entry(entry) -> bool:
 class Manifest:
     """The record of the files cskd wrote into one folder (see the module docstring). A damaged
     manifest (unreadable, or an entry of the wrong shape) counts as absent: nothing is known to be
-    cskd's, and the folder's files are judged by their content (cskd.runfolder.legacy)."""
+    cskd's."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
@@ -299,10 +299,6 @@ class Manifest:
             raise UserError(f"{self.folder / name} was not written by cskd (or was changed since); cskd never "
                             f"replaces such a file: move it away, or {instead}")
         return atomic_write(self.folder / name, writer, before_replace=lambda rec: self.record(name, rec))
-
-    def adopt(self, name: str, rec: FileRecord) -> None:
-        """Treat `name` as cskd's (a file of a cskd 0.1 folder); saved with the next record()."""
-        self.entries[name] = {"current": asdict(rec), "previous": None}
 
     def record(self, name: str, rec: FileRecord) -> None:
         """Remember `rec` as the current version of `name`; the one before stays acceptable, so a

@@ -18,8 +18,10 @@ from cskd.config import KD_METHODS, TrainConfig
 from cskd.errors import UserError
 from cskd.method import baselines as B
 from cskd.models import MODELS, build_model
-from cskd.runfolder.checkpoints import BEST_FIELDS, load_model_state
+from cskd.runfolder.checkpoints import BEST_FIELDS, load_model_state, read_checkpoint
 from cskd.runfolder.folder import RunFolder
+from cskd.runfolder.run_config import read_config
+from cskd.runfolder.training_log import read_summary
 
 PARTS = ("logits", "head", "features", "byot")
 
@@ -92,9 +94,9 @@ def load_run_model(run, *, checkpoint: str = "best", device: torch.device, bundl
     passes its own, on the same data).
     Returns (config, data bundle, model, checkpoint state)."""
     folder = RunFolder(run)
-    cfg = folder.config()
-    state = folder.checkpoint(checkpoint, fields=BEST_FIELDS, map_location=device,
-                              fix=f"train {folder} again (cskd train --out {folder} --overwrite)")
+    cfg = read_config(folder)
+    state = read_checkpoint(folder, checkpoint, fields=BEST_FIELDS, map_location=device,
+                            fix=f"train {folder} again (cskd train --out {folder} --overwrite)")
     model = build_run_model(cfg, bundle)
     load_model_state(model, state["model"], folder.file(f"{checkpoint}.pt"))
     return cfg, bundle, model.to(device).eval(), state
@@ -108,13 +110,13 @@ def load_teacher(cfg: TrainConfig, *, bundle, device: torch.device) -> nn.Module
         return None
     teacher = RunFolder(cfg.teacher)
     try:
-        tcfg = teacher.config()
+        tcfg = read_config(teacher)
     except UserError as e:
         raise UserError(f"--teacher {cfg.teacher}: {e}; give the folder of a finished cskd run") from None
     if tcfg.dataset != bundle.name:
         raise UserError(f"--teacher {cfg.teacher} was trained on {tcfg.dataset}, this run is on {bundle.name}; "
                         f"give a teacher trained on {bundle.name}")
-    summary = teacher.summary()
+    summary = read_summary(teacher)
     if not summary or not summary.get("finished"):
         raise UserError(f"--teacher {cfg.teacher} has not finished training (no summary.json); "
                         f"finish it with `cskd train --out {cfg.teacher} --resume`, or give a finished run")

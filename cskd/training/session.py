@@ -15,12 +15,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from cskd.config import CONFIG_FORMAT, RESUME_MAY_CHANGE, TrainConfig, validate
+from cskd.config import RESUME_MAY_CHANGE, TrainConfig, validate
 from cskd.errors import UserError
-from cskd.runfolder.checkpoints import LAST_FIELDS
-from cskd.runfolder.folder import RunFolder, config_from_record
+from cskd.runfolder.checkpoints import LAST_FIELDS, read_checkpoint
+from cskd.runfolder.config_file import read_record
+from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import CONFIG, LAST
+from cskd.runfolder.run_config import config_from_record, read_config
 from cskd.runfolder.run_names import generated_folder
+from cskd.runfolder.training_log import finished_summary
 
 
 @dataclass
@@ -48,7 +51,7 @@ def changed_settings(folder: RunFolder, cfg: TrainConfig) -> list[str]:
     `cfg`, leaving out those a resumed run may change; [] when the folder holds no config.json."""
     if not folder.file(CONFIG).is_file():
         return []
-    saved, new = folder.config().to_dict(), cfg.to_dict()
+    saved, new = read_config(folder).to_dict(), cfg.to_dict()
     return [f"--{k.replace('_', '-')} {saved.get(k)} -> {new[k]}" for k in _differing(saved, new)]
 
 
@@ -79,9 +82,9 @@ def open_run(folder: RunFolder, cfg: TrainConfig | None, *, resume=False, overwr
         other = _other_settings(folder, cfg) if folder.holds_run() else ""
         if other:
             raise UserError(f"--resume auto: {folder} holds another run ({other}); choose another --out")
-        summary = folder.finished_summary()
+        summary = finished_summary(folder)
         if summary:
-            return Start(folder, folder.config(), finished=summary)
+            return Start(folder, read_config(folder), finished=summary)
         if not has_checkpoint:
             return Start(folder, cfg)  # nothing to continue: start (replacing cskd's own files, if any)
         resume = True
@@ -107,12 +110,12 @@ def _resume(folder: RunFolder, explicit: dict) -> Start:
                 else "train without --resume to start it")
         raise UserError(f"--resume: {folder} holds no checkpoint (last.pt); {hint}")
     fix = "start the run again with --overwrite"
-    ckpt = folder.checkpoint("last", fields=LAST_FIELDS, fix=fix)
-    saved = config_from_record(ckpt["config"], CONFIG_FORMAT, folder.file(LAST), fix=fix)
+    ckpt = read_checkpoint(folder, "last", fields=LAST_FIELDS, fix=fix)
+    saved = config_from_record(ckpt["config"], folder.file(LAST), fix=fix)
     cfg = resumed_config(folder, saved, explicit)
     try:
-        record = folder.read_record()
-        in_json = config_from_record(record["config"], record["format"], folder.file(CONFIG), fix=fix)
+        record = read_record(folder)
+        in_json = config_from_record(record["config"], folder.file(CONFIG), fix=fix)
     except UserError:  # config.json lost or damaged: last.pt holds the run's config and id
         return Start(folder, cfg, checkpoint=ckpt, repair_config=True)
     differ = [f"--{k.replace('_', '-')}" for k in _differing(in_json.to_dict(), saved.to_dict())]

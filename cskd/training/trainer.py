@@ -7,7 +7,6 @@ is cskd.method.objectives'; every file is written through cskd.runfolder, by ran
 from __future__ import annotations
 
 import contextlib
-import datetime
 import signal
 import sys
 import time
@@ -16,7 +15,6 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from cskd import __version__
 from cskd.config import TrainConfig
 from cskd.data.bundle import DataBundle
 from cskd.data.loaders import EVAL_BATCH_SIZE, BatchSpec, eval_batches, train_batches
@@ -24,9 +22,18 @@ from cskd.data.placement import bundle_for
 from cskd.errors import UserError
 from cskd.method.objectives import Method, StepContext, method_for
 from cskd.method.sampler import share
-from cskd.runfolder.checkpoints import LAST_FIELDS, load_model_state, rng_state, set_rng_state
+from cskd.runfolder.checkpoints import (
+    LAST_FIELDS,
+    load_model_state,
+    read_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from cskd.runfolder.config_file import read_record, write_config
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import BEST, CONFIG, LAST
+from cskd.runfolder.training_log import read_metrics, write_metrics, write_summary
 from cskd.training.device import compile_available, pick_device, use_bf16
 from cskd.training.distributed import (
     SINGLE,
@@ -50,6 +57,7 @@ from cskd.training.epoch import (
     train_epoch,
 )
 from cskd.training.host_memory import keep_freed_host_memory
+from cskd.training.run_meta import config_meta
 from cskd.training.run_model import TrainingModel, build_run_model, load_teacher
 from cskd.training.session import Start, choose_folder, open_run
 
@@ -185,7 +193,7 @@ def _shared_start(start: Start | None, world: World) -> Start:
         return start
     path, cfg, resumed, finished = plan
     folder = RunFolder(path)
-    ckpt = folder.checkpoint("last", fields=LAST_FIELDS) if resumed else None  # rank 0 writes no checkpoint yet
+    ckpt = read_checkpoint(folder, "last", fields=LAST_FIELDS) if resumed else None  # rank 0 writes no checkpoint yet
     return Start(folder, TrainConfig.from_dict(cfg), checkpoint=ckpt, finished=finished)
 
 
@@ -209,7 +217,7 @@ def _train(start: Start, world: World, *, stop_after_epoch, progress) -> dict:
 
 def _is_this_run(folder: RunFolder, start: Start) -> bool:
     try:
-        return folder.read_record()["meta"].get("run_id") == start.run_id
+        return read_record(folder)["meta"].get("run_id") == start.run_id
     except UserError:
         return False
 
@@ -248,7 +256,7 @@ def _train_in(start: Start, world: World, *, stop_after_epoch, progress) -> dict
                "selected_on": cfg.select_on, "train_seconds": round(time.time() - t_run, 2)}
     if finished:
         summary.update(_test_best(run))
-        on_rank0(world, folder.write_summary, summary)
+        on_rank0(world, write_summary, folder, summary)
         print_main(f"done: best epoch {best['epoch']} ({cfg.select_on} acc {100 * best['acc']:.2f}%), "
                    f"test acc {100 * summary['test_acc']:.2f}%  -> {folder}")
     return {"run": str(folder), **summary}
@@ -270,14 +278,15 @@ def _write_first_files(start: Start, run: RunContext) -> None:
     run). A resumed run: config.json again when it was lost, and the log without the records of
     epochs after the checkpoint (written before a kill), so none repeats."""
     folder, cfg, ckpt = start.folder, start.cfg, start.checkpoint
+    meta = config_meta(run.cfg, run.bundle, run.device, run.bf16, run.world.size)
     if ckpt is None:
         folder.clear()  # only cskd's own files of an earlier run here (--overwrite, or resume auto)
-        start.run_id = folder.write_config(cfg.to_dict(), config_meta(run))
-        folder.write_metrics([])
+        start.run_id = write_config(folder, cfg.to_dict(), meta)
+        write_metrics(folder, [])
         return
     if start.repair_config:
-        folder.write_config(cfg.to_dict(), {**config_meta(run), "run_id": ckpt.get("run_id")})
-    folder.write_metrics([r for r in folder.metrics() if r["epoch"] <= ckpt["epoch"] + 1])
+        write_config(folder, cfg.to_dict(), {**meta, "run_id": ckpt.get("run_id")})
+    write_metrics(folder, [r for r in read_metrics(folder) if r["epoch"] <= ckpt["epoch"] + 1])
 
 
 def _fit(run: RunContext, select_split, start: FitStart, *, stop_after_epoch: int | None,
@@ -353,9 +362,9 @@ def _save_epoch(run: RunContext, epoch: int, best: dict, record: dict, improved:
     setup, folder, cfg = run.setup, run.folder, run.cfg
     weights = {"model": setup.model.state_dict(), "config": cfg.to_dict(), "epoch": epoch, "best": best}
     if improved:
-        folder.save_checkpoint("best", weights)
-    folder.write_metrics([r for r in folder.metrics() if r["epoch"] <= epoch] + [record])
-    folder.save_checkpoint("last", {**weights, **_training_state(setup), "step": 0})
+        save_checkpoint(folder, "best", weights)
+    write_metrics(folder, [r for r in read_metrics(folder) if r["epoch"] <= epoch] + [record])
+    save_checkpoint(folder, "last", {**weights, **_training_state(setup), "step": 0})
 
 
 def _training_state(setup: Setup) -> dict:
@@ -366,7 +375,7 @@ def _training_state(setup: Setup) -> dict:
 def _preempt(run: RunContext, epoch: int, best: dict, state: EpochState, signum: int) -> None:
     """Write last.pt within `epoch` (after `state.step` steps) and stop with a one-line message."""
     setup, folder, cfg = run.setup, run.folder, run.cfg
-    on_rank0(run.world, folder.save_checkpoint, "last", {
+    on_rank0(run.world, save_checkpoint, folder, "last", {
         "model": setup.model.state_dict(), "config": cfg.to_dict(), "epoch": epoch - 1, "best": best,
         **_training_state(setup), "step": state.step, "partial": state.packed()})
     raise Preempted(f"stopped by {_signal_name(signum)} at epoch {epoch + 1}, step {state.step}/{len(setup.source)}; "
@@ -376,25 +385,8 @@ def _preempt(run: RunContext, epoch: int, best: dict, state: EpochState, signum:
 def _test_best(run: RunContext) -> dict:
     """The best checkpoint's test accuracy (fraction), mean cross-entropy and sample count."""
     folder, cfg, bundle, setup, device, world = run.folder, run.cfg, run.bundle, run.setup, run.device, run.world
-    load_model_state(setup.model, folder.checkpoint("best", map_location=device)["model"], folder.file(BEST))
+    load_model_state(setup.model, read_checkpoint(folder, "best", map_location=device)["model"], folder.file(BEST))
     batches = eval_batches(bundle, rank_share(bundle.test, world), batch_size=EVAL_BATCH_SIZE, device=device,
                            workers=cfg.workers)
     result = evaluate(setup.model, batches, device=device, bf16=run.bf16, world=world)
     return {"test_acc": result["acc"], "test_loss": result["loss"], "test_n": result["n"]}
-
-
-def config_meta(run: RunContext) -> dict:
-    """What config.json records besides the config: versions, where and how the run was made."""
-    from cskd.runfolder.provenance import git_commit
-
-    cfg, bundle, device, bf16, world = run.cfg, run.bundle, run.device, run.bf16, run.world
-    selection = ("best validation epoch" if cfg.select_on == "val"
-                 else "best TEST epoch (the authors' protocol; test accuracy is optimistically biased)")
-    return {"cskd_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "device": device.type, "precision": "bf16" if bf16 else "fp32", "selection": selection,
-            "world_size": world.size, "num_classes": bundle.num_classes, "class_names": bundle.class_names,
-            "num_train": len(bundle.train), "num_val": len(bundle.val) if bundle.val is not None else 0,
-            "num_test": len(bundle.test), "data": bundle.provenance}
-
-

@@ -1,35 +1,25 @@
-"""The array files of a run folder: predictions and the caches derived from them.
+"""predictions-<split>.npz: a run's predictions of one split (written by `cskd predict` or
+`cskd import`), their writer, their checked lazy reader `Predictions`, and the one rule deciding
+whether they are fresh (`predictions_status`).
 
-`predictions-<split>.npz` (PREDICTIONS_FORMAT), for N samples of the split, C classes, D feature
-dimensions, written by `cskd predict` (or `cskd import`):
-  logits          float32 (N, C)  the model's logits (plain cosines for AdaCos under --protocol authors)
-  features        float16 (N, D)  pooled penultimate features (absent for imports without them)
-  labels          int64   (N,)    ground-truth class in [0, C)
-  indices         int64   (N,)    position of each sample in its data set's source list
-  images          uint8   (N, H, W, 1|3)  the samples as stored (in-memory sets) or 64-px
-                                  thumbnails (file sets of at most 20,000 images); optional
-  fine_to_coarse  int64   (C,)    coarse group of each class, when the data set has one
-  meta (JSON)     format, kind "predictions", run_id, split, checkpoint ("best", "last" or
-                  "imported"), checkpoint_sha256, epoch, dataset, class_names, coarse_names,
-                  config (the run's config dict), write_id (new for every file written)
-
-Derived caches record the write_id of the predictions they were computed from (`source`) and are
-stale as soon as the predictions file is rewritten:
-  tsne-<split>.npz    coords float32 (M, 2), rows int64 (M,) into the predictions; meta max_points
-  stats-<split>.npz   the dashboard's per-run metrics and per-sample summaries (see cskd.evaluation.stats_cache)
+For N samples and C classes a file holds at least logits (N, C), labels (N,) in [0, C) and
+indices (N,) (each sample's position in its data set's source list); meta's write_id is new for
+every file written, and derived caches record it. `folder` is a cskd.runfolder.folder.RunFolder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from pathlib import Path
 
 import numpy as np
 
 from cskd.errors import UserError
-from cskd.runfolder.npz import NpzError, NpzFile
-
-PREDICTIONS_FORMAT = 2
-DERIVED_FORMAT = 1
+from cskd.runfolder.config_file import REIMPORT, is_imported, read_run_id
+from cskd.runfolder.formats import PREDICTIONS_FORMAT, format_problem
+from cskd.runfolder.layout import predictions_name
+from cskd.runfolder.npz import NpzError, NpzFile, write_npz
 
 
 class Predictions:
@@ -46,9 +36,11 @@ class Predictions:
         except NpzError as e:
             raise self._error(str(e)) from None
         self.meta = self.npz.meta
-        if self.meta.get("format") != PREDICTIONS_FORMAT or self.meta.get("kind") != "predictions":
-            found = self.meta.get("format", "1 (cskd 0.1)") if self.meta else "1 (cskd 0.1)"
-            raise self._error(f"it is in predictions format {found}, not {PREDICTIONS_FORMAT}")
+        problem = format_problem(self.path, self.meta.get("format"), PREDICTIONS_FORMAT, fix=fix)
+        if problem:
+            raise UserError(problem)
+        if self.meta.get("kind") != "predictions":
+            raise self._error(f"it holds {self.meta.get('kind')!r}, not predictions")
         self._check()
 
     def _error(self, problem: str) -> UserError:
@@ -156,33 +148,61 @@ def _int_vector(z: NpzFile, name: str, n: int) -> bool:
     return z.shape(name) == (n,) and z.dtype(name).kind in "iu"
 
 
-def open_derived(path: Path, *, kind: str, source_write_id: str | None) -> NpzFile | None:
-    """A derived cache (`kind` "tsne" or "stats") computed from the predictions whose write_id is
-    `source_write_id`: None when it is absent or stale (made from other predictions, another
-    format); a UserError naming the file when it cannot be read at all."""
-    path = Path(path)
+def predictions_fix(folder, split: str) -> str:
+    """What the user does about unusable predictions of `split`: import or predict them again."""
+    with contextlib.suppress(UserError):
+        if is_imported(folder):
+            return REIMPORT
+    return f"run `cskd predict {folder.path} --split {split} --force`"
+
+
+def read_predictions(folder, split: str, *, verify: bool = False) -> Predictions:
+    """The run's predictions of `split`, checked to be this run's and of that split; `verify`
+    also checks every byte and finite logits."""
+    path = folder.file(predictions_name(split))
     if not path.is_file():
-        return None
-    try:
-        z = NpzFile(path)
-    except NpzError as e:
-        raise UserError(f"{path} is damaged ({e}); it is a cache: recompute it") from None
-    m = z.meta
-    if m.get("format") != DERIVED_FORMAT or m.get("kind") != kind or source_write_id is None \
-            or m.get("source") != source_write_id:
-        return None
-    return z
+        raise UserError(f"{path} is missing; run `cskd predict {folder.path} --split {split}` to create it")
+    p = Predictions(path, fix=predictions_fix(folder, split))
+    if p.split != split:
+        raise UserError(f"{path} holds predictions of the {p.split} split, not of {split} (renamed or copied?); "
+                        f"{p.fix}")
+    if p.meta.get("run_id") != read_run_id(folder):
+        raise UserError(f"{path} was made by another run (copied from another folder?); {p.fix}")
+    if verify:
+        p.verify()
+    return p
 
 
-def tsne_points(z: NpzFile, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
-    """(coords float32 (M, 2), rows int64 (M,)) of an opened t-SNE cache, checked against the
-    predictions' sample count."""
+def predictions_status(folder, split: str, checkpoint: str = "best") -> tuple[str, str]:
+    """(state, reason) of predictions-<split>.npz, the one freshness rule:
+      missing  no file
+      foreign  a file cskd did not write here (never replaced by cskd)
+      damaged  unreadable, of another format, or not of this run or split
+      stale    made from another checkpoint than the current `checkpoint`.pt
+      fresh    made from the current `checkpoint`.pt (an import: as imported)
+    Byte-level damage is found by `read_predictions(folder, split, verify=True)`, not here."""
+    name = predictions_name(split)
+    if not folder.file(name).is_file():
+        return "missing", f"{name} does not exist"
+    if not folder.owns(name):
+        return "foreign", f"{name} was not written by cskd in this folder"
     try:
-        coords = np.asarray(z.array("coords"), dtype=np.float32)
-        rows = np.asarray(z.array("rows"), dtype=np.int64)
-    except KeyError as e:
-        raise UserError(f"{z.path} lacks {e}; it is a cache: recompute it") from None
-    if coords.ndim != 2 or coords.shape[1] != 2 or rows.shape != (len(coords),) or \
-            (rows.size and (rows.min() < 0 or rows.max() >= num_samples)):
-        raise UserError(f"{z.path} does not match its predictions; it is a cache: recompute it")
-    return coords, rows
+        p = read_predictions(folder, split)
+    except UserError as e:
+        return "damaged", str(e)
+    if p.meta["checkpoint"] == "imported":
+        return "fresh", "imported"
+    if p.meta["checkpoint"] != checkpoint:
+        return "stale", f"made from {p.meta['checkpoint']}.pt, not {checkpoint}.pt"
+    digest = folder.recorded_sha256(f"{checkpoint}.pt")
+    if digest is None or p.meta.get("checkpoint_sha256") != digest:
+        return "stale", f"made from an earlier {checkpoint}.pt"
+    return "fresh", f"made from the current {checkpoint}.pt"
+
+
+def write_predictions(folder, split: str, arrays: dict, meta: dict) -> None:
+    """Write predictions-<split>.npz: `arrays` and `meta` (checkpoint, checkpoint_sha256, epoch,
+    dataset, class names...) with the format, split, run id and a new write_id added."""
+    meta = {**meta, "format": PREDICTIONS_FORMAT, "kind": "predictions", "split": split,
+            "run_id": read_run_id(folder), "write_id": uuid.uuid4().hex}
+    folder.write(predictions_name(split), lambda f: write_npz(f, arrays, meta))
