@@ -285,12 +285,15 @@ def test_precomputed_metrics_are_used_only_with_the_same_settings(tmp_path):
     # a caller's cache (cskd.evaluation.stats_cache), values a recomputation never gives
     cached = {"top1_error": 0.123456, "ece": 0.5}
     settings = {"n_bins": 20, "n_boot": 20, "ci_level": 0.95}
-    run = dict(make_run(0), metrics=cached, metrics_settings=settings)
+    run = dict(make_run(0), metrics=cached, metrics_settings=settings, tsne=(np.zeros((N, 2)), np.arange(N)))
     assert report.analyze_runs({"r": run}, tmp_path / "a", progress=False, n_boot=20)["r"] == cached
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text()) == {"r": cached}
     for other in ({"n_bins": 10}, {"n_boot": 30}, {"ci_level": 0.9}):
-        metrics = report.analyze_runs({"r": run}, tmp_path / f"b{len(other)}{list(other)[0]}", progress=False,
-                               **{**settings, **other})["r"]
-        assert metrics["top1_error"] != cached["top1_error"], other
+        rep = report.Report(report.as_runs({"r": run}), str(tmp_path), {**settings, **other}, ("seed",), 100,
+                            True, False, mapping=MAP, coarse=["a", "b"])
+        report.compute_metrics(rep, "r")  # the metrics step alone: no figures needed
+        assert rep.metrics["r"]["top1_error"] != cached["top1_error"], other
+        assert rep.metrics["r"] == report.run_metrics(run, **{**settings, **other}), other
 
 
 def test_read_only_memmap_inputs_are_never_written(tmp_path):

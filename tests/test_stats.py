@@ -40,6 +40,7 @@ def test_scalars_are_the_reports_own_numbers(run):
     assert s.settings == {"n_bins": 20, "n_boot": 1000, "ci_level": 0.95}
 
 
+@pytest.mark.slow  # opens the run as cskd analyze does (about 4 s)
 def test_the_report_reads_the_cache(run, monkeypatch):
     """cskd analyze's input (run_data.run_arrays) carries the cache's metrics with its settings, and
     the report takes them as they are: nothing is computed twice."""
