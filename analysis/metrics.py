@@ -7,9 +7,9 @@ import numpy as np
 
 from . import _checks
 
-# Logits converted to float64 at a time by the chunked passes (32 MB): an ImageNet run's 50,000 x
-# 1,000 logits are never held as float64 whole.
-CHUNK_ELEMENTS = 1 << 22
+# Logits converted to float64 at a time by the chunked passes (8 MB; a pass holds a handful of
+# arrays this size): an ImageNet run's 50,000 x 1,000 logits are never held as float64 whole.
+CHUNK_ELEMENTS = 1 << 20
 
 
 def row_chunks(n: int, c: int, chunk_elements: int | None = None) -> list[tuple[int, int]]:
