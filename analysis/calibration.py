@@ -1,4 +1,4 @@
-"""Calibration: reliability bins (equal-width or equal-mass), ECE (the paper's, M = 20), MCE,
+"""Calibration: reliability bins (equal-width or equal-mass), ECE (the paper's, M = N_BINS = 20), MCE,
 adaptive and class-wise ECE, a bootstrap interval for ECE, the Brier score, over-confidence and
 temperature scaling.
 
@@ -20,14 +20,17 @@ When M > N the last M - N bins are empty, with both edges at the largest confide
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from . import _checks
-from .metrics import log_softmax
+from .metrics import finite_chunk, log_softmax, logit_rows, row_chunks
 
+N_BINS = 20  # confidence bins of ECE / MCE and the reliability diagrams: the paper's M
+N_BOOT = 1000  # bootstrap resamples of the ECE's interval
+CI_LEVEL = 0.95  # coverage of that interval
 STRATEGIES = ("uniform", "quantile")
 # Bootstrap resamples are drawn this many sample indices at a time (bounds memory, ~32 MB int64).
 _BOOT_CHUNK_ELEMENTS = 1 << 22
@@ -99,7 +102,7 @@ def confidence_and_correctness(probs, labels) -> tuple[np.ndarray, np.ndarray]:
     return p.max(axis=1), p.argmax(axis=1) == y
 
 
-def reliability_bins_from_confidence(confidence, correct, *, n_bins: int = 20,
+def reliability_bins_from_confidence(confidence, correct, *, n_bins: int = N_BINS,
                                      strategy: str = "uniform") -> ReliabilityBins:
     """Reliability bins from per-sample confidence (N,) in [0, 1] and correctness (N,) bool.
 
@@ -123,7 +126,7 @@ def reliability_bins_from_confidence(confidence, correct, *, n_bins: int = 20,
     return ReliabilityBins(lower, upper, acc, mean_conf, count, strategy)
 
 
-def reliability_bins(probs, labels, *, n_bins: int = 20, strategy: str = "uniform") -> ReliabilityBins:
+def reliability_bins(probs, labels, *, n_bins: int = N_BINS, strategy: str = "uniform") -> ReliabilityBins:
     """Group samples into `n_bins` bins of confidence = max softmax probability, equal-width
     ("uniform", the paper's) or equal-mass ("quantile"); see the module docstring for the edges.
 
@@ -147,18 +150,18 @@ def mce_from_bins(bins: ReliabilityBins) -> float:
     return float(np.max(np.abs(bins.accuracy[full] - bins.confidence[full])))
 
 
-def ece(probs, labels, *, n_bins: int = 20) -> float:
+def ece(probs, labels, *, n_bins: int = N_BINS) -> float:
     """Expected calibration error in [0, 1] (paper §3.1): sum_m |B_m|/n * |acc(B_m) - conf(B_m)|
     over `n_bins` equal-width confidence bins (see module docstring for the edges)."""
     return ece_from_bins(reliability_bins(probs, labels, n_bins=n_bins))
 
 
-def mce(probs, labels, *, n_bins: int = 20) -> float:
+def mce(probs, labels, *, n_bins: int = N_BINS) -> float:
     """Maximum calibration error in [0, 1]: max over non-empty equal-width bins of |acc(B_m) - conf(B_m)|."""
     return mce_from_bins(reliability_bins(probs, labels, n_bins=n_bins))
 
 
-def adaptive_ece(probs, labels, *, n_bins: int = 20) -> float:
+def adaptive_ece(probs, labels, *, n_bins: int = N_BINS) -> float:
     """ECE in [0, 1] over equal-mass bins: samples sorted by confidence (stable sort) and split
     into `n_bins` consecutive groups whose sizes differ by at most one (np.array_split), then
     sum_m |B_m|/n * |acc(B_m) - conf(B_m)|. Groups left empty when n_bins > n are skipped.
@@ -166,25 +169,37 @@ def adaptive_ece(probs, labels, *, n_bins: int = 20) -> float:
     return ece_from_bins(reliability_bins(probs, labels, n_bins=n_bins, strategy="quantile"))
 
 
-def classwise_ece(probs, labels, *, n_bins: int = 20) -> float:
+def classwise_ece(probs, labels, *, n_bins: int = N_BINS) -> float:
     """Class-wise ECE in [0, 1]: (1/C) * sum_c sum_m |B_mc|/n * |mean(1[y=c]) - mean(p_c)| over
     B_mc, the samples whose probability p_c for class c falls in equal-width bin m."""
     p, y = _checks.probs_and_labels(probs, labels)
     n_bins = _checks.positive_int(n_bins, "n_bins")
-    n, c = p.shape
+    return classwise_ece_of_cells(*classwise_cells(p, y, n_bins), n=p.shape[0], n_bins=n_bins)
+
+
+def classwise_cells(p: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class-wise ECE's sums over some rows of probabilities p (R, C) and labels y (R,), already
+    checked: (sum_p, sum_y), flat float64 arrays of C * n_bins cells, cell c * n_bins + m summing
+    p_c and 1[y = c] over the rows whose p_c falls in equal-width bin m. Sums over row chunks add
+    up to the sums over all rows (so classwise_ece_of_cells can be fed chunk by chunk)."""
+    r, c = p.shape
     # One flat bincount over (class, bin) cells instead of a Python loop over classes.
-    cell = np.arange(c)[None, :] * n_bins + _bin_index(p, n_bins)
+    cell = (np.arange(c)[None, :] * n_bins + _bin_index(p, n_bins)).ravel()
     onehot = np.zeros_like(p)
-    onehot[np.arange(n), y] = 1.0
+    onehot[np.arange(r), y] = 1.0
     size = c * n_bins
-    sum_p = np.bincount(cell.ravel(), weights=p.ravel(), minlength=size)
-    sum_y = np.bincount(cell.ravel(), weights=onehot.ravel(), minlength=size)
+    return (np.bincount(cell, weights=p.ravel(), minlength=size),
+            np.bincount(cell, weights=onehot.ravel(), minlength=size))
+
+
+def classwise_ece_of_cells(sum_p: np.ndarray, sum_y: np.ndarray, *, n: int, n_bins: int) -> float:
+    """Class-wise ECE from the cell sums of classwise_cells over all n samples."""
     # |B| * |mean_y - mean_p| == |sum_y - sum_p|, and empty cells contribute 0.
-    per_class = np.abs(sum_y - sum_p).reshape(c, n_bins).sum(axis=1) / n
+    per_class = np.abs(sum_y - sum_p).reshape(-1, n_bins).sum(axis=1) / n
     return float(per_class.mean())
 
 
-def ece_bootstrap_ci(probs, labels, *, n_bins: int = 20, n_boot: int = 1000, level: float = 0.95,
+def ece_bootstrap_ci(probs, labels, *, n_bins: int = N_BINS, n_boot: int = N_BOOT, level: float = CI_LEVEL,
                      seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval (low, high), in [0, 1], for the equal-width ECE of `ece`.
 
@@ -197,8 +212,8 @@ def ece_bootstrap_ci(probs, labels, *, n_bins: int = 20, n_boot: int = 1000, lev
     return ece_bootstrap_ci_from_confidence(conf, right, n_bins=n_bins, n_boot=n_boot, level=level, seed=seed)
 
 
-def ece_bootstrap_ci_from_confidence(confidence, correct, *, n_bins: int = 20, n_boot: int = 1000,
-                                     level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def ece_bootstrap_ci_from_confidence(confidence, correct, *, n_bins: int = N_BINS, n_boot: int = N_BOOT,
+                                     level: float = CI_LEVEL, seed: int = 0) -> tuple[float, float]:
     """`ece_bootstrap_ci` from per-sample confidence (N,) in [0, 1] and correctness (N,) bool
     (see confidence_and_correctness): the same replicates and interval, without the (N, C)
     probabilities."""
@@ -227,9 +242,14 @@ def brier_score(probs, labels) -> float:
     L2 distance between each predicted distribution and the one-hot label, summed over the C
     classes and averaged over the N samples (0: certain and right; 2: certain and wrong)."""
     p, y = _checks.probs_and_labels(probs, labels)
-    rows = np.arange(p.shape[0])
+    return brier_sum(p, y) / p.shape[0]
+
+
+def brier_sum(p: np.ndarray, y: np.ndarray) -> float:
+    """sum_i sum_c (p_ic - 1[y_i = c])^2 over some rows of checked probabilities (R, C) and labels
+    (R,): brier_score times R; sums over row chunks add up."""
     # sum_c (p_c - 1[y=c])^2 = sum_c p_c^2 - 2 p_y + 1
-    return float(np.mean((p * p).sum(axis=1) - 2.0 * p[rows, y] + 1.0))
+    return float(np.sum((p * p).sum(axis=1) - 2.0 * p[np.arange(p.shape[0]), y] + 1.0))
 
 
 def overconfidence(probs, labels) -> float:
@@ -252,20 +272,30 @@ def apply_temperature(logits, t: float) -> np.ndarray:
     return z / float(t)
 
 
-def fit_temperature(logits, labels, *, t_min: float = 0.01, t_max: float = 100.0) -> float:
+def fit_temperature(logits, labels, *, t_min: float = 0.01, t_max: float = 100.0,
+                    chunk_elements: int | None = None) -> float:
     """Temperature T in [t_min, t_max] minimising the mean NLL of softmax(logits / T).
 
     Fit on held-out (validation) logits, then apply to test logits. The search is over log T
-    (bounded Brent), which is smooth and treats T and 1/T symmetrically.
+    (bounded Brent, xatol 1e-5), which is smooth and treats T and 1/T symmetrically. The logits
+    are read in row chunks (analysis.metrics.row_chunks), so a large memory-mapped validation set
+    is never converted to float64 as a whole.
     """
-    z, y = _checks.logits_and_labels(logits, labels)
+    from scipy.optimize import minimize_scalar  # here: importing the constants above stays light
+
+    n, c = logit_rows(logits)
+    y = _checks.labels(labels, n, c)
     if not 0 < t_min < t_max:
         raise ValueError(f"need 0 < t_min < t_max; got t_min={t_min}, t_max={t_max}")
-    rows = np.arange(z.shape[0])
+    chunks = row_chunks(n, c, chunk_elements)
 
     def loss(log_t: float) -> float:
-        return float(-np.mean(log_softmax(z / np.exp(log_t))[rows, y]))
+        t, total = math.exp(log_t), 0.0
+        for s, e in chunks:
+            lp = log_softmax(finite_chunk(logits, s, e) / t)
+            total += float(np.sum(lp[np.arange(e - s), y[s:e]]))
+        return -total / n
 
-    res = minimize_scalar(loss, bounds=(np.log(t_min), np.log(t_max)), method="bounded",
+    res = minimize_scalar(loss, bounds=(math.log(t_min), math.log(t_max)), method="bounded",
                           options={"xatol": 1e-5})
-    return float(np.exp(res.x))
+    return float(math.exp(res.x))

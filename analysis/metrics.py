@@ -1,10 +1,47 @@
-"""Classification metrics on raw logits: softmax, top-k error, negative log-likelihood."""
+"""Classification metrics on raw logits: softmax, top-k error, negative log-likelihood; and the row
+chunks a large (memory-mapped) logit matrix is read in."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from . import _checks
+
+# Logits converted to float64 at a time by the chunked passes (8 MB; a pass holds a handful of
+# arrays this size): an ImageNet run's 50,000 x 1,000 logits are never held as float64 whole.
+CHUNK_ELEMENTS = 1 << 20
+
+
+def row_chunks(n: int, c: int, chunk_elements: int | None = None) -> list[tuple[int, int]]:
+    """(start, stop) row ranges covering range(n), each of at most max(1, chunk_elements // c) rows
+    (CHUNK_ELEMENTS when None), in order."""
+    elements = CHUNK_ELEMENTS if chunk_elements is None else chunk_elements
+    step = max(1, elements // max(c, 1))
+    return [(s, min(s + step, n)) for s in range(0, n, step)]
+
+
+def logit_rows(x, name: str = "logits") -> tuple[int, int]:
+    """(N, C) of a 2-D real array with at least one row and one column, checked without reading it
+    whole (its values are checked chunk by chunk with `finite_chunk`)."""
+    shape, dtype = np.shape(x), getattr(x, "dtype", None)
+    if dtype is None:
+        x = np.asarray(x)
+        shape, dtype = x.shape, x.dtype
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be a 2-D array (N, C); got shape {tuple(shape)}")
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"{name} must have at least one row and one column; got shape {tuple(shape)}")
+    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        raise ValueError(f"{name} must hold real numbers; got dtype {dtype}")
+    return int(shape[0]), int(shape[1])
+
+
+def finite_chunk(x, start: int, stop: int, name: str = "logits") -> np.ndarray:
+    """Rows start:stop of `x` as float64, or a ValueError when any is NaN or infinite."""
+    z = np.asarray(x[start:stop], dtype=np.float64)
+    if not np.isfinite(z).all():
+        raise ValueError(f"{name} contains NaN or infinite values; remove or fix those rows")
+    return z
 
 
 def softmax(logits) -> np.ndarray:

@@ -38,7 +38,8 @@ class ReliabilityDisplay:
     name: str = ""
 
     @classmethod
-    def from_confidence(cls, confidence: ArrayLike, correct: ArrayLike, *, n_bins: int = 20, strategy: str = "uniform",
+    def from_confidence(cls, confidence: ArrayLike, correct: ArrayLike, *, n_bins: int = cal.N_BINS,
+                        strategy: str = "uniform",
                         name: str = "") -> ReliabilityDisplay:
         """From per-sample confidence (N,) in [0, 1] and correctness (N,) bool (see
         calibration.confidence_and_correctness); `strategy` "uniform" or "quantile"."""
@@ -46,14 +47,14 @@ class ReliabilityDisplay:
         return cls(bins, cal.ece_from_bins(bins), cal.mce_from_bins(bins), str(name))
 
     @classmethod
-    def from_probs(cls, probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 20, strategy: str = "uniform",
+    def from_probs(cls, probs: ArrayLike, labels: ArrayLike, *, n_bins: int = cal.N_BINS, strategy: str = "uniform",
                    name: str = "") -> ReliabilityDisplay:
         """From (N, C) softmax probabilities and (N,) labels."""
         conf, right = cal.confidence_and_correctness(probs, labels)
         return cls.from_confidence(conf, right, n_bins=n_bins, strategy=strategy, name=name)
 
     @classmethod
-    def from_logits(cls, logits: ArrayLike, labels: ArrayLike, *, n_bins: int = 20, strategy: str = "uniform",
+    def from_logits(cls, logits: ArrayLike, labels: ArrayLike, *, n_bins: int = cal.N_BINS, strategy: str = "uniform",
                     name: str = "") -> ReliabilityDisplay:
         """From (N, C) logits (softmax taken here; divide by a temperature first to show a
         temperature-scaled model) and (N,) labels."""

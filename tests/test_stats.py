@@ -22,20 +22,43 @@ def run(tmp_path_factory):
                                sharpness=2.5, dim=16)
 
 
-def test_scalars_equal_analysis_run_metrics(run):
+def test_scalars_are_the_reports_own_numbers(run):
+    """One pipeline: the cache computes through analysis.summary.run_scalars, the code path of the
+    report's run_metrics, so on the same arrays they give the same keys and floats; only Recall@1
+    comes from another search (FAISS here, brute force there)."""
     from analysis.report import run_metrics
 
     s = ensure_stats(run)
     p, v = read_predictions(RunFolder(run), "test"), read_predictions(RunFolder(run), "val")
     ref = run_metrics({"logits": p.logits, "labels": p.labels, "features": p.features, "val_logits": v.logits,
                        "val_labels": v.labels, "fine_to_coarse": p.fine_to_coarse, "coarse_names": p.coarse_names})
-    for key, value in ref.items():
-        if key.startswith("top1_error["):
-            continue
-        assert s.metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    cached = s.report_metrics(p.coarse_names)
+    recall = (cached.pop("recall_at_1"), ref.pop("recall_at_1"))
+    assert cached == ref  # exact: one code path
+    assert recall[0] == pytest.approx(recall[1])
     assert s.complete and s.num_samples == 300 and s.num_classes == 12
-    group_errors = [ref[f"top1_error[{g}]"] for g in p.coarse_names]
-    assert np.asarray(s.group_error) == pytest.approx(group_errors)
+    assert s.settings == {"n_bins": 20, "n_boot": 1000, "ci_level": 0.95}
+
+
+@pytest.mark.slow  # opens the run as cskd analyze does (about 4 s)
+def test_the_report_reads_the_cache(run, monkeypatch):
+    """cskd analyze's input (run_data.run_arrays) carries the cache's metrics with its settings, and
+    the report takes them as they are: nothing is computed twice."""
+    import analysis.report as report
+    from cskd.evaluation.run_data import run_arrays
+
+    data = run_arrays(run, progress=False, with_tsne=False)
+    assert isinstance(data, report.RunData) and data.name == run.name
+    assert data.metrics == ensure_stats(run).report_metrics(data.coarse_names)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the report recomputed metrics the stats cache holds")
+
+    monkeypatch.setattr(report, "run_metrics", never)
+    rep = report.Report({data.name: data}, "unused", {"n_bins": 20, "n_boot": 1000, "ci_level": 0.95}, ("seed",),
+                        100, True, False)
+    report.compute_metrics(rep, data.name)
+    assert rep.metrics[data.name] == data.metrics
 
 
 def test_per_sample_summaries_by_brute_force(run):
@@ -150,7 +173,7 @@ def test_two_steps_and_small_chunks_give_the_same_numbers(run, tmp_path, monkeyp
     whole = ensure_stats(run)
     copy = shutil.copytree(run, tmp_path / "copy", copy_function=shutil.copy2)
     (copy / "stats-test.npz").unlink()
-    monkeypatch.setattr(stats_module, "CHUNK_ELEMENTS", 50)  # a few rows at a time
+    monkeypatch.setattr("analysis.metrics.CHUNK_ELEMENTS", 50)  # a few rows at a time
     monkeypatch.setattr(stats_module, "SEARCH_BATCH", 7)
     steps = []
     partial = ensure_stats(copy, retrieval=False, on_step=lambda f, t: steps.append(f))
@@ -163,12 +186,16 @@ def test_two_steps_and_small_chunks_give_the_same_numbers(run, tmp_path, monkeyp
     assert (np.asarray(full.neighbours) == np.asarray(whole.neighbours)).all()
 
 
-def test_chunked_temperature_fit_equals_analysis(run):
+def test_one_temperature_fit_in_row_chunks(run):
+    """The cache's temperature is analysis.calibration.fit_temperature's (the only fit), which reads
+    the logits in row chunks without changing the result."""
     from analysis.calibration import fit_temperature
 
     v = read_predictions(RunFolder(run), "val")
-    assert stats_module.fit_temperature(v.logits, v.labels) == pytest.approx(fit_temperature(v.logits, v.labels),
-                                                                             rel=1e-6)
+    t = fit_temperature(v.logits, v.labels)
+    assert ensure_stats(run).temperature == t
+    assert fit_temperature(v.logits, v.labels, chunk_elements=5 * 12) == pytest.approx(t, rel=1e-6)
+    assert not hasattr(stats_module, "fit_temperature")
 
 
 # ------------------------------------------------------------------- the analysis additions it uses

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from analysis.calibration import CI_LEVEL, N_BINS, N_BOOT
 from analysis.displays import ReliabilityDisplay, overlay, side_by_side
 from analysis.smooth_calibration import SmoothReliability, plot_smooth_reliability, smooth_frame, smooth_reliability
 from analysis.tables import cell_text, group_by_seed, row_labels, scale
@@ -17,7 +18,7 @@ from app import charts, ui
 from cskd.config import NOT_EXPERIMENT
 
 STRATEGIES = {"equal-width": "uniform", "equal-mass": "quantile", "smooth (no bins)": "smooth"}
-GROUPED = {"ece": "ECE (20 bins)", "adaptive_ece": "adaptive ECE", "classwise_ece": "class-wise ECE",
+GROUPED = {"ece": f"ECE ({N_BINS} bins)", "adaptive_ece": "adaptive ECE", "classwise_ece": "class-wise ECE",
            "nll": "NLL", "brier": "Brier", "overconfidence": "over-confidence", "ece_after_ts": "ECE after TS"}
 
 
@@ -40,8 +41,8 @@ def smooth(key, name: str, _stats, scaled: bool) -> SmoothReliability:
 def controls() -> tuple[int, str, str, bool, bool]:
     row = st.container(horizontal=True, vertical_alignment="bottom")
     with row:
-        n_bins = st.number_input("Bins", min_value=1, max_value=200, value=20, step=1, key="n_bins",
-                                 persist_state="session", help="The paper uses 20 equal-width bins.", width=120)
+        n_bins = st.number_input("Bins", min_value=1, max_value=200, value=N_BINS, step=1, key="n_bins",
+                                 persist_state="session", help=f"The paper uses {N_BINS} equal-width bins.", width=120)
         strategy = st.segmented_control("Bins of", list(STRATEGIES), default="equal-width", key="cal_strategy",
                                         persist_state="session", required=True,
                                         help="equal-width: (m/M, (m+1)/M]; equal-mass: the same number of samples "
@@ -70,9 +71,10 @@ def metrics_table(ready, displays: dict, curves: dict) -> pd.DataFrame:
             shown = {"ECE (shown bins)": _pct(d.ece if d else None), "MCE (shown bins)": _pct(d.mce if d else None)}
         table[r.name] = {
             **shown,
-            "ECE (20 equal-width bins)": _pct(m["ece"]),
-            "ECE 95% bootstrap interval": f"{100 * low:.2f}–{100 * high:.2f} %" if low is not None else "—",
-            "adaptive ECE (20 equal-mass bins)": _pct(m["adaptive_ece"]), "class-wise ECE": _pct(m["classwise_ece"]),
+            f"ECE ({N_BINS} equal-width bins)": _pct(m["ece"]),
+            f"ECE {CI_LEVEL:.0%} bootstrap interval": f"{100 * low:.2f}–{100 * high:.2f} %" if low is not None else "—",
+            f"adaptive ECE ({N_BINS} equal-mass bins)": _pct(m["adaptive_ece"]),
+            "class-wise ECE": _pct(m["classwise_ece"]),
             "NLL (nats)": f"{m['nll']:.3f}", "Brier score": f"{m['brier']:.3f}",
             "confidence − accuracy": ("over-confident by " if over > 0 else "under-confident by ")
             + f"{100 * abs(over):.2f} %",
@@ -136,9 +138,9 @@ def page() -> None:
                 displays[r.name] = display(r.files.key, r.name, r.stats, n_bins, strategy, scaled)
     table = metrics_table(ready, displays, curves)
     st.dataframe(table, hide_index=False, width="stretch", height=35 * len(table) + 40)
-    st.caption("Bootstrap interval: percentile bootstrap of the 20-bin ECE (1,000 resamples of the test set). "
-               "confidence − accuracy: mean max-softmax probability minus accuracy (the signed ECE). TS: temperature "
-               "scaling, T fitted on the validation split.")
+    st.caption(f"Bootstrap interval: percentile bootstrap of the {N_BINS}-bin ECE ({N_BOOT:,} resamples of the "
+               "test set). confidence − accuracy: mean max-softmax probability minus accuracy (the signed ECE). TS: "
+               "temperature scaling, T fitted on the validation split.")
     seed_table(ready)
     if curves:
         smooth_section(ctx, curves, scaled)

@@ -9,6 +9,7 @@ import math
 import pandas as pd
 import streamlit as st
 
+from analysis.calibration import N_BINS
 from analysis.displays import TxLDisplay
 from analysis.figures import safe_stem
 from analysis.tables import cell_text, group_by_seed, row_labels, txl_groups
@@ -219,9 +220,9 @@ def page() -> None:
     ctx = ui.context()
     st.title("Runs")
     st.caption("Metrics come from each run's stats cache (`stats-test.npz`: computed once from its test "
-               "predictions, ECE with 20 bins as in the paper). Picked runs get theirs computed in the background; "
-               "runs without one show the accuracy of training's own test pass. Pick the runs to compare in "
-               "the sidebar: every page shows them.")
+               f"predictions, ECE with {N_BINS} bins as in the paper). Picked runs get theirs computed in the "
+               "background; runs without one show the accuracy of training's own test pass. Pick the runs to compare "
+               "in the sidebar: every page shows them.")
     rows, records, missing = collect(ctx)
     if rows:
         runs_table(rows)

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 
+from analysis.calibration import N_BINS
 from cskd.cli.train_options import (
     SWEEP_OVERRIDES,
     add_sweep_overrides,
@@ -170,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run folders (same data set); predicted where needed")
     an.add_argument("--out", required=True, type=nonempty_path, help="output folder")
     an.add_argument("--split", choices=SPLITS, default=DEFAULT_SPLIT)
-    an.add_argument("--bins", type=int, default=20, help="equal-width confidence bins for ECE/MCE (20, as the paper)")
+    an.add_argument("--bins", type=int, default=N_BINS,
+                    help=f"equal-width confidence bins for ECE/MCE ({N_BINS}, as the paper)")
     an.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     an.set_defaults(func=cmd_analyze)
 

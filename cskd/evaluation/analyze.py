@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from analysis.calibration import N_BINS
 from analysis.embedding import TSNE_MAX_POINTS  # points of a t-SNE cache (it records them)
 from cskd.config import NOT_EXPERIMENT
 from cskd.errors import UserError
@@ -48,7 +49,8 @@ def _check_report_folder(out: Path) -> None:
                         f"replaced): move it away, or choose another --out")
 
 
-def analyze(runs: list[str], out: str, *, split: str = DEFAULT_SPLIT, n_bins: int = 20, progress: bool | None = None,
+def analyze(runs: list[str], out: str, *, split: str = DEFAULT_SPLIT, n_bins: int = N_BINS,
+            progress: bool | None = None,
             tsne_max_points: int = TSNE_MAX_POINTS) -> dict:
     """Analyse runs into `out` (metrics.json, table.md/.csv/.tex, figures/). Returns the metrics."""
     from analysis.report import analyze_runs
@@ -66,11 +68,10 @@ def analyze(runs: list[str], out: str, *, split: str = DEFAULT_SPLIT, n_bins: in
     if len(datasets) > 1:
         shown = ", ".join(f"{n}: {c['dataset']}" for n, c in configs.items())
         raise UserError(f"cannot compare runs made on different data sets ({shown}); analyse each data set apart")
-    arrays = {f.path.name: run_arrays(f.path, split=split, progress=progress, tsne_max_points=tsne_max_points)
-              for f in folders}
+    data = [run_arrays(f.path, split=split, progress=progress, tsne_max_points=tsne_max_points) for f in folders]
     with replaced_as_a_whole(out_dir) as new:
         try:
-            metrics = analyze_runs(arrays, new, n_bins=n_bins, tsne_max_points=tsne_max_points, progress=progress,
+            metrics = analyze_runs(data, new, n_bins=n_bins, tsne_max_points=tsne_max_points, progress=progress,
                                    group_ignore=NOT_EXPERIMENT)
         except ValueError as e:
             raise UserError(str(e)) from None

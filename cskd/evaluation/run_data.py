@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.embedding import TSNE_MAX_POINTS  # points of a t-SNE cache (it records them)
+from analysis.report_input import RunData
 from cskd.errors import UserError
 from cskd.evaluation.predict import predict
 from cskd.evaluation.stats_compute import ensure_stats
@@ -94,19 +95,19 @@ def _has_val(folder: RunFolder) -> bool:
 
 
 def run_arrays(run: Path, *, split: str = DEFAULT_SPLIT, progress: bool | None = None,
-               tsne_max_points: int = TSNE_MAX_POINTS, with_tsne: bool = True) -> dict:
-    """Everything `analysis.report.analyze_runs` takes for one run, predicting first where needed.
-    Arrays are read-only memory maps of the predictions file."""
+               tsne_max_points: int = TSNE_MAX_POINTS, with_tsne: bool = True) -> RunData:
+    """Everything `analysis.report.analyze_runs` takes for one run (analysis.report_input.RunData,
+    named after the run folder), predicting first where needed. Arrays are read-only memory maps
+    of the predictions file; the metrics are the stats cache's (computed once per predictions
+    file, by the report's own code path), with the settings it records."""
     preds, val, tsne, stats = prepare_run(run, split=split, progress=progress, tsne_max_points=tsne_max_points,
                                           with_tsne=with_tsne)
-    arrays = {"logits": preds.logits, "features": preds.features, "labels": preds.labels, "indices": preds.indices,
-              "class_names": preds.class_names, "dataset": preds.dataset, "split": preds.split,
-              "config": read_config_dict(RunFolder(run)), "images": image_lookup(preds), "tsne": tsne}
-    if preds.fine_to_coarse is not None:
-        arrays["fine_to_coarse"] = preds.fine_to_coarse
-        arrays["coarse_names"] = preds.coarse_names
-    if val is not None:
-        arrays["val_logits"], arrays["val_labels"] = val.logits, val.labels
-    # computed once per predictions file (cskd.evaluation.stats_cache), with the settings it records
-    arrays["metrics"], arrays["metrics_settings"] = stats.report_metrics(preds.coarse_names), stats.settings
-    return arrays
+    folder = RunFolder(run)
+    mapped = preds.fine_to_coarse is not None
+    return RunData(name=folder.path.name, logits=preds.logits, features=preds.features, labels=preds.labels,
+                   indices=preds.indices, class_names=preds.class_names, dataset=preds.dataset, split=preds.split,
+                   config=read_config_dict(folder), images=image_lookup(preds), tsne=tsne,
+                   fine_to_coarse=preds.fine_to_coarse if mapped else None,
+                   coarse_names=preds.coarse_names if mapped else None,
+                   val_logits=None if val is None else val.logits, val_labels=None if val is None else val.labels,
+                   metrics=stats.report_metrics(preds.coarse_names), metrics_settings=stats.settings)

@@ -8,10 +8,11 @@ per page, bin count or view.
 
 Scalars (meta "metrics"; fractions in [0, 1] unless said otherwise; None when undefined), named as
 analysis.report.run_metrics names them:
-  top1_error, top5_error (k = min(5, C); ties in the label's favour), nll (nats), ece, mce (20
-  equal-width bins, analysis.calibration's convention), adaptive_ece (20 equal-mass bins),
-  classwise_ece, brier (in [0, 2]), overconfidence (mean confidence - accuracy, in [-1, 1]),
-  ece_ci_low / ece_ci_high (percentile bootstrap, 1,000 resamples, 95 %, seed 0), recall_at_1
+  top1_error, top5_error (k = min(5, C); ties in the label's favour), nll (nats), ece, mce (N_BINS
+  = analysis.calibration.N_BINS equal-width bins, analysis.calibration's convention), adaptive_ece
+  (N_BINS equal-mass bins), classwise_ece, brier (in [0, 2]), overconfidence (mean confidence -
+  accuracy, in [-1, 1]), ece_ci_low / ece_ci_high (percentile bootstrap, N_BOOT resamples, CI_LEVEL,
+  seed 0), all computed by analysis.summary.run_scalars (the report's code path), recall_at_1
   (exact L2 search with FAISS, the query excluded), temperature (fitted on the run's validation
   predictions, never on the test split; None without them), ece_after_ts, mce_after_ts,
   nll_after_ts, hierarchical_accuracy (with a coarse grouping).
@@ -45,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.calibration import CI_LEVEL, N_BINS, N_BOOT
 from cskd.errors import UserError
 from cskd.runfolder.derived import read_derived
 from cskd.runfolder.folder import RunFolder
@@ -52,9 +54,6 @@ from cskd.runfolder.layout import DEFAULT_SPLIT, stats_name
 from cskd.runfolder.predictions import predictions_status, read_predictions
 
 STATS_VERSION = 1  # of the content below; another version is recomputed
-N_BINS = 20
-N_BOOT = 1000
-CI_LEVEL = 0.95
 NEIGHBOURS = 10
 TOP_PAIRS = 50
 
@@ -78,7 +77,7 @@ class Stats:
         return dict(self.meta["metrics"])
 
     def report_metrics(self, coarse_names: list[str] | None = None) -> dict:
-        """The metrics as analysis.report.run_metrics names them (20 bins): the defined scalars,
+        """The metrics as analysis.report.run_metrics names them (N_BINS bins): the defined scalars,
         and with a coarse grouping one top1_error[<group>] per group."""
         from analysis.hierarchy import group_error_key, group_names
 
@@ -185,4 +184,4 @@ def read_stats(run, split: str = DEFAULT_SPLIT) -> Stats | None:
     return _open(folder, split, preds, _val_predictions(folder, split))
 
 
-__all__ = ["Stats", "read_stats", "N_BINS", "NEIGHBOURS"]
+__all__ = ["Stats", "read_stats", "N_BINS", "N_BOOT", "CI_LEVEL", "NEIGHBOURS"]

@@ -1,12 +1,12 @@
-"""Computing a run's stats cache (its definitions: cskd.evaluation.stats_cache): one softmax pass
-over the logits in row chunks, the temperature fit on the validation predictions, the bootstrap
-interval of the ECE, the confusion matrix, and the exact neighbour search (FAISS).
+"""Computing a run's stats cache (its definitions: cskd.evaluation.stats_cache): the scalars and
+per-sample summaries of analysis.summary.run_scalars (one softmax pass over the logits in row
+chunks, the temperature fit on the validation predictions, the bootstrap interval of the ECE: the
+report's code path), the confusion matrix, and the exact neighbour search (FAISS).
 `ensure_stats` runs them and writes the file under the run folder's lock.
 """
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -30,7 +30,6 @@ from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import DEFAULT_SPLIT, stats_name
 from cskd.runfolder.predictions import predictions_fix, predictions_status, read_predictions
 
-CHUNK_ELEMENTS = 1 << 22  # logits handled at a time (32 MB as float64)
 SEARCH_BATCH = 4096  # queries (and index additions) at a time
 
 
@@ -56,115 +55,32 @@ class Plan:
         self.first = estimate_seconds(n, c, None, n_val) / self.total
 
 
-def _rows(n: int, c: int):
-    step = max(1, CHUNK_ELEMENTS // max(c, 1))
-    return [(s, min(s + step, n)) for s in range(0, n, step)]
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-def fit_temperature(logits, labels, *, t_min: float = 0.01, t_max: float = 100.0) -> float:
-    """analysis.calibration.fit_temperature (bounded Brent search of log T minimising the mean NLL
-    of softmax(logits / T), same bounds and tolerance) over row chunks of `logits`, so a large
-    (memory-mapped) validation set is never converted to float64 as a whole."""
-    from scipy.optimize import minimize_scalar
-
-    y = np.asarray(labels, dtype=np.int64)
-    chunks = _rows(len(y), logits.shape[1])
-
-    def loss(log_t: float) -> float:
-        t, total = math.exp(log_t), 0.0
-        for s, e in chunks:
-            lp = _log_softmax(np.asarray(logits[s:e], dtype=np.float64) / t)
-            total += float(np.sum(lp[np.arange(e - s), y[s:e]]))
-        return -total / len(y)
-
-    res = minimize_scalar(loss, bounds=(math.log(t_min), math.log(t_max)), method="bounded",
-                          options={"xatol": 1e-5})
-    return float(math.exp(res.x))
-
-
-def _softmax_pass(logits, labels, t: float, want_all: bool) -> dict:
-    """Per-sample summaries of softmax(logits / t) in row chunks, and the sums class-wise ECE and
-    the Brier score need."""
-    n, c = logits.shape
-    y = np.asarray(labels, dtype=np.int64)
-    out = {"confidence": np.empty(n), "correct": np.empty(n, bool), "true_logprob": np.empty(n)}
-    if want_all:
-        out.update(pred=np.empty(n, np.int32), pred_logprob=np.empty(n), true_rank=np.empty(n, np.int32),
-                   entropy=np.empty(n, np.float32))
-        inner = np.linspace(0.0, 1.0, N_BINS + 1)[1:-1]
-        sum_p, sum_y, brier = np.zeros(c * N_BINS), np.zeros(c * N_BINS), 0.0
-    for s, e in _rows(n, c):
-        z = np.asarray(logits[s:e], dtype=np.float64)
-        zt = z / t if t != 1.0 else z
-        lp = _log_softmax(zt)
-        p = np.exp(lp)
-        rows, yy = np.arange(e - s), y[s:e]
-        pred = p.argmax(axis=1)
-        out["confidence"][s:e] = p[rows, pred]
-        out["correct"][s:e] = pred == yy
-        out["true_logprob"][s:e] = lp[rows, yy]
-        if want_all:
-            out["pred"][s:e] = pred
-            out["pred_logprob"][s:e] = lp[rows, pred]
-            out["true_rank"][s:e] = (z > z[rows, yy][:, None]).sum(axis=1)
-            out["entropy"][s:e] = -(p * lp).sum(axis=1)
-            # analysis.calibration.classwise_ece's (class, bin) cells, accumulated over chunks
-            cell = (np.arange(c)[None, :] * N_BINS + np.searchsorted(inner, p, side="left")).ravel()
-            onehot = np.zeros_like(p)
-            onehot[rows, yy] = 1.0
-            sum_p += np.bincount(cell, weights=p.ravel(), minlength=c * N_BINS)
-            sum_y += np.bincount(cell, weights=onehot.ravel(), minlength=c * N_BINS)
-            brier += float(np.sum((p * p).sum(axis=1) - 2.0 * p[rows, yy] + 1.0))
-    if want_all:
-        out["_classwise_ece"] = float((np.abs(sum_y - sum_p).reshape(c, N_BINS).sum(axis=1) / n).mean())
-        out["_brier"] = brier / n
-    return out
-
-
-def _calibration(conf, correct) -> tuple[float, float]:
-    from analysis import calibration as cal
-
-    bins = cal.reliability_bins_from_confidence(conf, correct, n_bins=N_BINS)
-    return cal.ece_from_bins(bins), cal.mce_from_bins(bins)
-
-
 def first_step(preds, val, plan: Plan, step) -> tuple[dict, dict]:
-    """Everything but the neighbour search: (arrays, meta)."""
-    from analysis import calibration as cal
+    """Everything but the neighbour search: (arrays, meta). The scalars and per-sample summaries
+    are analysis.summary.run_scalars' (the report's code path: one implementation, row-chunked)."""
     from analysis.confusion import accuracy_of_confusion, confusion_matrix, most_confused_pairs
     from analysis.hierarchy import group_names, hierarchical_accuracy, top1_error_by_group
+    from analysis.summary import run_scalars
 
     t0 = time.monotonic()
     logits, labels = preds.logits, np.asarray(preds.labels, dtype=np.int64)
     n, c = logits.shape
-    step(0.0, "softmax of the logits")
-    s = _softmax_pass(logits, labels, 1.0, True)
-    conf, correct = s["confidence"], s["correct"]
-    ece, mce = _calibration(conf, correct)
-    m = {"top1_error": float(np.mean(s["true_rank"] >= 1)), "top5_error": float(np.mean(s["true_rank"] >= min(5, c))),
-         "nll": float(-np.mean(s["true_logprob"])), "ece": ece, "mce": mce,
-         "adaptive_ece": cal.ece_from_bins(cal.reliability_bins_from_confidence(conf, correct, n_bins=N_BINS,
-                                                                                strategy="quantile")),
-         "classwise_ece": s.pop("_classwise_ece"), "brier": s.pop("_brier"),
-         "overconfidence": cal.overconfidence_from_confidence(conf, correct), "recall_at_1": None, "temperature": None,
-         "ece_after_ts": None, "mce_after_ts": None, "nll_after_ts": None, "hierarchical_accuracy": None}
-    step(0.3 * plan.first, "bootstrap interval of the ECE")
-    m["ece_ci_low"], m["ece_ci_high"] = cal.ece_bootstrap_ci_from_confidence(conf, correct, n_bins=N_BINS,
-                                                                             n_boot=N_BOOT, level=CI_LEVEL, seed=0)
-    arrays = dict(s)
-    if val is not None:
-        step(0.45 * plan.first, "temperature fitted on the validation predictions")
-        t = fit_temperature(val.logits, np.asarray(val.labels))
-        ts = _softmax_pass(logits, labels, t, False)
-        m["temperature"] = t
-        m["ece_after_ts"], m["mce_after_ts"] = _calibration(ts["confidence"], ts["correct"])
-        m["nll_after_ts"] = float(-np.mean(ts["true_logprob"]))
-        arrays.update({f"ts_{k}": v for k, v in ts.items()})
+    try:
+        scalars = run_scalars(logits, labels, val_logits=None if val is None else val.logits,
+                              val_labels=None if val is None else np.asarray(val.labels), n_bins=N_BINS,
+                              n_boot=N_BOOT, ci_level=CI_LEVEL, seed=0,
+                              on_step=lambda f, text: step(0.9 * plan.first * f, text))
+    except ValueError as e:  # e.g. NaN logits: the predictions cannot be analysed as they are
+        raise UserError(f"cannot compute the metrics of {preds.path}: {e}") from None
+    computed = scalars.metrics
+    # The cached scalars, in this order (None: undefined or not computed yet)
+    m = dict.fromkeys(("top1_error", "top5_error", "nll", "ece", "mce", "adaptive_ece", "classwise_ece", "brier",
+                       "overconfidence", "recall_at_1", "temperature", "ece_after_ts", "mce_after_ts", "nll_after_ts",
+                       "hierarchical_accuracy", "ece_ci_low", "ece_ci_high"))
+    m.update(computed)
+    arrays = scalars.summary.arrays()
+    if scalars.scaled is not None:
+        arrays.update({f"ts_{k}": v for k, v in scalars.scaled.arrays().items()})
     step(0.9 * plan.first, "confusion matrix")
     pred = arrays["pred"]
     confusion = confusion_matrix(pred, labels, n_classes=c)
@@ -216,7 +132,7 @@ def search_step(preds, arrays: dict, meta: dict, plan: Plan, step) -> None:
     meta["search_seconds"] = round(time.monotonic() - t0, 3)
 
 
-__all__ = ["Plan", "first_step", "search_step", "estimate_seconds", "fit_temperature"]
+__all__ = ["Plan", "first_step", "search_step", "estimate_seconds"]
 
 
 def ensure_stats(run, split: str = DEFAULT_SPLIT, *, on_step=None, retrieval: bool = True) -> Stats:
