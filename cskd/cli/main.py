@@ -14,7 +14,7 @@ import signal
 import sys
 
 from cskd.cli.train_options import TRAIN_ONLY, add_train_options, config_from_args, nonempty_path
-from cskd.config import DEVICES, METHODS, PAIRINGS, PRESETS, PROTOCOLS, SELECT_ON
+from cskd.config import CLASS_WISE, DEVICES, KD_METHODS, METHODS, PAIRINGS, PRESETS, PROTOCOLS, SELECT_ON
 from cskd.errors import UserError
 from cskd.experiments.demo import DEMO_EPOCHS, DEMO_PER_CLASS, DEMO_SEEDS
 from cskd.experiments.plans import DEFAULT_TFLOPS
@@ -161,10 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--methods", nargs="+", default=["ce", "cskd"], help=f"any of: {', '.join(METHODS)}")
     sw.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="(0 1 2)")
     sw.add_argument("--temperatures", "-T", nargs="+", type=float, default=[4.0],
-                    help="T grid for cskd, mixup_cskd, kd_cskd, cskd_e (4)")
+                    help=f"T grid for {', '.join(CLASS_WISE)} (4)")
     sw.add_argument("--lambdas", nargs="+", type=float, default=[1.0], help="λ_cls grid for the same methods (1)")
     sw.add_argument("--epochs", type=int, help="override the presets' epochs")
-    sw.add_argument("--teacher", type=nonempty_path, help="teacher run for kd and kd_cskd")
+    sw.add_argument("--teacher", type=nonempty_path, help=f"teacher run for {' and '.join(KD_METHODS)}")
     sw.add_argument("--pairing", choices=PAIRINGS, help="pairing of the cskd runs (the other methods keep the paper's)")
     sw.add_argument("--protocol", choices=PROTOCOLS, help="as for cskd train (clean)")
     sw.add_argument("--select-on", choices=SELECT_ON, help="as for cskd train")

@@ -17,6 +17,7 @@ from cskd.config import (
     SELECT_ON,
     TrainConfig,
 )
+from cskd.data.catalog import DATASET_SPECS
 
 
 def nonempty_path(text: str) -> str:
@@ -28,7 +29,6 @@ def nonempty_path(text: str) -> str:
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """Options that map onto TrainConfig fields; defaults are None so presets can fill them."""
-    from cskd.data.sets import DATASETS
     from cskd.models import MODELS
 
     d = TrainConfig()
@@ -56,7 +56,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="force the per-step progress bar on/off (default: on a terminal only)")
 
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", help=f"one of: {', '.join(DATASETS)} (default {d.dataset})")
+    g.add_argument("--dataset", help=f"one of: {', '.join(DATASET_SPECS)} (default {d.dataset})")
     g.add_argument("--data-root", type=nonempty_path,
                    help=f"folder holding the data sets ({d.data_root}); for imagefolder the set itself")
     g.add_argument("--download", action="store_const", const=True, help="download CIFAR-100 if missing")
