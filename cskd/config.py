@@ -23,15 +23,15 @@ import math
 from dataclasses import dataclass, field
 
 from cskd.errors import UserError, choose
+from cskd.method.registry import METHOD_SPECS, methods_where
 
-METHODS = ("ce", "cskd", "adacos", "virtual_softmax", "max_entropy", "label_smoothing", "ddgsd", "byot", "mixup",
-           "mixup_cskd", "kd", "kd_cskd", "cskd_e")
+METHODS = tuple(METHOD_SPECS)  # --method names (each method's facts: cskd.method.registry)
 SELECT_ON = ("val", "test")
 PRECISIONS = ("auto", "bf16", "fp32")
 PARTNER_BN = ("train", "eval")
-KD_METHODS = ("kd", "kd_cskd")  # the methods that distil from a --teacher run
-CLASS_WISE = ("cskd", "mixup_cskd", "kd_cskd", "cskd_e")  # the methods with the class-wise term (T and λ_cls)
-USES_TEMPERATURE = CLASS_WISE + ("kd",)  # the methods whose loss reads --temperature
+KD_METHODS = methods_where("needs_teacher")  # the methods that distil from a --teacher run
+CLASS_WISE = methods_where("class_wise")  # the methods with the class-wise term (T and λ_cls)
+USES_TEMPERATURE = methods_where("uses_temperature")  # the methods whose loss reads --temperature
 PAIRINGS = ("paper", "in-batch")
 LOADERS = ("auto", "device", "host")
 DEVICES = ("auto", "cpu", "cuda")
@@ -87,10 +87,10 @@ class TrainConfig:
     me_beta: float = _option(0.1, "max_entropy: weight β of the entropy bonus (Pereyra et al. 2017)",
                              group="baselines")
     mixup_alpha: float = _option(1.0, "mixup, mixup_cskd: Beta(α, α) (Zhang et al. 2018, CIFAR)", group="baselines")
-    teacher: str = _option("", "kd, kd_cskd: run folder of the teacher (its config rebuilds the model)",
+    teacher: str = _option("", f"{', '.join(KD_METHODS)}: run folder of the teacher (its config rebuilds the model)",
                            group="baselines", path=True, shown="none", sweep=True)
-    kd_alpha: float = _option(0.9, "kd, kd_cskd: weight of the distillation term; 1 - α on cross-entropy (Hinton "
-                                   "et al. 2015)", group="baselines")
+    kd_alpha: float = _option(0.9, f"{', '.join(KD_METHODS)}: weight of the distillation term; 1 - α on "
+                                   f"cross-entropy (Hinton et al. 2015)", group="baselines")
     lambda_e: float = _option(1.0, "cskd_e: weight λ_E of the clean-vs-augmented consistency term (§3.4)",
                               group="baselines")
     ddgsd_lambda_kl: float = _option(1.0, "ddgsd: weight of the two views' mutual KL (Xu & Liu 2019)",
@@ -251,7 +251,7 @@ def resolve(overrides: dict, preset: str | None = None) -> TrainConfig:
     # Options given for nothing: refused for a new run, but not in validate(), because run folders
     # written before this check (sweeps passed --teacher to every method) must stay readable.
     if cfg.teacher and cfg.method not in KD_METHODS:
-        raise UserError(f"--teacher applies to --method kd and kd_cskd only; got --method {cfg.method}")
+        raise UserError(f"--teacher applies to --method {' and '.join(KD_METHODS)} only; got --method {cfg.method}")
     if cfg.mixed_roots and cfg.dataset != "mixed":
         raise UserError(f"--mixed-roots applies to --dataset mixed only; got --dataset {cfg.dataset}")
     return cfg

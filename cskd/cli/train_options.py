@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 
 from cskd.config import METHODS, PRESETS, TrainConfig
+from cskd.data.catalog import DATASET_SPECS
 from cskd.runfolder.run_names import DEFAULT_RUNS_ROOT, NAME_PATTERN
 
 # help groups of `cskd train`, in the order shown: group key -> title
@@ -45,8 +46,7 @@ def flag(name: str) -> str:
 def _one_of(name: str) -> tuple[str, ...] | None:
     """The names a free-text field accepts (checked where they are used, so listed in the help only)."""
     if name == "dataset":
-        from cskd.data.sets import DATASETS
-        return tuple(DATASETS)
+        return tuple(DATASET_SPECS)
     if name == "model":
         from cskd.models import MODELS
         return tuple(MODELS)

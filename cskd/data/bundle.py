@@ -1,5 +1,6 @@
-"""What a loaded data set is: its splits (`Split`), the `DataBundle` a run trains on, and the
-normalisation statistics. How the validation and per-class subsets are drawn: cskd.data.splits.
+"""What a loaded data set is: its splits (`Split`) and the `DataBundle` a run trains on. Each named
+set's image size and normalisation statistics: cskd.data.catalog. How the validation and per-class
+subsets are drawn: cskd.data.splits.
 """
 
 from __future__ import annotations
@@ -9,15 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-# Per-channel statistics used for normalisation (fractions of 255).
-CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))  # CIFAR-100's own training set
-TINYIMAGENET_STATS = ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821))
-IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
-# --protocol authors: the statistics the authors' code normalises with (CIFAR-100 with CIFAR-10's,
-# TinyImageNet with ImageNet's); every other data set keeps its own.
-AUTHORS_STATS = {"cifar100": CIFAR10_STATS, "tinyimagenet": IMAGENET_STATS}
 
 
 @dataclass

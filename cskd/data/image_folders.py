@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cskd.data.bundle import IMAGENET_STATS, TINYIMAGENET_STATS, DataBundle, Split
+from cskd.data.bundle import DataBundle, Split
+from cskd.data.catalog import DATASET_SPECS, folder_spec
 from cskd.data.image_files import IMAGE_EXTENSIONS
 from cskd.errors import UserError
 
@@ -83,10 +84,11 @@ def load_folder_bundle(name: str, folder: Path) -> DataBundle:
                         f"put the test images there, or run `cskd prepare {name}`")
     train = Split(torch.as_tensor(labels), torch.arange(len(labels)), files=files)
     test = Split(torch.as_tensor(test_labels, dtype=torch.long), torch.arange(len(test_labels)), files=test_files)
-    if name == "tinyimagenet":
-        # The authors train TinyImageNet at 32x32 (RandomResizedCrop(32)).
-        return DataBundle(name, classes, 3, 32, *TINYIMAGENET_STATS, train, None, test, augment="rrc")
-    return DataBundle(name, classes, 3, 224, *IMAGENET_STATS, train, None, test, augment="rrc", test_resize=256)
+    spec = folder_spec(name)
+    if name == "tinyimagenet":  # 32 px: RandomResizedCrop(32) on train, Resize(32) on test, as the authors
+        return DataBundle(name, classes, 3, spec.image_size, *spec.stats, train, None, test, augment="rrc")
+    return DataBundle(name, classes, 3, spec.image_size, *spec.stats, train, None, test, augment="rrc",
+                      test_resize=256)
 
 
 def load_mixed_bundle(roots: list[str], per_class: int, seed: int) -> DataBundle:
@@ -121,5 +123,6 @@ def load_mixed_bundle(roots: list[str], per_class: int, seed: int) -> DataBundle
         parts["test"][1].extend((sub.test.labels + offset).tolist())
     train, test = (Split(torch.as_tensor(parts[k][1], dtype=torch.long), torch.arange(len(parts[k][1])),
                          files=parts[k][0]) for k in ("train", "test"))
-    return DataBundle("mixed", names, 3, 224, *IMAGENET_STATS, train, None, test, augment="rrc", test_resize=256,
-                      fine_to_coarse=fine_to_coarse, coarse_names=coarse_names)
+    spec = DATASET_SPECS["mixed"]
+    return DataBundle("mixed", names, 3, spec.image_size, *spec.stats, train, None, test, augment="rrc",
+                      test_resize=256, fine_to_coarse=fine_to_coarse, coarse_names=coarse_names)

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cskd.data.bundle import AUTHORS_STATS, CIFAR100_STATS, DataBundle, tensor_split
+from cskd.data.bundle import DataBundle, tensor_split
+from cskd.data.catalog import DATASET_SPECS
 from cskd.data.image_folders import load_folder_bundle, load_mixed_bundle
 from cskd.data.prepare.record import read_prepared
 from cskd.data.splits import draw_splits
@@ -46,22 +47,28 @@ def load_digits_bundle() -> DataBundle:
                       crop_pad=1, flip=False)  # a mirrored digit is another symbol: no flips
 
 
-def load_synthetic_bundle(num_train: int = 5000, num_test: int = 1000, num_classes: int = 100) -> DataBundle:
+_SYNTHETIC = DATASET_SPECS["synthetic"]
+
+
+def load_synthetic_bundle(num_train: int = _SYNTHETIC.train, num_test: int = _SYNTHETIC.test,
+                          num_classes: int = _SYNTHETIC.classes) -> DataBundle:
     """CIFAR-shaped images (3x32x32 uint8) for throughput benchmarks only, never for reported accuracy.
 
     Each class has a fixed random template; an image is its class template plus uniform noise,
     so a model can learn the labels and a short run shows the loss falling.
     """
     g = np.random.default_rng(0)
-    templates = g.integers(0, 256, (num_classes, 32, 32, 3)).astype(np.int16)
+    size = _SYNTHETIC.image_size
+    templates = g.integers(0, 256, (num_classes, size, size, 3)).astype(np.int16)
 
     def make(n: int) -> tuple[np.ndarray, np.ndarray]:
         labels = np.arange(n) % num_classes
-        noise = g.integers(-48, 49, (n, 32, 32, 3), dtype=np.int16)
+        noise = g.integers(-48, 49, (n, size, size, 3), dtype=np.int16)
         return np.clip(templates[labels] * 3 // 4 + 32 + noise, 0, 255).astype(np.uint8), labels
 
     (x_train, y_train), (x_test, y_test) = make(num_train), make(num_test)
-    return DataBundle("synthetic", [f"class{i}" for i in range(num_classes)], 3, 32, (0.5,) * 3, (0.25,) * 3,
+    return DataBundle("synthetic", [f"class{i}" for i in range(num_classes)], 3, _SYNTHETIC.image_size,
+                      *_SYNTHETIC.stats,
                       tensor_split(x_train, y_train), None, tensor_split(x_test, y_test))
 
 
@@ -91,12 +98,13 @@ def load_cifar100_bundle(root: Path, download: bool) -> DataBundle:
         raise UserError(f"CIFAR-100 could not be read or fetched into {folder} ({short_reason(e)}); "
                         f"delete that folder and try --download again") from None
     train, test = (tensor_split(s.data, np.asarray(s.targets)) for s in sets)
-    return DataBundle("cifar100", list(sets[0].classes), 3, 32, *CIFAR100_STATS, train, None, test,
+    spec = DATASET_SPECS["cifar100"]
+    return DataBundle("cifar100", list(sets[0].classes), 3, spec.image_size, *spec.stats, train, None, test,
                       fine_to_coarse=list(CIFAR100_COARSE_OF_FINE), coarse_names=list(CIFAR100_COARSE_NAMES))
 
 
-FOLDER_SETS = ("tinyimagenet", "cub200", "dogs", "mit67", "imagenet", "imagefolder")
-DATASETS = ("digits", "synthetic", "cifar100", "mixed") + FOLDER_SETS
+DATASETS = tuple(DATASET_SPECS)  # the --dataset names (each set's facts: cskd.data.catalog)
+FOLDER_SETS = tuple(name for name, spec in DATASET_SPECS.items() if spec.image_folder)
 
 
 def load_bundle(name: str, *, data_root: str, download: bool = False, val_fraction: float = 0.1,
@@ -144,6 +152,7 @@ def load_bundle_of(cfg) -> DataBundle:
     bundle = load_bundle(cfg.dataset, data_root=cfg.data_root, download=cfg.download, val_fraction=cfg.val_fraction,
                          split_seed=cfg.split_seed, mixed_roots=tuple(cfg.mixed_roots),
                          mixed_per_class=cfg.mixed_per_class, train_per_class=cfg.train_per_class)
-    if cfg.protocol == "authors" and cfg.dataset in AUTHORS_STATS:
-        bundle.mean, bundle.std = AUTHORS_STATS[cfg.dataset]
+    authors = DATASET_SPECS[cfg.dataset].authors_stats
+    if cfg.protocol == "authors" and authors is not None:
+        bundle.mean, bundle.std = authors
     return bundle

@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 from cskd.config import resolve
+from cskd.data.catalog import DATASET_SPECS
 from cskd.errors import UserError
+from cskd.method.registry import METHOD_SPECS
 from cskd.runfolder.predictions import read_predictions
 from cskd.runfolder.run_names import DEFAULT_RUNS_ROOT
 
@@ -25,7 +27,7 @@ DEMO_PER_CLASS = 20
 DEMO_EPOCHS = 60
 DEMO_SEEDS = 3
 METHODS = ("ce", "cskd")
-LABELS = {"ce": "CE", "cskd": "CS-KD"}
+LABELS = {m: METHOD_SPECS[m].short for m in METHODS}
 # (metric key, header, scale): fractions shown as percents
 COLUMNS = (("top1_error", "top-1 err %", 100), ("ece", "ECE %", 100), ("ece_after_ts", "ECE after TS %", 100),
            ("nll", "NLL", 1), ("recall_at_1", "R@1 %", 100))
@@ -53,10 +55,12 @@ def _mean_std(values: list[float], sign: str = "") -> str:
 def summary_lines(metrics: dict, configs, *, per_class: int, seeds: int) -> list[str]:
     """The demo's printed table: per method mean ± std over seeds, then CS-KD − CE paired by seed."""
     by = {(c.method, c.seed): metrics[Path(c.out).name] for c in configs}
-    n_train = per_class * 10
-    lines = [f"Digits, {per_class} training images per class ({n_train}), test set of 360 images, {seeds} seed(s) "
-             f"per method; mean ± sample std (n - 1) over seeds" if seeds > 1 else
-             f"Digits, {per_class} training images per class ({n_train}), test set of 360 images, one seed (n = 1)",
+    digits = DATASET_SPECS["digits"]
+    n_train, n_test = per_class * digits.classes, digits.test
+    lines = [f"Digits, {per_class} training images per class ({n_train}), test set of {n_test} images, {seeds} "
+             f"seed(s) per method; mean ± sample std (n - 1) over seeds" if seeds > 1 else
+             f"Digits, {per_class} training images per class ({n_train}), test set of {n_test} images, one seed "
+             f"(n = 1)",
              "", "  " + f"{'method':<7}" + "".join(f"{h:>17}" for _, h, _ in COLUMNS)]
     for method in METHODS:
         cells = []

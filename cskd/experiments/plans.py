@@ -22,14 +22,12 @@ import functools
 from dataclasses import dataclass, field
 
 from cskd.config import PRESETS, USES_TEMPERATURE, TrainConfig, resolve
+from cskd.data.catalog import DATASET_SPECS
 from cskd.errors import UserError
 from cskd.experiments.paper import DATASETS, TABLE7_LAMBDA, TABLE7_T, family_of, model_for
+from cskd.method.registry import METHOD_SPECS
 
 TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "fig4")
-METHOD_LABELS = {"ce": "Cross-entropy", "cskd": "CS-KD", "adacos": "AdaCos", "virtual_softmax": "Virtual-softmax",
-                 "max_entropy": "Maximum-entropy", "label_smoothing": "Label-smoothing", "ddgsd": "DDGSD",
-                 "byot": "BYOT", "mixup": "Mixup", "mixup_cskd": "Mixup + CS-KD", "kd": "KD",
-                 "kd_cskd": "KD + CS-KD", "cskd_e": "CS-KD-E"}
 FAMILY_LABELS = {"resnet18": "ResNet-18", "densenet121": "DenseNet-121", "resnet10": "ResNet-10",
                  "resnet50": "ResNet-50", "resnet101": "ResNet-101", "resnext101_32x4d": "ResNeXt-101-32x4d"}
 METRIC_LABELS = {"top1_error": "Top-1", "top5_error": "Top-5", "ece": "ECE", "recall_at_1": "R@1",
@@ -49,11 +47,6 @@ CONTENTS = {
 }
 ONE_SEED = ("table5", "table7")
 MIXED_PARTS = ("cub200", "dogs", "mit67")  # Figure 4's mixed set, one coarse group each
-# (training images per epoch, test images, classes) of the sets `cskd prepare` does not make (the
-# others: cskd.data.catalog.OFFICIAL), for the GPU-hour estimate; the held-out validation split is
-# taken from the training images.
-OTHER_SIZES = {"cifar100": (50_000, 10_000, 100), "mixed": (387 * 30, 5_794 + 8_580 + 1_340, 387),
-               "digits": (1_437, 360, 10)}
 
 
 @dataclass
@@ -123,7 +116,7 @@ def plan(table: str, *, datasets=None, seeds=None, protocol: str = "authors", sc
                 for seed in seeds:
                     for t, lam in grid:
                         extra = {"temperature": t, "lambda_cls": lam}
-                        if method in ("kd", "kd_cskd"):
+                        if METHOD_SPECS[method].needs_teacher:
                             teacher = add(dataset, "densenet121", "cskd", 0, None, temperature=4.0, lambda_cls=1.0)
                             teacher.teacher = True
                             extra["teacher"] = teacher.cfg.out
@@ -148,8 +141,8 @@ def _row_label(table: str, family: str, method: str, t) -> str:
     if table == "table5":
         return FAMILY_LABELS[family]
     if table == "table1":
-        return f"{FAMILY_LABELS[family]} {METHOD_LABELS[method]}"
-    return METHOD_LABELS[method]
+        return f"{FAMILY_LABELS[family]} {METHOD_SPECS[method].label}"
+    return METHOD_SPECS[method].label
 
 
 def _column_label(table: str, dataset: str, metric: str, lam) -> str:
@@ -186,11 +179,18 @@ def flops_per_image(model: str, num_classes: int, size: int) -> float:
     return float(counter.get_total_flops())
 
 
-# Forward-backward passes per anchor image, relative to cross-entropy (a forward is ~1/3 of a
-# forward-backward): CS-KD's partner forward, DDGSD's second view, CS-KD-E's clean forward, ...
-METHOD_COST = {"ce": 1.0, "adacos": 1.0, "virtual_softmax": 1.0, "max_entropy": 1.0, "label_smoothing": 1.0,
-               "mixup": 1.0, "cskd": 4 / 3, "mixup_cskd": 4 / 3, "kd": 4 / 3, "kd_cskd": 5 / 3, "cskd_e": 5 / 3,
-               "ddgsd": 2.0, "byot": 1.2}
+def run_sizes(cfg: TrainConfig) -> tuple[int, int, int]:
+    """(training images per epoch, test images, classes) of a run's data set, from its spec
+    (cskd.data.catalog); the held-out validation split is taken from the training images. The mixed
+    set is Figure 4's: `mixed_per_class` training images of every class of MIXED_PARTS, their test sets."""
+    if cfg.dataset == "mixed":
+        parts = [DATASET_SPECS[d] for d in MIXED_PARTS]
+        classes = sum(p.classes for p in parts)
+        return classes * cfg.mixed_per_class, sum(p.test for p in parts), classes
+    spec = DATASET_SPECS[cfg.dataset]
+    if spec.train is None:
+        raise UserError(f"data set {cfg.dataset!r} has no fixed size; no GPU-hour estimate")
+    return spec.train, spec.test, spec.classes
 
 
 DEFAULT_TFLOPS = 50.0  # assumed sustained bf16 training throughput of one GPU (`--tflops`)
@@ -198,18 +198,15 @@ DEFAULT_TFLOPS = 50.0  # assumed sustained bf16 training throughput of one GPU (
 
 def gpu_hours(items: list[Item], *, tflops: float) -> float:
     """Estimated GPU-hours of `items` at a sustained `tflops` TFLOP/s: training FLOPs from
-    flops_per_image x images x epochs x METHOD_COST, plus one forward over the validation/test split
+    flops_per_image x images x epochs x the method's relative_cost, plus one forward over the validation/test split
     per epoch. An estimate from counted FLOPs and an ASSUMED throughput, not a measurement."""
-    from cskd.data.catalog import OFFICIAL
     from cskd.models import input_size
 
     total = 0.0
     for item in items:
         cfg = item.cfg
-        official = OFFICIAL.get(cfg.dataset)
-        train, test, classes = OTHER_SIZES[cfg.dataset] if official is None else \
-            (official["train"], official["test"], official["classes"])
+        train, test, classes = run_sizes(cfg)
         flops = flops_per_image(cfg.model, classes, input_size(cfg.model))
-        per_epoch = flops * (train * METHOD_COST[cfg.method] + test / 3)
+        per_epoch = flops * (train * METHOD_SPECS[cfg.method].relative_cost + test / 3)
         total += per_epoch * cfg.epochs
     return total / (tflops * 1e12) / 3600

@@ -18,6 +18,7 @@ from pathlib import Path
 from cskd.config import CLASS_WISE, KD_METHODS, TrainConfig, resolve
 from cskd.errors import UserError
 from cskd.experiments.launch import check_data, train_item
+from cskd.method.registry import methods_where
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import LAST
 from cskd.runfolder.run_names import SWEEP_RUNS_ROOT, run_name
@@ -35,7 +36,8 @@ def plan(presets, methods, seeds, temperatures, lambdas, overrides: dict, runs_r
         for t, lam in grid:
             # --pairing is a CS-KD option (the other methods keep the paper's data path), --teacher a KD one
             per_method = {k: v for k, v in overrides.items()
-                          if (k != "pairing" or method == "cskd") and (k != "teacher" or method in KD_METHODS)}
+                          if (k != "pairing" or method in methods_where("in_batch_pairing"))
+                          and (k != "teacher" or method in KD_METHODS)}
             cfg = resolve({**per_method, "method": method, "seed": seed, "temperature": t, "lambda_cls": lam},
                           preset)
             out = Path(runs_root) / run_name(cfg)

@@ -1,6 +1,6 @@
 """Training objectives: what one step computes from a Batch. The trainer knows nothing else.
 
-Every method is a `Method(partner, clean, step)`:
+Every method is a `Method(partner, clean, step)`, made from its spec (cskd.method.registry):
   partner  what the data source adds to each anchor batch (cskd.method.batch.PARTNER_MODES)
   clean    whether the source also yields un-augmented anchors
   step     step(ctx, batch) -> Step(loss, ce, reg, logits, labels); all 0-d tensors stay on the
@@ -24,6 +24,7 @@ from cskd.errors import UserError
 from cskd.method import baselines as B
 from cskd.method.batch import Batch
 from cskd.method.losses import class_wise_kl, cskd_loss
+from cskd.method.registry import METHOD_SPECS, methods_where
 
 
 @dataclass
@@ -194,27 +195,18 @@ def byot_step(ctx: StepContext, b: Batch) -> Step:
     return Step(loss, ce, loss.detach() - ce, logits, b.y)
 
 
-def _cskd_partner(cfg: TrainConfig) -> str:
-    return "in-batch" if cfg.pairing == "in-batch" else "class"
+# The step functions by name: cskd.method.registry names each method's step (it cannot import these
+# torch functions, see its docstring); tests/test_specs.py checks that the names agree exactly.
+STEPS: dict[str, Callable[[StepContext, Batch], Step]] = {f.__name__: f for f in (
+    ce_step, cskd_step, label_smoothing_step, max_entropy_step, head_step, mixup_step, mixup_cskd_step, kd_step,
+    kd_cskd_step, cskd_e_step, ddgsd_step, byot_step)}
 
 
 def method_for(cfg: TrainConfig) -> Method:
-    """The Method of `cfg.method` (names validated by cskd.config)."""
-    if cfg.pairing == "in-batch" and cfg.method != "cskd":
-        raise UserError(f"--pairing in-batch applies to --method cskd only; got --method {cfg.method}")
-    table = {
-        "ce": Method("none", ce_step),
-        "cskd": Method(_cskd_partner(cfg), cskd_step),
-        "label_smoothing": Method("none", label_smoothing_step),
-        "max_entropy": Method("none", max_entropy_step),
-        "adacos": Method("none", head_step),
-        "virtual_softmax": Method("none", head_step),
-        "mixup": Method("none", mixup_step),
-        "mixup_cskd": Method("class", mixup_cskd_step),
-        "kd": Method("none", kd_step),
-        "kd_cskd": Method("class", kd_cskd_step),
-        "cskd_e": Method("class", cskd_e_step, clean=True),
-        "ddgsd": Method("view", ddgsd_step),
-        "byot": Method("none", byot_step),
-    }
-    return table[cfg.method]
+    """The Method of `cfg.method` (names validated by cskd.config), from its MethodSpec."""
+    spec = METHOD_SPECS[cfg.method]
+    if cfg.pairing == "in-batch" and not spec.in_batch_pairing:
+        raise UserError(f"--pairing in-batch applies to --method {' and '.join(methods_where('in_batch_pairing'))} "
+                        f"only; got --method {cfg.method}")
+    partner = "in-batch" if cfg.pairing == "in-batch" else spec.partner
+    return Method(partner, STEPS[spec.step], clean=spec.clean)

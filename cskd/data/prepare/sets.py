@@ -1,11 +1,13 @@
 """The paper's five data sets as their publishers distribute them, and how each becomes `train/` and `test/`.
 
 For every data set: the *parts* `cskd prepare` needs (each the publisher's archive, the folder it was extracted
-to, or a plain file), the official counts, and a *plan*: the (split, class folder, source image) of every image,
+to, or a plain file) and a *plan*: the (split, class folder, source image) of every image,
 read from the publisher's own split files. Class folders keep the publisher's names (CUB's
 `001.Black_footed_Albatross`, Dogs' `n02085620-Chihuahua`, MIT67's `airport_inside`, WordNet ids for
 TinyImageNet and ImageNet), so the class order `cskd train` derives from sorted folder names is the same
-everywhere. ImageNet is built by torchvision's own parsers of its three archives instead of a plan.
+everywhere. ImageNet is built by torchvision's own parsers of its three archives instead of a plan. The official
+counts every copy is checked against, and which sets are prepared at all: cskd.data.catalog (tests/test_specs.py
+checks that SETS names exactly the specs marked `prepared`).
 """
 
 from __future__ import annotations
