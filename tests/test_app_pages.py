@@ -3,6 +3,8 @@ AppTest, each number checked against an independent computation on the predictio
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from app_helpers import CE, CSKD0, FLAT, app, charts, open_page, preds, texts
@@ -124,7 +126,7 @@ def test_misclassified_pages_through_the_whole_set(monkeypatch, runs):
     at = open_page(app(monkeypatch, runs, [CE]), "misclassified")
     at.segmented_control(key="mis_mode").set_value("any run wrong").run()
     at.segmented_control(key="mis_page_size").set_value(24).run()
-    n = int(texts(at.markdown).split(" of ")[0].split()[-1])
+    n = shown_samples(at)
     assert n > 24
     first = at.dataframe[1].value["index"].tolist()
     at.number_input(key="mis_page").set_value(2).run()
@@ -136,7 +138,7 @@ def test_misclassified_pages_through_the_whole_set(monkeypatch, runs):
 def test_too_few_samples_get_a_note_instead_of_a_histogram(monkeypatch, runs):
     at = open_page(app(monkeypatch, runs, [CE, CSKD0]), "misclassified")
     at.slider(key="mis_conf").set_value((0.99, 1.0)).run()  # almost nothing that confident and wrong in both
-    n = int(texts(at.markdown).split(" of ")[0].split()[-1])
+    n = shown_samples(at)
     if n < 10:
         assert "too few for a histogram" in texts(at.info)
 
@@ -210,6 +212,15 @@ def test_embeddings_compute_a_missing_tsne(monkeypatch, tmp_path):
     assert not charts(at) and "computing its t-SNE" in texts(at.caption)
     settle(at)
     assert (run / "tsne-test.npz").is_file() and len(charts(at)) == 1
+
+# the misclassified page's count: "**N** of M test samples are ..." (texts() drops the bold)
+SHOWN = re.compile(r"(?P<shown>\d+) of (?P<total>\d+) test samples are")
+
+
+def shown_samples(at) -> int:
+    m = SHOWN.search(texts(at.markdown))
+    assert m, texts(at.markdown)
+    return int(m["shown"])
 
 
 # -------------------------------------------------------------------------------------- hierarchy

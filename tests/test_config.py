@@ -19,7 +19,6 @@ from cskd.config import (
 from cskd.errors import UserError
 from cskd.runfolder.run_names import run_name
 
-
 # Spelled out on purpose: a new field that lands here (a resume may change it, run comparisons
 # ignore it) must be added to this list by hand, as a decision.
 WHERE_AND_HOW_FAST = {"channels_last", "compile", "data_root", "decode_cache_dir", "device", "download", "loader",
