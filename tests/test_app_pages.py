@@ -24,6 +24,16 @@ def metric(table, name, run):
     return table.loc[name, run]  # metric names are the index
 
 
+# the misclassified page's count: "**N** of M test samples are ..." (texts() drops the bold)
+SHOWN = re.compile(r"(?P<shown>\d+) of (?P<total>\d+) test samples are")
+
+
+def shown_samples(at) -> int:
+    m = SHOWN.search(texts(at.markdown))
+    assert m, texts(at.markdown)
+    return int(m["shown"])
+
+
 # ------------------------------------------------------------------------------------ calibration
 
 def test_calibration_numbers_follow_bins_strategy_and_temperature(monkeypatch, runs):
@@ -212,15 +222,6 @@ def test_embeddings_compute_a_missing_tsne(monkeypatch, tmp_path):
     assert not charts(at) and "computing its t-SNE" in texts(at.caption)
     settle(at)
     assert (run / "tsne-test.npz").is_file() and len(charts(at)) == 1
-
-# the misclassified page's count: "**N** of M test samples are ..." (texts() drops the bold)
-SHOWN = re.compile(r"(?P<shown>\d+) of (?P<total>\d+) test samples are")
-
-
-def shown_samples(at) -> int:
-    m = SHOWN.search(texts(at.markdown))
-    assert m, texts(at.markdown)
-    return int(m["shown"])
 
 
 # -------------------------------------------------------------------------------------- hierarchy
