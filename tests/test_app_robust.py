@@ -102,6 +102,7 @@ def test_a_damaged_stats_cache_is_named_and_computed_again(monkeypatch, broken, 
     assert not at.error and charts(at)
 
 
+@pytest.mark.slow  # draws several pages: 1.3-2.8 s
 def test_a_grouping_that_does_not_fit_its_names_is_a_card_on_the_pages_that_use_it(monkeypatch, tmp_path):
     import numpy as np
 
@@ -267,6 +268,7 @@ def test_paths_refuse_escapes_loops_and_special_files(tmp_path):
         files.check("summary.json")
 
 
+@pytest.mark.slow  # draws several pages: 1.3-2.8 s
 def test_pages_comparing_samples_refuse_runs_of_different_samples(monkeypatch, tmp_path):
     tiny = dict(n_val=30, stats=True)
     write_synthetic_run(tmp_path / "a", n=60, **tiny)
@@ -278,6 +280,7 @@ def test_pages_comparing_samples_refuse_runs_of_different_samples(monkeypatch, t
         assert "hold predictions on different samples" in errors and "80 samples" in errors, page
 
 
+@pytest.mark.slow  # draws several pages: 1.3-2.8 s
 def test_runs_named_like_table_columns_render(monkeypatch, tmp_path):
     tiny = dict(n=60, n_val=30, stats=True)
     for name in ("metric", "run", "index"):
