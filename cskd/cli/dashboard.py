@@ -69,85 +69,60 @@ def launch(runs_dir: str, port: int = 8501, host: str = "127.0.0.1") -> int:
     print(f"cskd dashboard: {url(host, port)}  (runs: {root.resolve()}; Ctrl-C stops it)", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"cskd dashboard: listening on {host}: other machines can reach it", flush=True)
-    proc = subprocess.Popen(command(root.resolve(), port, host))
+    # Handlers from before Streamlit starts: no window where a Ctrl-C raises KeyboardInterrupt here
+    # (Streamlit starts with the default dispositions: an exec resets caught signals).
+    stops: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: stops.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _serve(proc)
-    except KeyboardInterrupt:  # Ctrl-C before _serve blocked it
-        _stop(proc)
-        print(STOPPED, file=sys.stderr, flush=True)
-        return 0
-
-
-def _serve(proc: subprocess.Popen) -> int:
-    """Wait for Streamlit; on Ctrl-C (SIGINT, which the terminal sends Streamlit too) or `kill PID` of
-    this process (SIGTERM, passed on: Streamlit must not outlive it), stop it and say so, then return 0.
-
-    The stop signals and SIGCHLD are blocked and taken with sigwait instead of being handled: with a
-    handler, a Streamlit that exits on Ctrl-C before this process is scheduled makes the wait return
-    normally while the SIGINT is still to be handled, and the KeyboardInterrupt then lands anywhere
-    (or nowhere), so the "stopped" line could be missing. Blocked, a Ctrl-C is still pending when
-    Streamlit's exit is seen (the terminal signals both at once) and is found with sigpending."""
-    watched = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, watched)  # after Popen: the child keeps its own mask
-    try:
-        stop = None
-        while stop is None and proc.poll() is None:  # a SIGCHLD from here on stays pending
-            got = signal.sigwait(watched)
-            if got != signal.SIGCHLD:
-                stop = got
-        if stop is None:  # Streamlit exited: on its own, or on a Ctrl-C this process has pending
-            pending = signal.sigpending() & {signal.SIGINT, signal.SIGTERM}
-            if not pending:
-                return proc.wait()
-            stop = min(pending)
-        if stop == signal.SIGTERM:
-            proc.terminate()
-        _stop(proc)
-        _drain({signal.SIGINT, signal.SIGTERM})  # a second Ctrl-C must not fire once unblocked
-        print(STOPPED, file=sys.stderr, flush=True)  # flushed: the process may be gone right after
-        return 0
+        proc = subprocess.Popen(command(root.resolve(), port, host))
+        try:
+            return _serve(proc, stops)
+        finally:
+            if proc.poll() is None:  # any other way out of here
+                proc.kill()
+                proc.wait()
     finally:
-        if proc.poll() is None:  # any other way out of here
-            proc.kill()
-            proc.wait()
-        _drain({signal.SIGCHLD})
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _drain(signals: set) -> None:
-    """Take the pending (blocked) `signals`, so that none fires when they are unblocked."""
-    while signal.sigpending() & signals:
-        signal.sigtimedwait(signals, 0)
+def _serve(proc: subprocess.Popen, stops: list) -> int:
+    """Wait for Streamlit; on Ctrl-C (SIGINT, which the terminal sends Streamlit too) or `kill PID` of
+    this process (SIGTERM, passed on: Streamlit must not outlive it), stop it, say so last, and
+    return 0; otherwise return Streamlit's own exit status.
+
+    The handlers only note the signal in `stops` (no KeyboardInterrupt: raised wherever the process
+    happens to be, it could miss the "stopped" line), and replace an inherited SIG_IGN: a shell
+    without job control starts background commands with SIGINT ignored, and Streamlit, which
+    installs its own handler, would stop on a Ctrl-C the CLI never saw. When Streamlit's exit is
+    seen, a Ctrl-C sent to both is already noted: the kernel queues it for this process before
+    Streamlit can act on it, and its handler runs before the wait returns here."""
+    while not stops:
+        try:
+            status = proc.wait(timeout=0.5)  # short waits: the handlers run between them
+        except subprocess.TimeoutExpired:
+            continue
+        if not stops:
+            return status  # Streamlit exited on its own
+    if signal.SIGTERM in stops:
+        proc.terminate()
+    _stop(proc, stops)
+    print(STOPPED, file=sys.stderr, flush=True)  # flushed: the process may be gone right after
+    return 0
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen, stops: list) -> None:
     """Wait for Streamlit to exit after a stop signal: STOP_WAIT_S, then terminate, then kill. A
-    second Ctrl-C (or SIGTERM) while waiting skips to the next step."""
+    further Ctrl-C (or SIGTERM) while waiting skips to the next step."""
     for step in (None, proc.terminate, proc.kill):
         if step is not None:
             step()
-        deadline = time.monotonic() + STOP_WAIT_S
-        while proc.poll() is None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            got = _wait_signal({signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}, min(left, 0.5))
-            if got in (signal.SIGINT, signal.SIGTERM):
-                break
-        if proc.poll() is not None:
-            return
+        seen, deadline = len(stops), time.monotonic() + STOP_WAIT_S
+        while len(stops) == seen and time.monotonic() < deadline:
+            try:
+                proc.wait(timeout=0.1)
+                return
+            except subprocess.TimeoutExpired:
+                continue
     proc.wait()
-
-
-def _wait_signal(signals: set, timeout_s: float):
-    """The number of one of the blocked `signals` that came within `timeout_s`, or None. Only
-    when they are blocked (inside _serve); otherwise a plain sleep."""
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, set())
-    if not signals <= blocked:
-        try:
-            time.sleep(timeout_s)
-        except KeyboardInterrupt:
-            return signal.SIGINT
-        return None
-    info = signal.sigtimedwait(signals, timeout_s)
-    return None if info is None else info.si_signo
