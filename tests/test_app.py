@@ -19,6 +19,7 @@ from app_helpers import (
     TEST_SEL,
     app,
     charts,
+    jobs_held,
     open_page,
     preds,
     row_of,
@@ -97,8 +98,9 @@ def test_unpicked_runs_are_not_computed_until_asked(monkeypatch, tmp_path):
 
     for name in ("a", "b"):
         write_synthetic_run(tmp_path / name, n=60, n_val=30, tsne=False)  # predictions, no stats cache
-    at = open_page(app(monkeypatch, tmp_path, ["a"]), "runs")
-    assert "computing its metrics" in texts(at.caption)
+    with jobs_held(monkeypatch):
+        at = open_page(app(monkeypatch, tmp_path, ["a"]), "runs")
+        assert "computing its metrics" in texts(at.caption)
     settle(at)
     assert (tmp_path / "a" / "stats-test.npz").is_file() and not (tmp_path / "b" / "stats-test.npz").exists()
     df = at.dataframe[0].value

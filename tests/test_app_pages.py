@@ -214,12 +214,13 @@ def test_embeddings_scatter_and_neighbours(monkeypatch, runs):
 
 @pytest.mark.slow
 def test_embeddings_compute_a_missing_tsne(monkeypatch, tmp_path):
-    from app_helpers import settle
+    from app_helpers import jobs_held, settle
     from synthetic_runs import write_synthetic_run
 
     run = write_synthetic_run(tmp_path / "r", n=120, tsne=False, stats=True)
-    at = open_page(app(monkeypatch, tmp_path, ["r"]), "embeddings")
-    assert not charts(at) and "computing its t-SNE" in texts(at.caption)
+    with jobs_held(monkeypatch):
+        at = open_page(app(monkeypatch, tmp_path, ["r"]), "embeddings")
+        assert not charts(at) and "computing its t-SNE" in texts(at.caption)
     settle(at)
     assert (run / "tsne-test.npz").is_file() and len(charts(at)) == 1
 

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from app_helpers import app, charts, open_page, settle, texts
+from app_helpers import app, charts, jobs_held, open_page, settle, texts
 from conftest import hold_lock
 from synthetic_runs import write_synthetic_run
 
@@ -74,28 +74,16 @@ def test_every_page_shows_error_cards_for_bad_files_and_the_good_run(monkeypatch
 
 
 def test_a_damaged_stats_cache_is_named_and_computed_again(monkeypatch, broken, tmp_path):
-    """The error card is shown while the cache is computed again. The job (a thread here) is held
-    until the first render was read: left alone it can end before the page is drawn, and the page
-    then reruns (as it must) and shows the new metrics without the card."""
-    import threading
-
-    from app import jobs, worker
+    """The error card is shown while the cache is computed again (the job is held until the first
+    render was read: see app_helpers.jobs_held), and is gone once it was."""
+    from app import jobs
 
     root = tmp_path / "runs"
     shutil.copytree(broken / "bad-stats", root / "bad-stats", copy_function=shutil.copy2)
-    real_task, release = worker.run_task, threading.Event()
-
-    def gated_task(*args, **kwargs):
-        assert release.wait(60)
-        return real_task(*args, **kwargs)
-
-    monkeypatch.setattr(worker, "run_task", gated_task)
-    try:
+    with jobs_held(monkeypatch):
         at = open_page(app(monkeypatch, root, ["bad-stats"]), "runs")
         assert "bad-stats/stats-test.npz is damaged" in texts(at.error)
         assert [j.task for j in jobs.active() if j.name == "bad-stats"] == ["stats"]  # picked: computed again
-    finally:
-        release.set()
     settle(at)
     assert not at.error
     at.switch_page("views/calibration.py").run()
