@@ -58,7 +58,8 @@ def command(runs_dir: Path, port: int, host: str) -> list[str]:
 
 def launch(runs_dir: str, port: int = 8501, host: str = "127.0.0.1") -> int:
     """Serve the dashboard over `runs_dir` until Ctrl-C; returns Streamlit's exit status (0 after
-    Ctrl-C). Binds 127.0.0.1 by default: only this machine can connect."""
+    Ctrl-C or SIGTERM, with "cskd dashboard: stopped" last on stderr). Binds 127.0.0.1 by default:
+    only this machine can connect."""
     root = Path(runs_dir).expanduser()
     if not root.is_dir():
         raise UserError(f"runs folder {runs_dir} does not exist or is not a folder; "
