@@ -3,7 +3,9 @@ an AppTest on them, and the readers of what a page drew."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 from pathlib import Path
 
 from synthetic_runs import write_synthetic_run
@@ -50,6 +52,27 @@ def open_page(at, name):
         at.switch_page(f"views/{name}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+@contextlib.contextmanager
+def jobs_held(monkeypatch):
+    """Background jobs (threads here) started inside the block wait until it ends, so what a page
+    shows while its jobs are still to run can be read. Left alone, a job can end before the page
+    is drawn (jobs of tiny runs take 0.0 s, and a loaded machine draws slowly), and the rerun it
+    causes then rightly shows the result instead."""
+    from app import worker
+
+    real_task, release = worker.run_task, threading.Event()
+
+    def held_task(*args, **kwargs):
+        assert release.wait(60), "a held job was never released"
+        return real_task(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "run_task", held_task)
+    try:
+        yield
+    finally:
+        release.set()
 
 
 def settle(at):

@@ -19,6 +19,7 @@ from app_helpers import (
     TEST_SEL,
     app,
     charts,
+    jobs_held,
     open_page,
     preds,
     row_of,
@@ -97,8 +98,9 @@ def test_unpicked_runs_are_not_computed_until_asked(monkeypatch, tmp_path):
 
     for name in ("a", "b"):
         write_synthetic_run(tmp_path / name, n=60, n_val=30, tsne=False)  # predictions, no stats cache
-    at = open_page(app(monkeypatch, tmp_path, ["a"]), "runs")
-    assert "computing its metrics" in texts(at.caption)
+    with jobs_held(monkeypatch):
+        at = open_page(app(monkeypatch, tmp_path, ["a"]), "runs")
+        assert "computing its metrics" in texts(at.caption)
     settle(at)
     assert (tmp_path / "a" / "stats-test.npz").is_file() and not (tmp_path / "b" / "stats-test.npz").exists()
     df = at.dataframe[0].value
@@ -167,6 +169,74 @@ class FakeProc:
         self.signals.append("kill")
 
 
+# `cskd dashboard` with a stand-in for Streamlit that, like Streamlit, installs its own SIGINT and
+# SIGTERM handlers and exits 0 on either; it prints its pid, then waits.
+FAKE_SERVER = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, lambda *a: sys.exit(0))
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+print(os.getpid(), flush=True)
+time.sleep(120)
+"""
+DRIVER = """
+import signal, sys
+if sys.argv[4] == "ignored":  # as in a background job of a shell without job control (cmd &, nohup)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+from cskd.cli import dashboard, main
+dashboard.command = lambda root, port, host: [sys.executable, "-c", sys.argv[3]]
+sys.exit(main.main(["dashboard", "--runs", sys.argv[1], "--port", sys.argv[2]]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sigint", ["handled", "ignored"])
+@pytest.mark.parametrize("stop", ["ctrl-c", "ctrl-c seen after the server is gone", "sigterm"])
+def test_a_stopped_dashboard_says_so_last_and_leaves_no_server(tmp_path, stop, sigint):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) or `kill PID` (SIGTERM to
+    the CLI alone) stops the server and the CLI, which says "cskd dashboard: stopped" as its last
+    line and exits 0 -- also when the CLI inherited SIGINT ignored, where Python raises no
+    KeyboardInterrupt: the CLI used to return Streamlit's 0 there without the line."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path), str(port), FAKE_SERVER, sigint],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=env)
+    try:
+        assert proc.stdout.readline().startswith(f"cskd dashboard: http://127.0.0.1:{port}")
+        server = int(proc.stdout.readline())
+        if stop == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        elif stop == "sigterm":
+            os.kill(proc.pid, signal.SIGTERM)
+        else:  # the CLI gets to its pending Ctrl-C only after the server has exited on its own
+            os.kill(proc.pid, signal.SIGSTOP)
+            os.killpg(proc.pid, signal.SIGINT)
+            for _ in range(600):
+                if Path(f"/proc/{server}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+                time.sleep(0.05)
+            os.kill(proc.pid, signal.SIGCONT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert err.splitlines()[-1:] == ["cskd dashboard: stopped"], err
+    with pytest.raises(ProcessLookupError):  # reaped by the CLI, not left running
+        os.kill(server, 0)
+
+
 def test_launch(monkeypatch, tmp_path, capsys):
     import socket
 
@@ -200,8 +270,3 @@ def test_launch(monkeypatch, tmp_path, capsys):
         assert cmd[cmd.index(flag) + 1] == value
     assert cmd[-3:] == ["--", "--runs", str(tmp_path.resolve())]
     assert f"http://127.0.0.1:{port}" in capsys.readouterr().out
-
-    # Ctrl-C: Streamlit got SIGINT too; launch waits for it and reports a clean stop.
-    monkeypatch.setattr(dashboard.subprocess, "Popen", lambda cmd: FakeProc([KeyboardInterrupt(), 0]))
-    assert dashboard.launch(str(tmp_path), port=port) == 0
-    assert "stopped" in capsys.readouterr().err

@@ -3,6 +3,8 @@ AppTest, each number checked against an independent computation on the predictio
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from app_helpers import CE, CSKD0, FLAT, app, charts, open_page, preds, texts
@@ -20,6 +22,16 @@ def chart_frames(at) -> list:
 
 def metric(table, name, run):
     return table.loc[name, run]  # metric names are the index
+
+
+# the misclassified page's count: "**N** of M test samples are ..." (texts() drops the bold)
+SHOWN = re.compile(r"(?P<shown>\d+) of (?P<total>\d+) test samples are")
+
+
+def shown_samples(at) -> int:
+    m = SHOWN.search(texts(at.markdown))
+    assert m, texts(at.markdown)
+    return int(m["shown"])
 
 
 # ------------------------------------------------------------------------------------ calibration
@@ -124,7 +136,7 @@ def test_misclassified_pages_through_the_whole_set(monkeypatch, runs):
     at = open_page(app(monkeypatch, runs, [CE]), "misclassified")
     at.segmented_control(key="mis_mode").set_value("any run wrong").run()
     at.segmented_control(key="mis_page_size").set_value(24).run()
-    n = int(texts(at.markdown).split(" of ")[0].split()[-1])
+    n = shown_samples(at)
     assert n > 24
     first = at.dataframe[1].value["index"].tolist()
     at.number_input(key="mis_page").set_value(2).run()
@@ -136,7 +148,7 @@ def test_misclassified_pages_through_the_whole_set(monkeypatch, runs):
 def test_too_few_samples_get_a_note_instead_of_a_histogram(monkeypatch, runs):
     at = open_page(app(monkeypatch, runs, [CE, CSKD0]), "misclassified")
     at.slider(key="mis_conf").set_value((0.99, 1.0)).run()  # almost nothing that confident and wrong in both
-    n = int(texts(at.markdown).split(" of ")[0].split()[-1])
+    n = shown_samples(at)
     if n < 10:
         assert "too few for a histogram" in texts(at.info)
 
@@ -202,12 +214,13 @@ def test_embeddings_scatter_and_neighbours(monkeypatch, runs):
 
 @pytest.mark.slow
 def test_embeddings_compute_a_missing_tsne(monkeypatch, tmp_path):
-    from app_helpers import settle
+    from app_helpers import jobs_held, settle
     from synthetic_runs import write_synthetic_run
 
     run = write_synthetic_run(tmp_path / "r", n=120, tsne=False, stats=True)
-    at = open_page(app(monkeypatch, tmp_path, ["r"]), "embeddings")
-    assert not charts(at) and "computing its t-SNE" in texts(at.caption)
+    with jobs_held(monkeypatch):
+        at = open_page(app(monkeypatch, tmp_path, ["r"]), "embeddings")
+        assert not charts(at) and "computing its t-SNE" in texts(at.caption)
     settle(at)
     assert (run / "tsne-test.npz").is_file() and len(charts(at)) == 1
 

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from app_helpers import app, charts, open_page, settle, texts
+from app_helpers import app, charts, jobs_held, open_page, settle, texts
 from conftest import hold_lock
 from synthetic_runs import write_synthetic_run
 
@@ -74,15 +74,23 @@ def test_every_page_shows_error_cards_for_bad_files_and_the_good_run(monkeypatch
 
 
 def test_a_damaged_stats_cache_is_named_and_computed_again(monkeypatch, broken, tmp_path):
+    """The error card is shown while the cache is computed again (the job is held until the first
+    render was read: see app_helpers.jobs_held), and is gone once it was."""
+    from app import jobs
+
     root = tmp_path / "runs"
     shutil.copytree(broken / "bad-stats", root / "bad-stats", copy_function=shutil.copy2)
-    at = open_page(app(monkeypatch, root, ["bad-stats"]), "runs")
-    assert "bad-stats/stats-test.npz is damaged" in texts(at.error)
-    settle(at)  # picked: computed again in the background
+    with jobs_held(monkeypatch):
+        at = open_page(app(monkeypatch, root, ["bad-stats"]), "runs")
+        assert "bad-stats/stats-test.npz is damaged" in texts(at.error)
+        assert [j.task for j in jobs.active() if j.name == "bad-stats"] == ["stats"]  # picked: computed again
+    settle(at)
+    assert not at.error
     at.switch_page("views/calibration.py").run()
     assert not at.error and charts(at)
 
 
+@pytest.mark.slow  # draws several pages: 1.3-2.8 s
 def test_a_grouping_that_does_not_fit_its_names_is_a_card_on_the_pages_that_use_it(monkeypatch, tmp_path):
     import numpy as np
 
@@ -248,6 +256,7 @@ def test_paths_refuse_escapes_loops_and_special_files(tmp_path):
         files.check("summary.json")
 
 
+@pytest.mark.slow  # draws several pages: 1.3-2.8 s
 def test_pages_comparing_samples_refuse_runs_of_different_samples(monkeypatch, tmp_path):
     tiny = dict(n_val=30, stats=True)
     write_synthetic_run(tmp_path / "a", n=60, **tiny)
@@ -259,6 +268,7 @@ def test_pages_comparing_samples_refuse_runs_of_different_samples(monkeypatch, t
         assert "hold predictions on different samples" in errors and "80 samples" in errors, page
 
 
+@pytest.mark.slow  # draws several pages: 1.3-2.8 s
 def test_runs_named_like_table_columns_render(monkeypatch, tmp_path):
     tiny = dict(n=60, n_val=30, stats=True)
     for name in ("metric", "run", "index"):

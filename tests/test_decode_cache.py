@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -34,6 +35,7 @@ def test_cache_keeps_aspect_shrinks_to_short_side_256_and_is_built_once(tmp_path
     assert torch.equal(again.image(2), cache.image(2))
 
 
+@pytest.mark.slow  # trains
 def test_cached_evaluation_matches_decoding_the_files(tmp_path):
     root = tmp_path / "set"
     for split, n in (("train", 4), ("test", 2)):
@@ -56,6 +58,7 @@ def test_cached_evaluation_matches_decoding_the_files(tmp_path):
     assert z["images"].shape == (4, 64, 64, 3) and z["logits"].shape == (4, 2)  # 64-px thumbnails of file sets
 
 
+@pytest.mark.slow  # trains
 def test_device_path_for_224_px_sets_matches_the_host_test_transform(tmp_path):
     from cskd.data.loaders import BatchSpec, TensorBatches
     from cskd.data.placement import bundle_for
@@ -82,3 +85,30 @@ def test_device_path_for_224_px_sets_matches_the_host_test_transform(tmp_path):
 
     z = np.load(predict(tmp_path / "run", progress=False))
     assert z["images"].shape == (4, 64, 64, 3)  # thumbnails, not the padded tensors
+
+
+def test_decode_cache_dir_puts_the_cache_there_and_nothing_under_the_data_root(tmp_path):
+    """`cskd train --decode-cache-dir DIR`: the decode caches of the train, val and test file lists
+    are built in DIR; DATA_ROOT/.cskd-cache (the default) is not made."""
+    from cskd.cli.main import build_parser
+    from cskd.cli.train_options import config_from_args
+    from cskd.data.placement import bundle_for
+
+    root, where = tmp_path / "set", tmp_path / "elsewhere" / "cache"
+    for split, n in (("train", 4), ("test", 2)):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            _images(root / split / c, [(40 + 3 * i, 30) for i in range(n)])
+    args = build_parser().parse_args(["train", "--dataset", "imagefolder", "--data-root", str(root), "--model", "small",
+                                      "--val-fraction", "0.5", "--workers", "0", "--loader", "device",
+                                      "--decode-cache-dir", str(where)])
+    cfg = config_from_args(args)
+    assert cfg.decode_cache_dir == str(where)
+    bundle = bundle_for(cfg)
+    assert bundle.decode_cache == where and bundle.test.images.shape[0] == 4
+    assert len([p for p in where.iterdir() if (p / "pixels.u8").is_file()]) == 3  # train, val and test
+    assert not (root / ".cskd-cache").exists()
+    default = bundle_for(config_from_args(build_parser().parse_args(
+        ["train", "--dataset", "imagefolder", "--data-root", str(root), "--model", "small", "--val-fraction", "0.5",
+         "--workers", "0", "--loader", "device"])))
+    assert default.decode_cache == root / ".cskd-cache" and len(list(default.decode_cache.iterdir())) == 3

@@ -25,7 +25,10 @@ def test_feature_dims_cover_every_model():
     assert set(FEATURE_DIMS) == set(MODELS)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+BIG = ("resnet101", "resnext101_32x4d")  # ~1 s each to build: with the slow tests
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in sorted(MODELS)])
 def test_logits_and_features_shapes(name):
     size = MODELS[name].input_size
     in_channels = 1 if name.startswith("small") else 3

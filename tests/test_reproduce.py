@@ -2,12 +2,26 @@
 trains, measures and writes our numbers beside the paper's."""
 
 import json
+import re
 
 import pytest
 from conftest import cli
 
+from cskd.experiments import plans
 from cskd.experiments.paper import cells as paper_cells
 from cskd.experiments.plans import TABLES, gpu_hours, paper_cell_key, plan
+
+FAKE_FLOPS = 3e9  # per training image: counting the real ones takes seconds per model (one slow test does)
+HOURS = re.compile(r"estimated GPU time of the runs to train: (?P<hours>[0-9.]+) GPU-hours at an assumed "
+                   r"sustained (?P<tflops>[0-9.]+) TFLOP/s")
+
+
+REAL_FLOPS = plans.flops_per_image
+
+
+@pytest.fixture(autouse=True)
+def fake_flops(monkeypatch):
+    monkeypatch.setattr(plans, "flops_per_image", lambda model, num_classes, size: FAKE_FLOPS)
 
 
 @pytest.mark.parametrize("table, runs", [("table1", 180), ("table2", 60), ("table3", 60), ("table4", 65),
@@ -19,7 +33,26 @@ def test_every_table_plans_its_runs_and_every_paper_cell_has_a_place(table, runs
     for c in paper_cells(table=table):
         assert paper_cell_key(c) in ours, c
     assert all(item.cfg.protocol == "authors" and item.cfg.select_on == "test" for item in items)
-    assert gpu_hours(items, tflops=50) > 0
+
+
+def test_gpu_hours_are_counted_flops_over_the_assumed_throughput():
+    """One CIFAR-100 CS-KD run: FLOPs per image x (50,000 training images x 4/3 for the partner's
+    forward + 10,000 test images x 1/3 for a forward) x epochs, at 50 TFLOP/s."""
+    (item,) = [i for i in plan("table2", runs_root="r", datasets=["cifar100"], seeds=[0]) if i.cfg.method == "cskd"]
+    expected = FAKE_FLOPS * (50_000 * 4 / 3 + 10_000 / 3) * item.cfg.epochs / 50e12 / 3600
+    assert gpu_hours([item], tflops=50) == pytest.approx(expected, rel=1e-12)
+    assert gpu_hours([item, item], tflops=25) == pytest.approx(4 * expected, rel=1e-12)
+
+
+def test_flops_per_image_counts_the_small_cnn_by_hand():
+    """small at 32x32 px, 3 channels, 10 classes: convolutions 3->32 and 32->64 at 32x32, max-pool,
+    64->128 at 16x16, linear 128->10; 2 FLOPs a multiply-add. The backward pass costs twice the
+    forward (input and weight gradients) except the first convolution's input gradient."""
+    convs = [2 * 3 * 32 * 9 * 32 * 32, 2 * 32 * 64 * 9 * 32 * 32, 2 * 64 * 128 * 9 * 16 * 16]
+    linear = 2 * 128 * 10
+    forward = sum(convs) + linear
+    backward = 2 * forward - convs[0]
+    assert REAL_FLOPS("small", 10, 32) == forward + backward == 230_039_040
 
 
 def test_table4_trains_each_teacher_first_and_its_students_distil_from_it():
@@ -45,8 +78,24 @@ def test_the_plan_refuses_what_a_table_does_not_have(tmp_path):
 def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, capsys):
     assert cli("reproduce", "table1", "--dry-run", "--runs", tmp_path / "runs") == 0
     out = capsys.readouterr().out
-    assert "180 runs, 0 finished, 180 to train" in out and "GPU-hours at an assumed sustained 50 TFLOP/s" in out
+    assert "180 runs, 0 finished, 180 to train" in out
+    shown = HOURS.search(out)
+    assert shown and float(shown["tflops"]) == 50
+    assert float(shown["hours"]) == pytest.approx(gpu_hours(plan("table1", runs_root="r"), tflops=50), abs=0.05)
     assert not (tmp_path / "runs").exists()
+
+
+def test_tflops_scales_the_dry_run_estimate_as_its_inverse(tmp_path, capsys):
+    at_one = gpu_hours(plan("table2", runs_root=str(tmp_path / "runs")), tflops=1)  # GPU-hours at 1 TFLOP/s
+    assert at_one > 100
+    for tflops in (50, 12.5, 400):
+        assert cli("reproduce", "table2", "--dry-run", "--runs", tmp_path / "runs", "--tflops", tflops) == 0
+        m = HOURS.search(capsys.readouterr().out)
+        assert m and float(m["tflops"]) == tflops
+        assert float(m["hours"]) == pytest.approx(at_one / tflops, abs=0.05)  # printed with one decimal
+    for bad in (0, -5, "nan"):
+        assert cli("reproduce", "table2", "--dry-run", "--runs", tmp_path / "runs", "--tflops", bad) == 2
+        assert "--tflops must be a positive number" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -11,11 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from cskd.errors import UserError
 
-STOP_WAIT_S = 10  # after Ctrl-C, how long Streamlit gets to shut down before it is killed
+STOP_WAIT_S = 10  # after Ctrl-C, how long Streamlit gets to shut down before it is terminated, then killed
+STOPPED = "cskd dashboard: stopped"  # the last line after a Ctrl-C or SIGTERM (the browser test looks for it)
 
 
 def app_script() -> Path:
@@ -56,7 +58,8 @@ def command(runs_dir: Path, port: int, host: str) -> list[str]:
 
 def launch(runs_dir: str, port: int = 8501, host: str = "127.0.0.1") -> int:
     """Serve the dashboard over `runs_dir` until Ctrl-C; returns Streamlit's exit status (0 after
-    Ctrl-C). Binds 127.0.0.1 by default: only this machine can connect."""
+    Ctrl-C or SIGTERM, with "cskd dashboard: stopped" last on stderr). Binds 127.0.0.1 by default:
+    only this machine can connect."""
     root = Path(runs_dir).expanduser()
     if not root.is_dir():
         raise UserError(f"runs folder {runs_dir} does not exist or is not a folder; "
@@ -67,31 +70,60 @@ def launch(runs_dir: str, port: int = 8501, host: str = "127.0.0.1") -> int:
     print(f"cskd dashboard: {url(host, port)}  (runs: {root.resolve()}; Ctrl-C stops it)", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"cskd dashboard: listening on {host}: other machines can reach it", flush=True)
-    proc = subprocess.Popen(command(root.resolve(), port, host))
-    # `kill PID` of this process must not leave Streamlit running without it.
-    previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    # Handlers from before Streamlit starts: no window where a Ctrl-C raises KeyboardInterrupt here
+    # (Streamlit starts with the default dispositions: an exec resets caught signals).
+    stops: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: stops.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        # The terminal sent SIGINT to Streamlit too; give it time to close its sessions.
-        _stop(proc)
-        print("cskd dashboard: stopped", file=sys.stderr)
-        return 0
+        proc = subprocess.Popen(command(root.resolve(), port, host))
+        try:
+            return _serve(proc, stops)
+        finally:
+            if proc.poll() is None:  # any other way out of here
+                proc.kill()
+                proc.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        if proc.poll() is None:  # any other way out of here
-            _stop(proc)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Wait for Streamlit to exit after Ctrl-C; terminate, then kill it if it does not."""
+def _serve(proc: subprocess.Popen, stops: list) -> int:
+    """Wait for Streamlit; on Ctrl-C (SIGINT, which the terminal sends Streamlit too) or `kill PID` of
+    this process (SIGTERM, passed on: Streamlit must not outlive it), stop it, say so last, and
+    return 0; otherwise return Streamlit's own exit status.
+
+    The handlers only note the signal in `stops` (no KeyboardInterrupt: raised wherever the process
+    happens to be, it could miss the "stopped" line), and replace an inherited SIG_IGN: a shell
+    without job control starts background commands with SIGINT ignored, and Streamlit, which
+    installs its own handler, would stop on a Ctrl-C the CLI never saw. When Streamlit's exit is
+    seen, a Ctrl-C sent to both is already noted: the kernel queues it for this process before
+    Streamlit can act on it, and its handler runs before the wait returns here."""
+    while not stops:
+        try:
+            status = proc.wait(timeout=0.5)  # short waits: the handlers run between them
+        except subprocess.TimeoutExpired:
+            continue
+        if not stops:
+            return status  # Streamlit exited on its own
+    if signal.SIGTERM in stops:
+        proc.terminate()
+    _stop(proc, stops)
+    print(STOPPED, file=sys.stderr, flush=True)  # flushed: the process may be gone right after
+    return 0
+
+
+def _stop(proc: subprocess.Popen, stops: list) -> None:
+    """Wait for Streamlit to exit after a stop signal: STOP_WAIT_S, then terminate, then kill. A
+    further Ctrl-C (or SIGTERM) while waiting skips to the next step."""
     for step in (None, proc.terminate, proc.kill):
         if step is not None:
             step()
-        try:
-            proc.wait(timeout=STOP_WAIT_S)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting politely
-            continue
+        seen, deadline = len(stops), time.monotonic() + STOP_WAIT_S
+        while len(stops) == seen and time.monotonic() < deadline:
+            try:
+                proc.wait(timeout=0.1)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+    proc.wait()
