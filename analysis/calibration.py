@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _checks
 from .metrics import finite_chunk, log_softmax, logit_rows, row_chunks
@@ -91,7 +92,7 @@ def _equal_mass_index(conf: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.nda
     return b, lower, upper
 
 
-def confidence_and_correctness(probs, labels) -> tuple[np.ndarray, np.ndarray]:
+def confidence_and_correctness(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample (confidence, correct): confidence[i] = max_c p[i, c], float64 in [0, 1];
     correct[i] = (argmax_c p[i, c] == y_i), bool, ties in argmax going to the lowest class id.
 
@@ -102,7 +103,7 @@ def confidence_and_correctness(probs, labels) -> tuple[np.ndarray, np.ndarray]:
     return p.max(axis=1), p.argmax(axis=1) == y
 
 
-def reliability_bins_from_confidence(confidence, correct, *, n_bins: int = N_BINS,
+def reliability_bins_from_confidence(confidence: ArrayLike, correct: ArrayLike, *, n_bins: int = N_BINS,
                                      strategy: str = "uniform") -> ReliabilityBins:
     """Reliability bins from per-sample confidence (N,) in [0, 1] and correctness (N,) bool.
 
@@ -126,12 +127,22 @@ def reliability_bins_from_confidence(confidence, correct, *, n_bins: int = N_BIN
     return ReliabilityBins(lower, upper, acc, mean_conf, count, strategy)
 
 
-def reliability_bins(probs, labels, *, n_bins: int = N_BINS, strategy: str = "uniform") -> ReliabilityBins:
+def reliability_bins(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = N_BINS,
+                     strategy: str = "uniform") -> ReliabilityBins:
     """Group samples into `n_bins` bins of confidence = max softmax probability, equal-width
     ("uniform", the paper's) or equal-mass ("quantile"); see the module docstring for the edges.
 
     accuracy[m] = mean(argmax(p_i) == y_i) over the bin; confidence[m] = mean(max(p_i)) over the
     bin. Ties in argmax go to the lowest class index.
+
+    >>> import numpy as np
+    >>> from analysis.metrics import softmax
+    >>> logits = np.array([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])  # 3 samples, 2 classes
+    >>> probs = softmax(logits)  # confidences 0.881, 0.953 (right) and 0.731 (wrong: label 1)
+    >>> labels = [0, 1, 1]
+    >>> bins = reliability_bins(probs, labels, n_bins=4)
+    >>> bins.count.tolist(), bins.accuracy[2:].tolist()  # (0.5, 0.75] and (0.75, 1]
+    ([0, 0, 1, 2], [0.0, 1.0])
     """
     conf, right = confidence_and_correctness(probs, labels)
     return reliability_bins_from_confidence(conf, right, n_bins=n_bins, strategy=strategy)
@@ -150,28 +161,64 @@ def mce_from_bins(bins: ReliabilityBins) -> float:
     return float(np.max(np.abs(bins.accuracy[full] - bins.confidence[full])))
 
 
-def ece(probs, labels, *, n_bins: int = N_BINS) -> float:
+def ece(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = N_BINS) -> float:
     """Expected calibration error in [0, 1] (paper §3.1): sum_m |B_m|/n * |acc(B_m) - conf(B_m)|
-    over `n_bins` equal-width confidence bins (see module docstring for the edges)."""
+    over `n_bins` equal-width confidence bins (see module docstring for the edges).
+
+    >>> import numpy as np
+    >>> from analysis.metrics import softmax
+    >>> logits = np.array([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])  # 3 samples, 2 classes
+    >>> probs = softmax(logits)  # confidences 0.881, 0.953 (right) and 0.731 (wrong: label 1)
+    >>> labels = [0, 1, 1]
+    >>> round(ece(probs, labels), 4)  # (0.119 + 0.047 + 0.731) / 3: each in its own bin
+    0.2992
+    """
     return ece_from_bins(reliability_bins(probs, labels, n_bins=n_bins))
 
 
-def mce(probs, labels, *, n_bins: int = N_BINS) -> float:
-    """Maximum calibration error in [0, 1]: max over non-empty equal-width bins of |acc(B_m) - conf(B_m)|."""
+def mce(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = N_BINS) -> float:
+    """Maximum calibration error in [0, 1]: max over non-empty equal-width bins of |acc(B_m) - conf(B_m)|.
+
+    >>> import numpy as np
+    >>> from analysis.metrics import softmax
+    >>> logits = np.array([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])  # 3 samples, 2 classes
+    >>> probs = softmax(logits)  # confidences 0.881, 0.953 (right) and 0.731 (wrong: label 1)
+    >>> labels = [0, 1, 1]
+    >>> round(mce(probs, labels), 4)  # the wrong sample's bin: |0 - 0.731|
+    0.7311
+    """
     return mce_from_bins(reliability_bins(probs, labels, n_bins=n_bins))
 
 
-def adaptive_ece(probs, labels, *, n_bins: int = N_BINS) -> float:
+def adaptive_ece(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = N_BINS) -> float:
     """ECE in [0, 1] over equal-mass bins: samples sorted by confidence (stable sort) and split
     into `n_bins` consecutive groups whose sizes differ by at most one (np.array_split), then
     sum_m |B_m|/n * |acc(B_m) - conf(B_m)|. Groups left empty when n_bins > n are skipped.
-    Equals ece_from_bins(reliability_bins(..., strategy="quantile"))."""
+    Equals ece_from_bins(reliability_bins(..., strategy="quantile")).
+
+    >>> import numpy as np
+    >>> from analysis.metrics import softmax
+    >>> logits = np.array([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])  # 3 samples, 2 classes
+    >>> probs = softmax(logits)  # confidences 0.881, 0.953 (right) and 0.731 (wrong: label 1)
+    >>> labels = [0, 1, 1]
+    >>> round(adaptive_ece(probs, labels, n_bins=2), 4)  # bins {0.731, 0.881}, {0.953}
+    0.2198
+    """
     return ece_from_bins(reliability_bins(probs, labels, n_bins=n_bins, strategy="quantile"))
 
 
-def classwise_ece(probs, labels, *, n_bins: int = N_BINS) -> float:
+def classwise_ece(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = N_BINS) -> float:
     """Class-wise ECE in [0, 1]: (1/C) * sum_c sum_m |B_mc|/n * |mean(1[y=c]) - mean(p_c)| over
-    B_mc, the samples whose probability p_c for class c falls in equal-width bin m."""
+    B_mc, the samples whose probability p_c for class c falls in equal-width bin m.
+
+    >>> import numpy as np
+    >>> from analysis.metrics import softmax
+    >>> logits = np.array([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])  # 3 samples, 2 classes
+    >>> probs = softmax(logits)  # confidences 0.881, 0.953 (right) and 0.731 (wrong: label 1)
+    >>> labels = [0, 1, 1]
+    >>> round(classwise_ece(probs, labels), 4)
+    0.2992
+    """
     p, y = _checks.probs_and_labels(probs, labels)
     n_bins = _checks.positive_int(n_bins, "n_bins")
     return classwise_ece_of_cells(*classwise_cells(p, y, n_bins), n=p.shape[0], n_bins=n_bins)
@@ -199,7 +246,8 @@ def classwise_ece_of_cells(sum_p: np.ndarray, sum_y: np.ndarray, *, n: int, n_bi
     return float(per_class.mean())
 
 
-def ece_bootstrap_ci(probs, labels, *, n_bins: int = N_BINS, n_boot: int = N_BOOT, level: float = CI_LEVEL,
+def ece_bootstrap_ci(probs: ArrayLike, labels: ArrayLike, *, n_bins: int = N_BINS, n_boot: int = N_BOOT,
+                     level: float = CI_LEVEL,
                      seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval (low, high), in [0, 1], for the equal-width ECE of `ece`.
 
@@ -207,12 +255,22 @@ def ece_bootstrap_ci(probs, labels, *, n_bins: int = N_BINS, n_boot: int = N_BOO
     computes their ECE with the same fixed bin edges; the interval is the (1 - level)/2 and
     (1 + level)/2 quantiles of the replicate ECEs (numpy.quantile, linear interpolation). The
     result is a deterministic function of the inputs, n_bins, n_boot, level and seed.
+
+    >>> import numpy as np
+    >>> from analysis.metrics import softmax
+    >>> logits = np.array([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])  # 3 samples, 2 classes
+    >>> probs = softmax(logits)  # confidences 0.881, 0.953 (right) and 0.731 (wrong: label 1)
+    >>> labels = [0, 1, 1]
+    >>> low, high = ece_bootstrap_ci(probs, labels, n_boot=100)
+    >>> bool(low <= ece(probs, labels) <= high)
+    True
     """
     conf, right = confidence_and_correctness(probs, labels)
     return ece_bootstrap_ci_from_confidence(conf, right, n_bins=n_bins, n_boot=n_boot, level=level, seed=seed)
 
 
-def ece_bootstrap_ci_from_confidence(confidence, correct, *, n_bins: int = N_BINS, n_boot: int = N_BOOT,
+def ece_bootstrap_ci_from_confidence(confidence: ArrayLike, correct: ArrayLike, *, n_bins: int = N_BINS,
+                                     n_boot: int = N_BOOT,
                                      level: float = CI_LEVEL, seed: int = 0) -> tuple[float, float]:
     """`ece_bootstrap_ci` from per-sample confidence (N,) in [0, 1] and correctness (N,) bool
     (see confidence_and_correctness): the same replicates and interval, without the (N, C)
@@ -237,10 +295,19 @@ def ece_bootstrap_ci_from_confidence(confidence, correct, *, n_bins: int = N_BIN
     return float(low), float(high)
 
 
-def brier_score(probs, labels) -> float:
+def brier_score(probs: ArrayLike, labels: ArrayLike) -> float:
     """Multi-class Brier score in [0, 2]: (1/N) sum_i sum_c (p_ic - 1[y_i = c])^2, i.e. the squared
     L2 distance between each predicted distribution and the one-hot label, summed over the C
-    classes and averaged over the N samples (0: certain and right; 2: certain and wrong)."""
+    classes and averaged over the N samples (0: certain and right; 2: certain and wrong).
+
+    >>> import numpy as np
+    >>> from analysis.metrics import softmax
+    >>> logits = np.array([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])  # 3 samples, 2 classes
+    >>> probs = softmax(logits)  # confidences 0.881, 0.953 (right) and 0.731 (wrong: label 1)
+    >>> labels = [0, 1, 1]
+    >>> round(brier_score(probs, labels), 4)  # (0.028 + 0.004 + 1.069) / 3
+    0.3673
+    """
     p, y = _checks.probs_and_labels(probs, labels)
     return brier_sum(p, y) / p.shape[0]
 
@@ -252,27 +319,41 @@ def brier_sum(p: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum((p * p).sum(axis=1) - 2.0 * p[np.arange(p.shape[0]), y] + 1.0))
 
 
-def overconfidence(probs, labels) -> float:
+def overconfidence(probs: ArrayLike, labels: ArrayLike) -> float:
     """Mean confidence minus accuracy, in [-1, 1]: (1/N) sum_i max_c p_ic - (1/N) sum_i
     1[argmax_c p_ic = y_i]. Positive: over-confident on average; negative: under-confident.
-    Equals sum_m |B_m|/n * (conf(B_m) - acc(B_m)) for any binning (the signed ECE)."""
+    Equals sum_m |B_m|/n * (conf(B_m) - acc(B_m)) for any binning (the signed ECE).
+
+    >>> import numpy as np
+    >>> from analysis.metrics import softmax
+    >>> logits = np.array([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])  # 3 samples, 2 classes
+    >>> probs = softmax(logits)  # confidences 0.881, 0.953 (right) and 0.731 (wrong: label 1)
+    >>> labels = [0, 1, 1]
+    >>> round(overconfidence(probs, labels), 4)  # mean confidence 0.855 - accuracy 0.667
+    0.1881
+    """
     return overconfidence_from_confidence(*confidence_and_correctness(probs, labels))
 
 
-def overconfidence_from_confidence(confidence, correct) -> float:
+def overconfidence_from_confidence(confidence: ArrayLike, correct: ArrayLike) -> float:
     """overconfidence from per-sample max probabilities (N,) and correctness (N,) already computed."""
     return float(np.mean(confidence) - np.mean(correct))
 
 
-def apply_temperature(logits, t: float) -> np.ndarray:
-    """Return logits / t as float64; softmax of the result is the temperature-scaled prediction."""
+def apply_temperature(logits: ArrayLike, t: float) -> np.ndarray:
+    """Return logits / t as float64; softmax of the result is the temperature-scaled prediction.
+
+    >>> import numpy as np
+    >>> apply_temperature(np.array([[2.0, 0.0]]), 2.0).tolist()  # logits / T
+    [[1.0, 0.0]]
+    """
     z = _checks.logits(logits)
     if isinstance(t, bool) or not np.isscalar(t) or not np.isfinite(t) or t <= 0:
         raise ValueError(f"temperature must be a finite number > 0; got {t!r}")
     return z / float(t)
 
 
-def fit_temperature(logits, labels, *, t_min: float = 0.01, t_max: float = 100.0,
+def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, t_min: float = 0.01, t_max: float = 100.0,
                     chunk_elements: int | None = None) -> float:
     """Temperature T in [t_min, t_max] minimising the mean NLL of softmax(logits / T).
 
@@ -280,6 +361,13 @@ def fit_temperature(logits, labels, *, t_min: float = 0.01, t_max: float = 100.0
     (bounded Brent, xatol 1e-5), which is smooth and treats T and 1/T symmetrically. The logits
     are read in row chunks (analysis.metrics.row_chunks), so a large memory-mapped validation set
     is never converted to float64 as a whole.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> logits = rng.normal(size=(500, 3)) * 4
+    >>> labels = np.where(rng.random(500) < 0.3, rng.integers(0, 3, 500), logits.argmax(1))  # 30 % noise
+    >>> fit_temperature(logits, labels) > 1  # over-confident logits: softened by T > 1
+    True
     """
     from scipy.optimize import minimize_scalar  # here: importing the constants above stays light
 

@@ -4,6 +4,7 @@ chunks a large (memory-mapped) logit matrix is read in."""
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _checks
 
@@ -20,7 +21,7 @@ def row_chunks(n: int, c: int, chunk_elements: int | None = None) -> list[tuple[
     return [(s, min(s + step, n)) for s in range(0, n, step)]
 
 
-def logit_rows(x, name: str = "logits") -> tuple[int, int]:
+def logit_rows(x: ArrayLike, name: str = "logits") -> tuple[int, int]:
     """(N, C) of a 2-D real array with at least one row and one column, checked without reading it
     whole (its values are checked chunk by chunk with `finite_chunk`)."""
     shape, dtype = np.shape(x), getattr(x, "dtype", None)
@@ -36,7 +37,7 @@ def logit_rows(x, name: str = "logits") -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def finite_chunk(x, start: int, stop: int, name: str = "logits") -> np.ndarray:
+def finite_chunk(x: ArrayLike, start: int, stop: int, name: str = "logits") -> np.ndarray:
     """Rows start:stop of `x` as float64, or a ValueError when any is NaN or infinite."""
     z = np.asarray(x[start:stop], dtype=np.float64)
     if not np.isfinite(z).all():
@@ -44,30 +45,45 @@ def finite_chunk(x, start: int, stop: int, name: str = "logits") -> np.ndarray:
     return z
 
 
-def softmax(logits) -> np.ndarray:
+def softmax(logits: ArrayLike) -> np.ndarray:
     """Row-wise softmax of a (N, C) logit array, as float64.
 
     p[i, c] = exp(z[i, c] - m_i) / sum_j exp(z[i, j] - m_i) with m_i = max_j z[i, j]; subtracting
     the row maximum keeps exp() from overflowing and does not change the result.
+
+    >>> import numpy as np
+    >>> softmax(np.array([[2.0, 0.0]])).round(3).tolist()
+    [[0.881, 0.119]]
     """
     z = _checks.logits(logits)
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 
 
-def log_softmax(logits) -> np.ndarray:
-    """Row-wise natural-log softmax of a (N, C) logit array, float64 (log-sum-exp, stable)."""
+def log_softmax(logits: ArrayLike) -> np.ndarray:
+    """Row-wise natural-log softmax of a (N, C) logit array, float64 (log-sum-exp, stable).
+
+    >>> import numpy as np
+    >>> log_softmax(np.array([[2.0, 0.0]])).round(3).tolist()
+    [[-0.127, -2.127]]
+    """
     z = _checks.logits(logits)
     z = z - z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def top_k_error(logits, labels, *, k: int = 1) -> float:
+def top_k_error(logits: ArrayLike, labels: ArrayLike, *, k: int = 1) -> float:
     """Fraction in [0, 1] of samples whose label is not among the k highest scores.
 
     A sample counts as correct when fewer than k classes score *strictly* higher than its label,
     so ties are resolved in the label's favour (deterministic, independent of class order).
     Requires 1 <= k <= C.
+
+    >>> import numpy as np
+    >>> logits = np.array([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])  # 3 samples, 2 classes
+    >>> labels = [0, 1, 1]
+    >>> top_k_error(logits, labels), top_k_error(logits, labels, k=2)
+    (0.333..., 0.0)
     """
     z, y = _checks.logits_and_labels(logits, labels)
     k = _checks.positive_int(k, "k")
@@ -78,7 +94,14 @@ def top_k_error(logits, labels, *, k: int = 1) -> float:
     return float(np.mean(n_higher >= k))
 
 
-def nll(logits, labels) -> float:
-    """Mean negative log-likelihood, in nats: -(1/N) * sum_i log softmax(z_i)[y_i]. Range [0, inf)."""
+def nll(logits: ArrayLike, labels: ArrayLike) -> float:
+    """Mean negative log-likelihood, in nats: -(1/N) * sum_i log softmax(z_i)[y_i]. Range [0, inf).
+
+    >>> import numpy as np
+    >>> logits = np.array([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])  # 3 samples, 2 classes
+    >>> labels = [0, 1, 1]
+    >>> round(nll(logits, labels), 4)  # (0.127 + 0.049 + 1.313) / 3
+    0.4963
+    """
     z, y = _checks.logits_and_labels(logits, labels)
     return float(-np.mean(log_softmax(z)[np.arange(z.shape[0]), y]))

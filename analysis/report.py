@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 
 from . import calibration as cal
@@ -154,7 +155,7 @@ def draw_log_probs(rep: Report) -> None:
         rep.save(lp.plot()[0].figure, "logprob_misclassified_by_both_per_seed")
 
 
-def seed_paired_log_probs(groups, logits: dict, labels):
+def seed_paired_log_probs(groups, logits: dict, labels: ArrayLike):
     """Paper Fig. 2 with seeds: when the runs form exactly two seed groups (e.g. CE and CS-KD) that
     share their seeds, the samples misclassified by BOTH runs of each seed, pooled over the seeds
     (a sample counts once per seed it qualifies for): ({group label: {"predicted", "true"}}, rows,

@@ -25,7 +25,6 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _checks
-from .calibration import confidence_and_correctness
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,8 +53,9 @@ def smooth_ece(probs: ArrayLike, labels: ArrayLike) -> float:
     >>> 0 <= smooth_ece(probs, [0, 1, 1, 1]) <= 1
     True
     """
-    conf, right = confidence_and_correctness(probs, labels)
-    return smooth_ece_from_confidence(conf, right)
+    p, y = _checks.probs_and_labels(probs, labels)
+    pred = p.argmax(axis=1)  # ties to the lowest class id, as analysis.calibration
+    return smooth_ece_from_confidence(p[np.arange(len(y)), pred], pred == y)
 
 
 @dataclass(frozen=True, eq=False)

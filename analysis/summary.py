@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _checks
 from . import calibration as cal
@@ -26,10 +27,12 @@ from .hierarchy import group_error_key, group_names, hierarchical_accuracy, top1
 from .metrics import finite_chunk, log_softmax, logit_rows, row_chunks
 from .report_input import RunData
 from .retrieval import recall_at_k
+from .smooth_calibration import smooth_ece_from_confidence
 
 # The scalars run_scalars returns, in this order (without n_boot no interval, without validation
 # predictions no temperature): what analysis.report.run_metrics and the stats cache hold.
-CORE = ("top1_error", "top5_error", "nll", "ece", "mce", "adaptive_ece", "classwise_ece", "brier", "overconfidence")
+CORE = ("top1_error", "top5_error", "nll", "ece", "mce", "adaptive_ece", "classwise_ece", "brier", "overconfidence",
+        "smooth_ece")
 AFTER_TS = ("temperature", "ece_after_ts", "mce_after_ts", "nll_after_ts")
 INTERVAL = ("ece_ci_low", "ece_ci_high")
 
@@ -69,7 +72,8 @@ class LogitSummary:
         return {k: getattr(self, k) for k in self.PER_SAMPLE if getattr(self, k) is not None}
 
 
-def summarize_logits(logits, labels, *, temperature: float = 1.0, n_bins: int = cal.N_BINS, full: bool = True,
+def summarize_logits(logits: ArrayLike, labels: ArrayLike, *, temperature: float = 1.0, n_bins: int = cal.N_BINS,
+                     full: bool = True,
                      chunk_elements: int | None = None) -> LogitSummary:
     """One pass over logits (N, C) (any array, e.g. a read-only memory map) and labels (N,) in row
     chunks of at most chunk_elements values (analysis.metrics.CHUNK_ELEMENTS when None): the
@@ -126,7 +130,8 @@ def core_scalars(s: LogitSummary) -> dict:
             "nll": float(-np.mean(s.true_logprob)), "ece": ece, "mce": mce, "adaptive_ece": cal.ece_from_bins(quantile),
             "classwise_ece": cal.classwise_ece_of_cells(*s.classwise_cells, n=s.n_samples, n_bins=s.n_bins),
             "brier": s.brier_sum / s.n_samples,
-            "overconfidence": cal.overconfidence_from_confidence(s.confidence, s.correct)}
+            "overconfidence": cal.overconfidence_from_confidence(s.confidence, s.correct),
+            "smooth_ece": smooth_ece_from_confidence(s.confidence, s.correct)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,14 +145,16 @@ class RunScalars:
     scaled: LogitSummary | None
 
 
-def run_scalars(logits, labels, *, val_logits=None, val_labels=None, n_bins: int = cal.N_BINS,
+def run_scalars(logits: ArrayLike, labels: ArrayLike, *, val_logits: ArrayLike | None = None,
+                val_labels: ArrayLike | None = None, n_bins: int = cal.N_BINS,
                 n_boot: int = cal.N_BOOT, ci_level: float = cal.CI_LEVEL, seed: int = 0,
                 on_step=None) -> RunScalars:
     """Every scalar metric of one run's logits (N, C) and labels (N,), computed in row chunks.
 
     CORE: top1_error, top5_error (k = min(5, C)), nll (nats), ece, mce (n_bins equal-width bins),
     adaptive_ece (n_bins equal-mass bins), classwise_ece, brier (in [0, 2]), overconfidence (mean
-    confidence - accuracy, in [-1, 1]). AFTER_TS, with val_logits / val_labels: temperature
+    confidence - accuracy, in [-1, 1]), smooth_ece (no bins: analysis.smooth_calibration). AFTER_TS,
+    with val_logits / val_labels: temperature
     (analysis.calibration.fit_temperature on them), ece_after_ts, mce_after_ts, nll_after_ts of
     logits / temperature. INTERVAL, with n_boot >= 1: ece_ci_low, ece_ci_high (percentile bootstrap
     of the ECE, n_boot resamples at ci_level, seeded). `on_step(fraction, text)` is told before each

@@ -11,10 +11,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 # Metrics that are not fractions: printed as they are, never multiplied by 100.
 NOT_FRACTIONS = frozenset({"nll", "nll_after_ts", "temperature", "brier"})  # shown as they are, not ×100
-DEFAULT_METRICS = ("top1_error", "top5_error", "ece", "nll", "recall_at_1")
+DEFAULT_METRICS = ("top1_error", "top5_error", "ece", "smooth_ece", "nll", "recall_at_1")
 # Preferred order of config keys in row labels.
 LABEL_KEYS = ("dataset", "model", "method", "temperature", "lambda_cls")
 # How the tables say what their cells are (Markdown: a caption line under the table; LaTeX: a
@@ -280,7 +281,7 @@ def _diff_text(cell, decimals, mark):
     return f"{cell['diff']:+.{decimals}f}" + (f" {mark}" if cell["mark"] else "")
 
 
-def comparison_table(rows, columns, ours: dict, paper: dict, *, title: str | None = None,
+def comparison_table(rows: ArrayLike, columns, ours: dict, paper: dict, *, title: str | None = None,
                      fmt: str = "markdown", decimals: int = 2, row_header: str = "") -> str:
     """Our results next to the paper's, cell by cell.
 

@@ -74,7 +74,7 @@ def metrics_table(ready, displays: dict, curves: dict) -> pd.DataFrame:
             f"ECE ({N_BINS} equal-width bins)": _pct(m["ece"]),
             f"ECE {CI_LEVEL:.0%} bootstrap interval": f"{100 * low:.2f}–{100 * high:.2f} %" if low is not None else "—",
             f"adaptive ECE ({N_BINS} equal-mass bins)": _pct(m["adaptive_ece"]),
-            "class-wise ECE": _pct(m["classwise_ece"]),
+            "class-wise ECE": _pct(m["classwise_ece"]), "smooth ECE (no bins)": _pct(m.get("smooth_ece")),
             "NLL (nats)": f"{m['nll']:.3f}", "Brier score": f"{m['brier']:.3f}",
             "confidence − accuracy": ("over-confident by " if over > 0 else "under-confident by ")
             + f"{100 * abs(over):.2f} %",

@@ -11,11 +11,12 @@ analysis.report.run_metrics names them:
   top1_error, top5_error (k = min(5, C); ties in the label's favour), nll (nats), ece, mce (N_BINS
   = analysis.calibration.N_BINS equal-width bins, analysis.calibration's convention), adaptive_ece
   (N_BINS equal-mass bins), classwise_ece, brier (in [0, 2]), overconfidence (mean confidence -
-  accuracy, in [-1, 1]), ece_ci_low / ece_ci_high (percentile bootstrap, N_BOOT resamples, CI_LEVEL,
-  seed 0), all computed by analysis.summary.run_scalars (the report's code path), recall_at_1
-  (exact L2 search with FAISS, the query excluded), temperature (fitted on the run's validation
-  predictions, never on the test split; None without them), ece_after_ts, mce_after_ts,
-  nll_after_ts, hierarchical_accuracy (with a coarse grouping).
+  accuracy, in [-1, 1]), smooth_ece (no bins; analysis.smooth_calibration), ece_ci_low /
+  ece_ci_high (percentile bootstrap, N_BOOT resamples, CI_LEVEL, seed 0), all computed by
+  analysis.summary.run_scalars (the report's code path), recall_at_1 (exact L2 search with FAISS,
+  the query excluded), temperature (fitted on the run's validation predictions, never on the test
+  split; None without them), ece_after_ts, mce_after_ts, nll_after_ts, hierarchical_accuracy (with
+  a coarse grouping).
 Arrays (N samples, C classes, K neighbours, G coarse groups):
   confidence f8 (N,)      max softmax probability
   correct ?    (N,)       argmax (ties to the lowest id) equals the label
@@ -53,7 +54,7 @@ from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import DEFAULT_SPLIT, stats_name
 from cskd.runfolder.predictions import predictions_status, read_predictions
 
-STATS_VERSION = 1  # of the content below; another version is recomputed
+STATS_VERSION = 2  # of the content below; another version is recomputed (2: smooth_ece)
 NEIGHBOURS = 10
 TOP_PAIRS = 50
 

@@ -75,8 +75,8 @@ def first_step(preds, val, plan: Plan, step) -> tuple[dict, dict]:
     computed = scalars.metrics
     # The cached scalars, in this order (None: undefined or not computed yet)
     m = dict.fromkeys(("top1_error", "top5_error", "nll", "ece", "mce", "adaptive_ece", "classwise_ece", "brier",
-                       "overconfidence", "recall_at_1", "temperature", "ece_after_ts", "mce_after_ts", "nll_after_ts",
-                       "hierarchical_accuracy", "ece_ci_low", "ece_ci_high"))
+                       "overconfidence", "smooth_ece", "recall_at_1", "temperature", "ece_after_ts", "mce_after_ts",
+                       "nll_after_ts", "hierarchical_accuracy", "ece_ci_low", "ece_ci_high"))
     m.update(computed)
     arrays = scalars.summary.arrays()
     if scalars.scaled is not None:
