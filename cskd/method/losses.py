@@ -57,12 +57,15 @@ class CSKDLoss(nn.Module):
         self.temperature, self.lambda_cls = float(temperature), float(lambda_cls)
 
     def forward(self, logits: torch.Tensor, partner_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The 0-d loss of anchors' `logits` (B, C) against `labels` (B,) and their partners'
+        `partner_logits` (B, C), the partner's distribution a constant (detached)."""
         _check_logits(logits, partner_logits, labels)
         total, _, _ = cskd_loss(logits, partner_logits, labels, temperature=self.temperature,
                                 lambda_cls=self.lambda_cls)
         return total
 
     def extra_repr(self) -> str:
+        """"temperature=T, lambda_cls=λ" in the module's repr."""
         return f"temperature={self.temperature:g}, lambda_cls={self.lambda_cls:g}"
 
 

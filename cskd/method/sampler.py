@@ -14,7 +14,7 @@ ranks covers exactly the anchors and partners of single-process step k.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -76,7 +76,7 @@ class ClassWiseBatchSampler(Sampler[list[int]]):
     (4, True)
     """
 
-    def __init__(self, labels, batch_size: int, *, seed: int = 0, drop_last: bool = False,
+    def __init__(self, labels: torch.Tensor | Sequence[int] | np.ndarray, batch_size: int, *, seed: int = 0, drop_last: bool = False,
                  allow_self_pair: bool = False, num_replicas: int | None = None, rank: int | None = None,
                  anchors_per_epoch: int | None = None):
         labels = _class_ids(labels)
@@ -145,9 +145,11 @@ class ClassWiseBatchSampler(Sampler[list[int]]):
         return [(perm[i:i + self.batch_size], partners[i:i + self.batch_size]) for i in range(0, n, self.batch_size)]
 
     def state_dict(self) -> dict:
+        """The sampler's whole state {seed, epoch, allow_self_pair}: what a checkpoint keeps."""
         return {"seed": self.seed, "epoch": self.epoch, "allow_self_pair": self.allow_self_pair}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a state_dict: the sampler then draws what the saved one would have drawn."""
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
         self.allow_self_pair = bool(state["allow_self_pair"])
@@ -158,7 +160,7 @@ def share(rows: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     return rows[rank::world] if world > 1 else rows
 
 
-def split_pairs(batch):
+def split_pairs(batch: torch.Tensor | tuple | list | dict) -> tuple:
     """Cut a collated batch of 2·B samples from `ClassWiseBatchSampler` into (anchors, partners).
 
     `batch` is a tensor whose first dimension is 2·B, or a tuple/list/dict of such tensors (as a
