@@ -76,7 +76,8 @@ class ClassWiseBatchSampler(Sampler[list[int]]):
     (4, True)
     """
 
-    def __init__(self, labels: torch.Tensor | Sequence[int] | np.ndarray, batch_size: int, *, seed: int = 0, drop_last: bool = False,
+    def __init__(self, labels: torch.Tensor | Sequence[int] | np.ndarray, batch_size: int, *, seed: int = 0,
+                 drop_last: bool = False,
                  allow_self_pair: bool = False, num_replicas: int | None = None, rank: int | None = None,
                  anchors_per_epoch: int | None = None):
         labels = _class_ids(labels)
