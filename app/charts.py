@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.figures import GT_COLOR
+from cskd.analysis.figures import GT_COLOR
 
 UNIT = {"domain": [0, 1]}
 SIDE = 300  # pixels of one reliability panel

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from analysis.embedding import TSNE_MAX_POINTS  # points of a t-SNE cache (it records them)
-from app.paths import RunFiles
+from cskd.analysis.embedding import TSNE_MAX_POINTS  # points of a t-SNE cache (it records them)
+from cskd.app.paths import RunFiles
 from cskd.errors import UserError, short_reason
 from cskd.runfolder import (
     CONFIG,

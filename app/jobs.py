@@ -3,7 +3,7 @@ t-SNE cache, written through cskd (predict, cskd.evaluation.stats_compute.ensure
 cskd.evaluation.run_data.cached_tsne),
 which take the run folder's writer lock.
 
-Jobs run one at a time, cheapest kind first (PRIORITY), each in a child process (`python -m app.worker`,
+Jobs run one at a time, cheapest kind first (PRIORITY), each in a child process (`python -m cskd.app.worker`,
 at a lower CPU priority): a page never waits for one, a page switch never cancels one, and the
 memory a computation needs (an exact neighbour search holds the features as float32) is the
 child's, returned when it ends, never the server's. CSKD_DASHBOARD_JOBS=thread runs them in a
@@ -165,7 +165,7 @@ def _report(job: Job, fraction: float, text: str) -> None:
 
 
 def _in_thread(job: Job) -> None:
-    from app.worker import run_task
+    from cskd.app.worker import run_task
     from cskd.errors import UserError
 
     try:
@@ -176,7 +176,7 @@ def _in_thread(job: Job) -> None:
 
 def _in_process(job: Job) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)}
-    cmd = [sys.executable, "-m", "app.worker", "--run", job.path, "--task", job.task, "--root", job.root]
+    cmd = [sys.executable, "-m", "cskd.app.worker", "--run", job.path, "--task", job.task, "--root", job.root]
     other = collections.deque(maxlen=KEEP_LINES)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                           cwd=REPO) as proc:

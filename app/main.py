@@ -16,15 +16,11 @@ from pathlib import Path
 
 import streamlit as st
 
-# `streamlit run app/main.py` puts app/ (not the repository) on sys.path; make `import app` work
-# from a source checkout too.
-_REPO = str(Path(__file__).resolve().parents[1])
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-
-from app import data, jobs, paths, ui  # noqa: E402
-from cskd.errors import UserError  # noqa: E402
-from cskd.runfolder.run_names import DEFAULT_RUNS_ROOT  # noqa: E402
+# The dashboard's modules are imported as the installed package cskd.app (app/ is installed under
+# cskd's name, editable or not), never through this script's own folder.
+from cskd.app import data, jobs, paths, ui
+from cskd.errors import UserError
+from cskd.runfolder.run_names import DEFAULT_RUNS_ROOT
 
 # Not "pages/": a folder of that name turns on Streamlit's older, file-based navigation.
 PAGES = Path(__file__).resolve().parent / "views"

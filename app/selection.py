@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis.displays import LogProbDisplay, PredictiveDistributionDisplay
+from cskd.analysis.displays import LogProbDisplay, PredictiveDistributionDisplay
 
 SETS = {"every run wrong": "misclassified by every picked run",
         "one wrong, one right": "misclassified by one run but not by another",

@@ -23,8 +23,8 @@ def preload() -> None:
     import pandas  # noqa: F401
     import PIL.Image  # noqa: F401
 
-    import analysis.displays  # noqa: F401 -- matplotlib, seaborn, scipy
-    import analysis.tables  # noqa: F401
+    import cskd.analysis.displays  # noqa: F401 -- matplotlib, seaborn, scipy
+    import cskd.analysis.tables  # noqa: F401
     import cskd.evaluation.stats_cache  # noqa: F401
     import cskd.runfolder  # noqa: F401
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from analysis.figures import run_color
-from app import data, jobs, paths
+from cskd.analysis.figures import run_color
+from cskd.app import data, jobs, paths
 from cskd.errors import UserError
 
 ROOT_KEY, RUNS_KEY, PICKED_KEY = "_cskd_root", "_cskd_runs", "picked"

@@ -1,6 +1,6 @@
 """One background computation of the dashboard (see app.jobs), in its own process:
 
-    python -m app.worker --run RUN_DIR --task predict|stats|search|tsne [--root RUNS_DIR]
+    python -m cskd.app.worker --run RUN_DIR --task predict|stats|search|tsne [--root RUNS_DIR]
 
 prints one JSON object per line: {"fraction", "text"} as it goes, then {"error": message} on
 failure, and {"peak_mb": ...} (its peak resident memory) at the end; exit status 0, 2 for a
@@ -27,7 +27,7 @@ def run_task(run, task: str, report, *, root=None) -> None:
     if root is not None:
         from pathlib import Path
 
-        from app.paths import folder_files
+        from cskd.app.paths import folder_files
 
         problems = folder_files(Path(root), Path(run)).problems
         if problems:
@@ -70,7 +70,7 @@ def _die_with_parent() -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.worker")
+    parser = argparse.ArgumentParser(prog="python -m cskd.app.worker")
     parser.add_argument("--run", required=True)
     parser.add_argument("--task", required=True, choices=("predict", "stats", "search", "tsne"))
     parser.add_argument("--root", help="the dashboard's runs folder (the run's files must stay inside it)")

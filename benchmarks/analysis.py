@@ -22,11 +22,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from analysis import calibration as cal  # noqa: E402
-from analysis.embedding import TSNE_MAX_POINTS, tsne_2d  # noqa: E402
-from analysis.metrics import nll, softmax, top_k_error  # noqa: E402
-from analysis.report import analyze_runs  # noqa: E402
-from analysis.retrieval import recall_at_k  # noqa: E402
+from cskd.analysis import calibration as cal  # noqa: E402
+from cskd.analysis.embedding import TSNE_MAX_POINTS, tsne_2d  # noqa: E402
+from cskd.analysis.metrics import nll, softmax, top_k_error  # noqa: E402
+from cskd.analysis.report import analyze_runs  # noqa: E402
+from cskd.analysis.retrieval import recall_at_k  # noqa: E402
 
 N, C, D = 10_000, 100, 512
 

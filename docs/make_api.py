@@ -13,16 +13,17 @@ import sys
 from pathlib import Path
 
 PAGE = Path(__file__).resolve().parent / "api.md"
-MODULES = ("cskd", "analysis")
+MODULES = ("cskd", "cskd.analysis")
 HEADER = """# API reference
 
-The public names of the two importable packages, generated from the code by `python docs/make_api.py`
+The public names of the two importable packages (`cskd`, and `cskd.analysis`: the repository's
+`analysis/` folder, installed under cskd's name), generated from the code by `python docs/make_api.py`
 (a test fails when this page is stale). Each entry: the signature, where it is defined, and the
 first line of its docstring; the docstrings state the definitions (units, ranges, bin
 conventions) and carry a runnable example.
 
 - `cskd`: CS-KD inside your own training loop (the loss, the class-wise batch sampler, the models).
-- `analysis`: metrics and figures on plain arrays (numpy arrays or tensors of logits, probabilities,
+- `cskd.analysis`: metrics and figures on plain arrays (numpy arrays or tensors of logits, probabilities,
   labels and features), importable without the rest of cskd.
 """
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-import analysis
-from analysis.displays import overlay
+from cskd import analysis
+from cskd.analysis.displays import overlay
 
 
 def own_predictions() -> tuple[dict, np.ndarray]:

@@ -60,7 +60,7 @@ def jobs_held(monkeypatch):
     shows while its jobs are still to run can be read. Left alone, a job can end before the page
     is drawn (jobs of tiny runs take 0.0 s, and a loaded machine draws slowly), and the rerun it
     causes then rightly shows the result instead."""
-    from app import worker
+    from cskd.app import worker
 
     real_task, release = worker.run_task, threading.Event()
 
@@ -79,7 +79,7 @@ def settle(at):
     """Wait for the background jobs the last run started, then run again (what the page's
     progress fragment does in a browser), until a run starts none (the metrics, then the
     neighbour search)."""
-    from app import jobs
+    from cskd.app import jobs
 
     for _ in range(6):
         assert jobs.wait_idle(120)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.embedding import TSNE_MAX_POINTS  # points of a t-SNE cache (it records them)
+from cskd.analysis.embedding import TSNE_MAX_POINTS  # points of a t-SNE cache (it records them)
 from cskd.config import TrainConfig
 from cskd.runfolder import (
     RunFolder,
@@ -131,7 +131,7 @@ def write_synthetic_run(folder, *, method: str = "cskd", seed: int = 0, n: int =
 def write_tsne(folder: RunFolder, split: str = "test") -> None:
     """A t-SNE cache as cskd.evaluation.run_data.cached_tsne writes it, with made-up coordinates: one blob per
     class on a grid (at most TSNE_MAX_POINTS points, stratified as tsne_2d subsamples)."""
-    from analysis.embedding import stratified_subsample
+    from cskd.analysis.embedding import stratified_subsample
 
     preds = read_predictions(folder, split)
     labels = np.asarray(preds.labels)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import analysis
+from cskd import analysis
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = sorted(m.name for m in pkgutil.iter_modules(analysis.__path__) if not m.name.startswith("_"))
@@ -48,7 +48,7 @@ def test_every_public_parameter_is_annotated(name):
 
 @pytest.mark.parametrize("module", MODULES)
 def test_docstring_examples_run(module):
-    mod = importlib.import_module(f"analysis.{module}")
+    mod = importlib.import_module(f"cskd.analysis.{module}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
 

@@ -39,9 +39,9 @@ def runs(tiny_app_runs):
 # ------------------------------------------------------------------------------------ Runs page
 
 def test_runs_page_lists_runs_with_cached_metrics(monkeypatch, runs):
-    from analysis.calibration import ece
-    from analysis.metrics import nll, softmax, top_k_error
-    from analysis.retrieval import recall_at_k
+    from cskd.analysis.calibration import ece
+    from cskd.analysis.metrics import nll, softmax, top_k_error
+    from cskd.analysis.retrieval import recall_at_k
 
     at = open_page(app(monkeypatch, runs, [CE, CSKD0]), "runs")
     df = at.dataframe[0].value
@@ -94,7 +94,7 @@ def test_default_picks_compare_two_methods_and_the_url_follows(monkeypatch, tmp_
 
 
 def test_unpicked_runs_are_not_computed_until_asked(monkeypatch, tmp_path):
-    from app import jobs
+    from cskd.app import jobs
 
     for name in ("a", "b"):
         write_synthetic_run(tmp_path / name, n=60, n_val=30, tsne=False)  # predictions, no stats cache

@@ -37,8 +37,8 @@ def shown_samples(at) -> int:
 # ------------------------------------------------------------------------------------ calibration
 
 def test_calibration_numbers_follow_bins_strategy_and_temperature(monkeypatch, runs):
-    from analysis import calibration as cal
-    from analysis.metrics import nll, softmax
+    from cskd.analysis import calibration as cal
+    from cskd.analysis.metrics import nll, softmax
 
     at = open_page(app(monkeypatch, runs, [CE, CSKD0]), "calibration")
     p, v = preds(runs, CE), preds(runs, CE, "val")
@@ -90,7 +90,7 @@ def test_calibration_groups_seeds(monkeypatch, runs):
 # ---------------------------------------------------------------------------------- misclassified
 
 def test_misclassified_sets_filters_pages_and_inspection(monkeypatch, runs):
-    from analysis.misclassified import misclassified_by_all, misclassified_by_first_not_second
+    from cskd.analysis.misclassified import misclassified_by_all, misclassified_by_first_not_second
 
     at = open_page(app(monkeypatch, runs, [CE, CSKD0]), "misclassified")
     a, b = preds(runs, CE), preds(runs, CSKD0)
@@ -161,7 +161,7 @@ def test_misclassified_refuses_runs_on_different_samples(monkeypatch, runs):
 # -------------------------------------------------------------------------------------- confusion
 
 def test_confusion_pairs_matrix_and_drill_down(monkeypatch, runs):
-    from analysis.confusion import confusion_matrix, most_confused_pairs, per_class_accuracy
+    from cskd.analysis.confusion import confusion_matrix, most_confused_pairs, per_class_accuracy
 
     at = open_page(app(monkeypatch, runs, [CE, CSKD0]), "confusion")
     p = preds(runs, CE)
@@ -190,7 +190,7 @@ def test_confusion_pairs_matrix_and_drill_down(monkeypatch, runs):
 # ------------------------------------------------------------------------------------- embeddings
 
 def test_embeddings_scatter_and_neighbours(monkeypatch, runs):
-    from analysis.retrieval import recall_at_k
+    from cskd.analysis.retrieval import recall_at_k
 
     at = open_page(app(monkeypatch, runs, [CE, CSKD0]), "embeddings")
     assert len(charts(at)) == 2
@@ -228,7 +228,7 @@ def test_embeddings_compute_a_missing_tsne(monkeypatch, tmp_path):
 # -------------------------------------------------------------------------------------- hierarchy
 
 def test_hierarchy_for_coarse_runs_and_a_note_otherwise(monkeypatch, runs):
-    from analysis.hierarchy import hierarchical_accuracy
+    from cskd.analysis.hierarchy import hierarchical_accuracy
 
     at = open_page(app(monkeypatch, runs, [CE, FLAT]), "hierarchy")
     p = preds(runs, CE)

@@ -76,7 +76,7 @@ def test_every_page_shows_error_cards_for_bad_files_and_the_good_run(monkeypatch
 def test_a_damaged_stats_cache_is_named_and_computed_again(monkeypatch, broken, tmp_path):
     """The error card is shown while the cache is computed again (the job is held until the first
     render was read: see app_helpers.jobs_held), and is gone once it was."""
-    from app import jobs
+    from cskd.app import jobs
 
     root = tmp_path / "runs"
     shutil.copytree(broken / "bad-stats", root / "bad-stats", copy_function=shutil.copy2)
@@ -141,7 +141,7 @@ def test_names_from_folders_classes_and_the_url_are_shown_literally(monkeypatch,
             shown += _help_texts(element)  # tooltips render Markdown too (a dataframe's column config)
         bad = [s for s in shown if UNESCAPED.search(s) or linkable(s)]
         assert not bad, (page, bad)
-    from app.ui import literal
+    from cskd.app.ui import literal
 
     first = app(monkeypatch, tmp_path, [name, HOSTILE]).run()
     warning = [w.value for w in first.warning][0]
@@ -231,7 +231,7 @@ def test_compute_predictions_button_predicts_then_computes_metrics(monkeypatch, 
 # ------------------------------------------------------------------------------------ app/paths.py
 
 def test_paths_refuse_escapes_loops_and_special_files(tmp_path):
-    from app import paths
+    from cskd.app import paths
     from cskd.errors import UserError
 
     root = tmp_path / "runs"
@@ -289,8 +289,8 @@ def test_no_background_job_reads_a_file_that_leads_outside_the_runs_folder(monke
     settle(at)
     assert "outside the runs folder" in texts(at.error)
     assert not (run / "stats-test.npz").exists()  # nothing computed from the outside file
-    from app.paths import resolve_root
-    from app.worker import run_task
+    from cskd.app.paths import resolve_root
+    from cskd.app.worker import run_task
 
     with pytest.raises(UserError, match="predictions-val.npz is outside the runs folder"):
         run_task(run, "stats", lambda f, t: None, root=resolve_root(root))
@@ -300,8 +300,8 @@ def test_no_background_job_reads_a_file_that_leads_outside_the_runs_folder(monke
 def test_a_job_that_ends_while_the_page_is_drawn_still_updates_the_page(monkeypatch, tmp_path):
     import threading
 
-    import app.ui as ui
-    from app import jobs, worker
+    import cskd.app.ui as ui
+    from cskd.app import jobs, worker
 
     write_synthetic_run(tmp_path / "r", n=60, n_val=30)  # no stats cache: the page asks for one
     drawn, real_task, release, seen = ui.job_caption, worker.run_task, threading.Event(), []
@@ -344,7 +344,7 @@ def test_a_background_job_runs_in_a_child_process(monkeypatch, tmp_path):
     """The server's own runner (every other dashboard test runs jobs in a thread): `python -m
     app.worker` computes the stats cache, reports progress, and a failure comes back as the job's
     error with the child's last words."""
-    from app import jobs
+    from cskd.app import jobs
     from cskd.evaluation.stats_cache import read_stats
 
     monkeypatch.delenv("CSKD_DASHBOARD_JOBS", raising=False)

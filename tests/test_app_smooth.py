@@ -8,9 +8,9 @@ import pytest
 from app_helpers import CE, CSKD0, app, charts, open_page, preds
 from streamlit import dataframe_util
 
-from analysis.calibration import confidence_and_correctness
-from analysis.metrics import softmax
-from analysis.smooth_calibration import smooth_ece_from_confidence
+from cskd.analysis.calibration import confidence_and_correctness
+from cskd.analysis.metrics import softmax
+from cskd.analysis.smooth_calibration import smooth_ece_from_confidence
 
 pytestmark = pytest.mark.slow
 

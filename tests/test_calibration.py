@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis.calibration import (
+from cskd.analysis.calibration import (
     adaptive_ece,
     apply_temperature,
     brier_score,
@@ -19,7 +19,7 @@ from analysis.calibration import (
     reliability_bins,
     reliability_bins_from_confidence,
 )
-from analysis.metrics import nll, softmax
+from cskd.analysis.metrics import nll, softmax
 
 # Four samples, two classes; with n_bins=4 the bins are [0, .25], (.25, .5], (.5, .75], (.75, 1].
 #   a: [1.0, 0.0] y=0 -> conf 1.0, correct -> bin 3 (1.0 belongs to the LAST bin)

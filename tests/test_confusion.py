@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from analysis.confusion import confusion_matrix, most_confused_pairs, per_class_accuracy
+from cskd.analysis.confusion import confusion_matrix, most_confused_pairs, per_class_accuracy
 
 # true  [0, 0, 0, 1, 1, 2, 2, 2]
 # pred  [0, 1, 1, 0, 1, 1, 0, 2]

@@ -10,8 +10,14 @@ from matplotlib.patches import StepPatch
 from scipy.special import log_softmax as scipy_log_softmax
 from scipy.special import softmax as scipy_softmax
 
-from analysis.displays import LogProbDisplay, PredictiveDistributionDisplay, ReliabilityDisplay, overlay, side_by_side
-from analysis.figures import GT_COLOR, run_color
+from cskd.analysis.displays import (
+    LogProbDisplay,
+    PredictiveDistributionDisplay,
+    ReliabilityDisplay,
+    overlay,
+    side_by_side,
+)
+from cskd.analysis.figures import GT_COLOR, run_color
 
 RNG = np.random.default_rng(0)
 N, C = 200, 5
@@ -275,7 +281,7 @@ def test_given_colours_hold_in_every_frame_and_figure():
 
     from matplotlib.colors import to_hex
 
-    from analysis.displays import DomainErrorDisplay
+    from cskd.analysis.displays import DomainErrorDisplay
 
     colors = {"cskd": "#123456"}  # "ce" keeps run_color(0)
     logits = {"ce": Z_CE, "cskd": Z_KD}

@@ -6,9 +6,9 @@ import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from analysis.displays import DomainErrorDisplay, HierarchyDisplay, TSNEDisplay, TxLDisplay
-from analysis.figures import class_colors, run_color
-from analysis.tables import group_by_seed
+from cskd.analysis.displays import DomainErrorDisplay, HierarchyDisplay, TSNEDisplay, TxLDisplay
+from cskd.analysis.figures import class_colors, run_color
+from cskd.analysis.tables import group_by_seed
 
 # fine labels 0..4 -> coarse groups [0, 0, 1, 1, 2] (as in test_hierarchy.py)
 MAP = np.array([0, 0, 1, 1, 2])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from analysis.embedding import stratified_subsample, tsne_2d
+from cskd.analysis.embedding import stratified_subsample, tsne_2d
 
 
 def _clusters(n_per=100, n_classes=4, dim=20, seed=0):

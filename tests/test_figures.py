@@ -4,7 +4,7 @@ import numpy as np
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
-from analysis import figures
+from cskd.analysis import figures
 
 
 def test_save_figure_writes_png_and_pdf_plainly(tmp_path):

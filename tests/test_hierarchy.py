@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from analysis.hierarchy import group_error_key, hierarchical_accuracy, hierarchical_confusion, top1_error_by_group
+from cskd.analysis.hierarchy import group_error_key, hierarchical_accuracy, hierarchical_confusion, top1_error_by_group
 from cskd.data.cifar100_meta import CIFAR100_COARSE_NAMES, CIFAR100_COARSE_OF_FINE, CIFAR100_FINE_NAMES
 
 # fine labels 0..4 -> coarse groups [0, 0, 1, 1, 2]

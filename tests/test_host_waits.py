@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import analysis
 import cskd
+from cskd import analysis
 from cskd.config import resolve
 
 # The packages' own folders, resolved: a frame is ours when its file lies in one of them, wherever the

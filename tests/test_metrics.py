@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis.metrics import log_softmax, nll, softmax, top_k_error
+from cskd.analysis.metrics import log_softmax, nll, softmax, top_k_error
 
 
 def test_softmax_hand_computed():

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis.misclassified import (
+from cskd.analysis.misclassified import (
     log_probs_on,
     logprob_hist_counts,
     misclassified_by_all,

@@ -171,12 +171,12 @@ def test_the_report_folder_is_replaced_as_a_whole(predicted, tmp_path, capsys, m
     assert set(json.loads((out / "metrics.json").read_text())) == {"digits-ce"}
     before = sorted(p.name for p in out.rglob("*"))
 
-    import analysis.report
+    from cskd.analysis import report
 
     def fail_midway(*args, **kwargs):
         raise ValueError("boom midway")
 
-    monkeypatch.setattr(analysis.report, "analyze_runs", fail_midway)
+    monkeypatch.setattr(report, "analyze_runs", fail_midway)
     assert cli("analyze", ce, ck, "--out", out) == 2
     assert sorted(p.name for p in out.rglob("*")) == before  # the previous report, untouched
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # no half-written folder

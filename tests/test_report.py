@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from analysis import report
-from analysis.calibration import N_BINS
+from cskd.analysis import report
+from cskd.analysis.calibration import N_BINS
 
 N, C, D = 120, 6, 8
 MAP = [0, 0, 0, 1, 1, 1]
@@ -190,7 +190,7 @@ def test_ece_of_confident_all_wrong_predictions_is_their_mean_confidence(n_bins)
 def test_metrics_do_not_depend_on_the_row_chunks(monkeypatch):
     run = make_run(0)
     whole = report.run_metrics(run, n_boot=50)
-    monkeypatch.setattr("analysis.metrics.CHUNK_ELEMENTS", 7 * C)  # seven rows at a time
+    monkeypatch.setattr("cskd.analysis.metrics.CHUNK_ELEMENTS", 7 * C)  # seven rows at a time
     chunked = report.run_metrics(run, n_boot=50)
     assert chunked.keys() == whole.keys()
     for key, value in whole.items():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from analysis.retrieval import recall_at_k
+from cskd.analysis.retrieval import recall_at_k
 
 
 def brute_force_recall(x, y, k):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import relplot
 
-import analysis.smooth_calibration as sc
-from analysis.calibration import confidence_and_correctness, ece_from_bins, reliability_bins_from_confidence
+import cskd.analysis.smooth_calibration as sc
+from cskd.analysis.calibration import confidence_and_correctness, ece_from_bins, reliability_bins_from_confidence
 
 
 def _calibrated(n, seed=0):

@@ -26,7 +26,7 @@ def test_scalars_are_the_reports_own_numbers(run):
     """One pipeline: the cache computes through analysis.summary.run_scalars, the code path of the
     report's run_metrics, so on the same arrays they give the same keys and floats; only Recall@1
     comes from another search (FAISS here, brute force there)."""
-    from analysis.report import run_metrics
+    from cskd.analysis.report import run_metrics
 
     s = ensure_stats(run)
     p, v = read_predictions(RunFolder(run), "test"), read_predictions(RunFolder(run), "val")
@@ -44,7 +44,7 @@ def test_scalars_are_the_reports_own_numbers(run):
 def test_the_report_reads_the_cache(run, monkeypatch):
     """cskd analyze's input (run_data.run_arrays) carries the cache's metrics with its settings, and
     the report takes them as they are: nothing is computed twice."""
-    import analysis.report as report
+    import cskd.analysis.report as report
     from cskd.evaluation.run_data import run_arrays
 
     data = run_arrays(run, progress=False, with_tsne=False)
@@ -173,7 +173,7 @@ def test_two_steps_and_small_chunks_give_the_same_numbers(run, tmp_path, monkeyp
     whole = ensure_stats(run)
     copy = shutil.copytree(run, tmp_path / "copy", copy_function=shutil.copy2)
     (copy / "stats-test.npz").unlink()
-    monkeypatch.setattr("analysis.metrics.CHUNK_ELEMENTS", 50)  # a few rows at a time
+    monkeypatch.setattr("cskd.analysis.metrics.CHUNK_ELEMENTS", 50)  # a few rows at a time
     monkeypatch.setattr(stats_module, "SEARCH_BATCH", 7)
     steps = []
     partial = ensure_stats(copy, retrieval=False, on_step=lambda f, t: steps.append(f))
@@ -189,7 +189,7 @@ def test_two_steps_and_small_chunks_give_the_same_numbers(run, tmp_path, monkeyp
 def test_one_temperature_fit_in_row_chunks(run):
     """The cache's temperature is analysis.calibration.fit_temperature's (the only fit), which reads
     the logits in row chunks without changing the result."""
-    from analysis.calibration import fit_temperature
+    from cskd.analysis.calibration import fit_temperature
 
     v = read_predictions(RunFolder(run), "val")
     t = fit_temperature(v.logits, v.labels)
@@ -201,7 +201,7 @@ def test_one_temperature_fit_in_row_chunks(run):
 # ------------------------------------------------------------------- the analysis additions it uses
 
 def test_ece_bootstrap_from_confidence_matches_and_a_degenerate_case():
-    from analysis.calibration import confidence_and_correctness, ece_bootstrap_ci, ece_bootstrap_ci_from_confidence
+    from cskd.analysis.calibration import confidence_and_correctness, ece_bootstrap_ci, ece_bootstrap_ci_from_confidence
 
     rng = np.random.default_rng(0)
     probs = softmax(rng.normal(size=(200, 5)) * 2, axis=1)
@@ -216,8 +216,8 @@ def test_ece_bootstrap_from_confidence_matches_and_a_degenerate_case():
 
 
 def test_logprob_display_from_cached_log_probabilities():
-    from analysis.displays import LogProbDisplay
-    from analysis.misclassified import log_probs_on
+    from cskd.analysis.displays import LogProbDisplay
+    from cskd.analysis.misclassified import log_probs_on
 
     rng = np.random.default_rng(1)
     z = {"a": rng.normal(size=(40, 4)), "b": rng.normal(size=(40, 4))}

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis.tables import (
+from cskd.analysis.tables import (
     CAPTION,
     comparison_table,
     format_table,
@@ -148,7 +148,7 @@ def test_input_checks():
 
 
 def test_a_lone_group_of_seeds_is_labelled_by_its_method_not_by_one_seeds_run_name():
-    from analysis.tables import RunGroup, row_labels
+    from cskd.analysis.tables import RunGroup, row_labels
 
     def group(runs):
         return RunGroup({"method": "cskd", "dataset": "digits"}, tuple(runs), tuple(range(len(runs))), {}, {}, {})
@@ -225,7 +225,7 @@ def test_comparison_input_checks(call, message):
 
 
 def test_runs_of_the_authors_protocol_are_marked_whether_or_not_it_varies():
-    from analysis.tables import group_by_seed, row_labels
+    from cskd.analysis.tables import group_by_seed, row_labels
 
     records = [{"run": f"r{i}", "config": {"method": m, "protocol": p, "seed": i}, "metrics": {"top1_error": 0.1}}
                for i, (m, p) in enumerate([("ce", "authors"), ("cskd", "authors"), ("cskd", "clean")])]

@@ -10,11 +10,16 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.calibration import CI_LEVEL, N_BINS, N_BOOT
-from analysis.displays import ReliabilityDisplay, overlay, side_by_side
-from analysis.smooth_calibration import SmoothReliability, plot_smooth_reliability, smooth_frame, smooth_reliability
-from analysis.tables import cell_text, group_by_seed, row_labels, scale
-from app import charts, ui
+from cskd.analysis.calibration import CI_LEVEL, N_BINS, N_BOOT
+from cskd.analysis.displays import ReliabilityDisplay, overlay, side_by_side
+from cskd.analysis.smooth_calibration import (
+    SmoothReliability,
+    plot_smooth_reliability,
+    smooth_frame,
+    smooth_reliability,
+)
+from cskd.analysis.tables import cell_text, group_by_seed, row_labels, scale
+from cskd.app import charts, ui
 from cskd.config import NOT_EXPERIMENT
 
 STRATEGIES = {"equal-width": "uniform", "equal-mass": "quantile", "smooth (no bins)": "smooth"}

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis.confusion import most_confused_pairs
-from app import charts, images, selection, ui
+from cskd.analysis.confusion import most_confused_pairs
+from cskd.app import charts, images, selection, ui
 
 CELL_KEY = "_confusion_cell"
 

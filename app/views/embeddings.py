@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis.displays import TSNEDisplay
-from app import charts, data, images, jobs, ui
+from cskd.analysis.displays import TSNEDisplay
+from cskd.app import charts, data, images, jobs, ui
 from cskd.errors import UserError
 
 PER_ROW = 2

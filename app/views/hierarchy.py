@@ -10,10 +10,10 @@ from dataclasses import replace
 import numpy as np
 import streamlit as st
 
-from analysis.displays import DomainErrorDisplay, HierarchyDisplay
-from analysis.figures import safe_stem
-from analysis.hierarchy import group_names
-from app import charts, ui
+from cskd.analysis.displays import DomainErrorDisplay, HierarchyDisplay
+from cskd.analysis.figures import safe_stem
+from cskd.analysis.hierarchy import group_names
+from cskd.app import charts, ui
 
 
 def coarse(r) -> tuple[np.ndarray, list]:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, images, selection, ui
+from cskd.app import charts, images, selection, ui
 
 PAGE_SIZES = (24, 48, 96)
 

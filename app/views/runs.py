@@ -9,11 +9,11 @@ import math
 import pandas as pd
 import streamlit as st
 
-from analysis.calibration import N_BINS
-from analysis.displays import TxLDisplay
-from analysis.figures import safe_stem
-from analysis.tables import cell_text, group_by_seed, row_labels, txl_groups
-from app import charts, data, jobs, ui
+from cskd.analysis.calibration import N_BINS
+from cskd.analysis.displays import TxLDisplay
+from cskd.analysis.figures import safe_stem
+from cskd.analysis.tables import cell_text, group_by_seed, row_labels, txl_groups
+from cskd.app import charts, data, jobs, ui
 from cskd.config import CLASS_WISE, NOT_EXPERIMENT, USES_TEMPERATURE
 from cskd.errors import UserError
 

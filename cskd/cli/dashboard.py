@@ -21,9 +21,12 @@ STOPPED = "cskd dashboard: stopped"  # the last line after a Ctrl-C or SIGTERM (
 
 
 def app_script() -> Path:
-    """app/main.py next to this package (a source checkout and an installed wheel both put the
-    `app` and `cskd` packages side by side)."""
-    return Path(__file__).resolve().parents[2] / "app" / "main.py"
+    """main.py of the dashboard package cskd.app (the repository's app/ folder, installed under
+    cskd's name: in a source checkout installed in editable mode it is app/main.py itself)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("cskd.app")
+    return Path(next(iter(spec.submodule_search_locations))) / "main.py"
 
 
 def url(host: str, port: int) -> str:

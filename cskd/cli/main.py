@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 
-from analysis.calibration import N_BINS
+from cskd.analysis.calibration import N_BINS
 from cskd.cli.train_options import (
     SWEEP_OVERRIDES,
     add_sweep_overrides,

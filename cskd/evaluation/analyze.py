@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from analysis.calibration import N_BINS
-from analysis.embedding import TSNE_MAX_POINTS  # points of a t-SNE cache (it records them)
+from cskd.analysis.calibration import N_BINS
+from cskd.analysis.embedding import TSNE_MAX_POINTS  # points of a t-SNE cache (it records them)
 from cskd.config import NOT_EXPERIMENT
 from cskd.errors import UserError
 from cskd.evaluation.run_data import run_arrays
@@ -53,7 +53,7 @@ def analyze(runs: list[str], out: str, *, split: str = DEFAULT_SPLIT, n_bins: in
             progress: bool | None = None,
             tsne_max_points: int = TSNE_MAX_POINTS) -> dict:
     """Analyse runs into `out` (metrics.json, table.md/.csv/.tex, figures/). Returns the metrics."""
-    from analysis.report import analyze_runs
+    from cskd.analysis.report import analyze_runs
 
     if not 0 < n_bins <= 10_000:  # more bins than that hold almost no samples each (and cost memory)
         raise UserError(f"--bins must be an integer in [1, 10000]; got {n_bins}")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.embedding import TSNE_MAX_POINTS  # points of a t-SNE cache (it records them)
-from analysis.report_input import RunData
+from cskd.analysis.embedding import TSNE_MAX_POINTS  # points of a t-SNE cache (it records them)
+from cskd.analysis.report_input import RunData
 from cskd.errors import UserError
 from cskd.evaluation.predict import predict
 from cskd.evaluation.stats_compute import ensure_stats
@@ -26,7 +26,7 @@ from cskd.runfolder.run_config import read_config, read_config_dict
 def cached_tsne(folder: RunFolder, split: str, preds, *, max_points: int = TSNE_MAX_POINTS):
     """(coords, rows) of the run's t-SNE, from its cache when that was made from these predictions
     with these settings; else computed and cached (a damaged cache is simply recomputed)."""
-    from analysis.embedding import tsne_2d
+    from cskd.analysis.embedding import tsne_2d
 
     try:
         cached = read_tsne(folder, split, preds, max_points=max_points)
@@ -34,7 +34,7 @@ def cached_tsne(folder: RunFolder, split: str, preds, *, max_points: int = TSNE_
         cached = None
     if cached is not None:
         return cached
-    from analysis.embedding import stratified_subsample
+    from cskd.analysis.embedding import stratified_subsample
 
     labels = np.asarray(preds.labels)
     sub = stratified_subsample(labels, max_points, seed=0)  # read only the rows t-SNE uses (features are lazy)

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.calibration import CI_LEVEL, N_BINS, N_BOOT
+from cskd.analysis.calibration import CI_LEVEL, N_BINS, N_BOOT
 from cskd.errors import UserError
 from cskd.runfolder.derived import read_derived
 from cskd.runfolder.folder import RunFolder
@@ -80,7 +80,7 @@ class Stats:
     def report_metrics(self, coarse_names: list[str] | None = None) -> dict:
         """The metrics as analysis.report.run_metrics names them (N_BINS bins): the defined scalars,
         and with a coarse grouping one top1_error[<group>] per group."""
-        from analysis.hierarchy import group_error_key, group_names
+        from cskd.analysis.hierarchy import group_error_key, group_names
 
         m = {k: float(v) for k, v in self.meta["metrics"].items() if v is not None}
         errors = self.array("group_error") if self.has("group_error") else None

@@ -58,9 +58,9 @@ class Plan:
 def first_step(preds, val, plan: Plan, step) -> tuple[dict, dict]:
     """Everything but the neighbour search: (arrays, meta). The scalars and per-sample summaries
     are analysis.summary.run_scalars' (the report's code path: one implementation, row-chunked)."""
-    from analysis.confusion import accuracy_of_confusion, confusion_matrix, most_confused_pairs
-    from analysis.hierarchy import group_names, hierarchical_accuracy, top1_error_by_group
-    from analysis.summary import run_scalars
+    from cskd.analysis.confusion import accuracy_of_confusion, confusion_matrix, most_confused_pairs
+    from cskd.analysis.hierarchy import group_names, hierarchical_accuracy, top1_error_by_group
+    from cskd.analysis.summary import run_scalars
 
     t0 = time.monotonic()
     logits, labels = preds.logits, np.asarray(preds.labels, dtype=np.int64)

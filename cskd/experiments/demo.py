@@ -85,7 +85,7 @@ def fig2_lines(configs, seeds: int) -> list[str]:
     seeds), the mean log-probability of the predicted and of the true class per method."""
     import numpy as np
 
-    from analysis.misclassified import log_probs_on, misclassified_by_all
+    from cskd.analysis.misclassified import log_probs_on, misclassified_by_all
     from cskd.runfolder.folder import RunFolder
 
     pooled = {m: {"predicted": [], "true": []} for m in METHODS}

@@ -106,7 +106,7 @@ def check_tables_folder(out: Path, names: list[str]) -> None:
 def write_tables(table: str, items: list[Item], ours: dict, out: Path, *, protocol: str, scale: str) -> list[Path]:
     """<table>.md/.csv/.tex (one section per metric) with the paper's numbers beside ours, and
     <table>.json with our cells."""
-    from analysis.tables import comparison_table
+    from cskd.analysis.tables import comparison_table
 
     paper = {paper_cell_key(c): (c.mean, c.std) for c in paper_cells(table=table)}
     metrics = list(dict.fromkeys(cell[2] for item in items for cell in item.cells))
