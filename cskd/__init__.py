@@ -10,9 +10,9 @@ The pieces of CS-KD for your own training loop, and what cskd's trainer uses its
   `MODELS` their specs.
 - `TrainConfig`: the settings of a cskd run (what `cskd train` records in config.json).
 
-Metrics and figures on your own arrays: `cskd.analysis` (the repository's analysis/ folder, installed
-under cskd's name). Everything else (training runs,
-run folders, the dashboard) is reached through the `cskd` command.
+Metrics and figures on your own arrays: `cskd.analysis` (the repository's analysis/ folder,
+installed under cskd's name). Everything else (training runs, run folders, the dashboard) is
+reached through the `cskd` command.
 """
 
 from __future__ import annotations

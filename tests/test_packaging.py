@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
@@ -15,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_package_list_is_the_package_tree():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     tree = {".".join(p.relative_to(ROOT).parent.parts) for p in (ROOT / "cskd").rglob("__init__.py")}
     tree |= {"cskd.analysis", "cskd.app"}
