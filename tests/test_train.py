@@ -145,7 +145,7 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_checkpoin
             return dataclasses.replace(out, loss=out.loss * float("nan"))
         return out
 
-    monkeypatch.setattr(methods, "ce_step", poisoned)
+    monkeypatch.setitem(methods.STEPS, "ce_step", poisoned)  # the step method_for hands the trainer
     out = tmp_path / "nan"
     assert cli("train", "--epochs", 3, "--method", "ce", "--log-interval", 1, "--out", out) == 2
     err = capsys.readouterr().err.strip().splitlines()
