@@ -151,7 +151,8 @@ def check_logits(a: np.ndarray, path) -> np.ndarray:
     them; --probs takes those)."""
     _shape(a, "logits", path)
     _finite(a, "logits", path)
-    z = np.ascontiguousarray(a, dtype=np.float32)
+    with np.errstate(over="ignore"):  # an overflow is reported by the check below, in one line
+        z = np.ascontiguousarray(a, dtype=np.float32)
     _finite(z, "logits", path, after="the conversion to float32 (their magnitude exceeds 3.4e38)")
     if all(_probability_rows(z[s:s + CHUNK_ROWS]) for s in range(0, len(z), CHUNK_ROWS)):
         raise UserError(f"--logits {path} looks like probabilities (every row is in [0, 1] and sums to 1); pass it "
