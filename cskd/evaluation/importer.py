@@ -1,11 +1,15 @@
-"""`cskd import RUN_DIR --logits F --labels F [--features F] [--images F] [--class-names F]
-[--split test|val] [--dataset NAME] [--model NAME] [--method NAME]`: predictions of a model trained
-anywhere, as a run folder that `cskd analyze` and every dashboard page read like a trained run's.
+"""`cskd import RUN_DIR --logits F|--probs F --labels F [--features F] [--images F] [--class-names F]
+[--split test|val] [--dataset NAME] [--model NAME] [--method NAME] [--force]`: predictions of a
+model trained anywhere, as a run folder that `cskd analyze` and every dashboard page read like a
+trained run's.
 
 Inputs: numpy `.npy` / `.npz` (read with allow_pickle=False: no pickle is ever loaded; an `.npz`
 holds one array or one named after its option, e.g. `logits`) or torch `.pt` / `.pth` tensors
 (read with torch.load(weights_only=True): a file that needs code to load is refused).
-  logits    (N, C) real numbers, all finite; stored as float32
+  logits    (N, C) real numbers, all finite, also as float32 (in which they are stored); rows that
+            are all in [0, 1] and sum to 1 are probabilities, refused here (softmax would flatten them)
+  probs     instead of logits: (N, C) probabilities (rows sum to 1 within 1e-3), e.g. predict_proba;
+            stored as float32 log-probabilities (softmax of them gives the probabilities back)
   labels    (N,) integers in [0, C)
   features  (N, D) real numbers, all finite, within float16's range; stored as float16, as
             `cskd predict` stores them (needed for Recall@1, neighbours and the t-SNE)
@@ -17,7 +21,8 @@ The run folder is created, or gets another split: config.json marks it as import
 (cskd.runfolder.write_config(..., kind="imported"), config {dataset, model, method, seed: 0}) and the split is
 written as predictions-<split>.npz with checkpoint "imported". A second call adds the other split
 (`--split val`: temperature scaling is fitted on validation predictions, never on the test split)
-and must agree with the first on the data set, model, method, class count and names. A folder
+and must agree with the first on the data set, model, method, class count and names. A split the
+run already holds is replaced only with --force (the refusal says what would be lost). A folder
 holding a trained run, or files under cskd's names that cskd did not write, is refused.
 """
 
@@ -46,7 +51,10 @@ MAX_NAME = 200  # characters of a class name
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `cskd import`."""
     parser.add_argument("run", metavar="RUN_DIR", help="run folder to create (or to add a split to)")
-    parser.add_argument("--logits", required=True, metavar="F", help="(N, C) logits: .npy, .npz or .pt")
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--logits", metavar="F", help="(N, C) logits: .npy, .npz or .pt")
+    given.add_argument("--probs", metavar="F", help="(N, C) probabilities (rows sum to 1), for a model that only "
+                                                    "has predict_proba; stored as log-probabilities")
     parser.add_argument("--labels", required=True, metavar="F", help="(N,) integer labels in [0, C)")
     parser.add_argument("--features", metavar="F", help="(N, D) penultimate features (Recall@1, t-SNE, neighbours)")
     parser.add_argument("--images", metavar="F", help="(N, H, W[, 1|3]) uint8 images or thumbnails")
@@ -56,13 +64,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="data set name (default: imported)")
     parser.add_argument("--model", help="model name (default: imported)")
     parser.add_argument("--method", help="training method (default: imported)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the split's predictions when the run already has them")
 
 
 def cmd_import(args) -> int:
     """`cskd import`: write the split, then say what was imported and what to run next."""
-    result = import_predictions(args.run, logits=args.logits, labels=args.labels, features=args.features,
-                                images=args.images, class_names=args.class_names, split=args.split,
-                                dataset=args.dataset, model=args.model, method=args.method)
+    result = import_predictions(args.run, logits=args.logits, probs=args.probs, labels=args.labels,
+                                features=args.features, images=args.images, class_names=args.class_names,
+                                split=args.split, dataset=args.dataset, model=args.model, method=args.method,
+                                force=args.force)
     print(result)
     return 0
 
@@ -124,20 +135,59 @@ def _torch_array(path: Path, option: str) -> np.ndarray:
     return (obj.float() if obj.dtype == torch.bfloat16 else obj).detach().cpu().numpy()
 
 
-def _finite(a: np.ndarray, option: str, path) -> None:
+def _finite(a: np.ndarray, option: str, path, *, after: str = "") -> None:
     for s in range(0, len(a), CHUNK_ROWS):
         block = np.asarray(a[s:s + CHUNK_ROWS], dtype=np.float64)
         bad = ~np.isfinite(block)
         if bad.any():
             row = s + int(np.argwhere(bad)[0][0])
-            raise UserError(f"--{option} {path} holds NaN or infinite values (first in row {row})")
+            when = f" after {after}" if after else ""
+            raise UserError(f"--{option} {path} holds NaN or infinite values{when} (first in row {row})")
 
 
 def check_logits(a: np.ndarray, path) -> np.ndarray:
-    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] < 2 or a.dtype.kind == "b":
-        raise UserError(f"--logits {path} has shape {a.shape} ({a.dtype}); expected (N, C) numbers with N >= 1, C >= 2")
+    """(N, C) float32 logits: finite after the cast to float32 (float64 logits beyond its range
+    would become inf), and not probabilities (rows in [0, 1] summing to 1: softmax would flatten
+    them; --probs takes those)."""
+    _shape(a, "logits", path)
     _finite(a, "logits", path)
-    return np.ascontiguousarray(a, dtype=np.float32)
+    with np.errstate(over="ignore"):  # an overflow is reported by the check below, in one line
+        z = np.ascontiguousarray(a, dtype=np.float32)
+    _finite(z, "logits", path, after="the conversion to float32 (their magnitude exceeds 3.4e38)")
+    if all(_probability_rows(z[s:s + CHUNK_ROWS]) for s in range(0, len(z), CHUNK_ROWS)):
+        raise UserError(f"--logits {path} looks like probabilities (every row is in [0, 1] and sums to 1); pass it "
+                        f"with --probs, which stores log-probabilities, or give the model's logits")
+    return z
+
+
+def check_probs(a: np.ndarray, path) -> np.ndarray:
+    """(N, C) probabilities as float32 log-probabilities (0 becomes log of float32's smallest
+    normal number, about -87.3): softmax gives the same probabilities back."""
+    _shape(a, "probs", path)
+    _finite(a, "probs", path)
+    for s in range(0, len(a), CHUNK_ROWS):
+        block = np.asarray(a[s:s + CHUNK_ROWS], dtype=np.float64)
+        if block.min() < 0 or block.max() > 1:
+            raise UserError(f"--probs {path} holds values outside [0, 1] (from {block.min():g} to {block.max():g}); "
+                            f"pass logits with --logits")
+        worst = float(np.abs(block.sum(axis=1) - 1).max())
+        if worst > 1e-3:
+            raise UserError(f"--probs {path}: a row's sum differs from 1 by {worst:.3g}; each row must sum to 1 "
+                            f"(pass softmax outputs, or logits with --logits)")
+    tiny = np.finfo(np.float32).tiny
+    return np.log(np.clip(np.asarray(a, dtype=np.float32), tiny, 1.0))
+
+
+def _shape(a: np.ndarray, option: str, path) -> None:
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] < 2 or a.dtype.kind == "b":
+        raise UserError(f"--{option} {path} has shape {a.shape} ({a.dtype}); expected (N, C) numbers with N >= 1, "
+                        f"C >= 2")
+
+
+def _probability_rows(block: np.ndarray) -> bool:
+    """Every row of `block` is in [0, 1] and sums to 1 (within 1e-4)."""
+    b = np.asarray(block, dtype=np.float64)
+    return bool(b.size) and b.min() >= 0 and b.max() <= 1 and np.abs(b.sum(axis=1) - 1).max() <= 1e-4
 
 
 def check_labels(a: np.ndarray, path, n: int, c: int) -> np.ndarray:
@@ -234,9 +284,12 @@ def _target(run: Path, config: dict) -> tuple[RunFolder, dict | None]:
     return folder, record
 
 
-def import_predictions(run, *, logits, labels, features=None, images=None, class_names=None, split: str = DEFAULT_SPLIT,
-                       dataset=None, model=None, method=None) -> str:
-    """Import one split (see the module docstring); returns the line `cskd import` prints."""
+def import_predictions(run, *, labels, logits=None, probs=None, features=None, images=None, class_names=None,
+                       split: str = DEFAULT_SPLIT, dataset=None, model=None, method=None, force: bool = False) -> str:
+    """Import one split (see the module docstring) from `logits` or `probs` (exactly one); returns
+    the line `cskd import` prints. A split the run already holds is replaced only with `force`."""
+    if (logits is None) == (probs is None):
+        raise UserError("give the predictions as exactly one of --logits and --probs")
     if split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}; got {split!r}")
     for option, value in (("dataset", dataset), ("model", model), ("method", method)):
@@ -244,7 +297,10 @@ def import_predictions(run, *, logits, labels, features=None, images=None, class
             raise UserError(f"--{option} must be a non-empty name of at most {MAX_NAME} characters")
     run = Path(run)
     folder, record = _target(run, {"dataset": dataset, "model": model, "method": method})
-    z = check_logits(read_array(logits, "logits"), logits)
+    if not force and folder.file(predictions_name(split)).is_file():
+        raise UserError(_would_replace(folder, split))
+    z = check_logits(read_array(logits, "logits"), logits) if probs is None else \
+        check_probs(read_array(probs, "probs"), probs)
     n, c = z.shape
     arrays = {"logits": z, "labels": check_labels(read_array(labels, "labels"), labels, n, c),
               "indices": np.arange(n, dtype=np.int64)}
@@ -267,13 +323,28 @@ def import_predictions(run, *, logits, labels, features=None, images=None, class
         write_predictions(folder, split, arrays, {"checkpoint": "imported", "dataset": config["dataset"],
                                                   "class_names": names, "coarse_names": None, "config": config,
                                                   "sources": {k: str(Path(v).resolve()) for k, v in (
-                                                      ("logits", logits), ("labels", labels), ("features", features),
+                                                      ("logits", logits), ("probs", probs), ("labels", labels),
+                                                      ("features", features),
                                                       ("images", images)) if v is not None}})
     extra = [f"{arrays['features'].shape[1]}-d features" if features is not None else "no features",
              "images" if images is not None else "no images"]
     hint = " (add validation predictions with --split val for temperature scaling)" if split == "test" else ""
     return (f"imported {n:,} {split} predictions ({c} classes, {', '.join(extra)}) into {run / predictions_name(split)}"
             f"{hint}; next: `cskd analyze {run} --out REPORT` or `cskd dashboard --runs {run.parent}`")
+
+
+def _would_replace(folder: RunFolder, split: str) -> str:
+    """The refusal of a second import of `split`, saying what replacing it would lose."""
+    path = folder.file(predictions_name(split))
+    try:
+        old = read_predictions(folder, split)
+        kept = [what for what, present in (("features", old.features is not None), ("images", old.images is not None))
+                if present]
+        what = f"{len(old.labels):,} predictions" + (f" with their {' and '.join(kept)}" if kept else "")
+    except UserError:
+        what = "predictions"
+    return (f"{path} already holds {what}; importing again replaces it (and the caches made from it): add --force, "
+            f"or import into another folder")
 
 
 def _agree_with_run(folder: RunFolder, record: dict, split: str, names: list, given) -> list:
