@@ -193,7 +193,8 @@ def _submit_slurm(teachers, students, launch: Launch, runs_root, *, name: str, t
         except FailedJobError as e:
             raise UserError(f"sbatch refused the job array: {_one_line(str(e))}") from None
         job = array[0].job_id.split("_")[0]
-        record_submission(runs_root, job, "slurm", [cfg.out for cfg in configs])
+        # submitit submits a single task as a plain job: its task is "<job>", not "<job>_0"
+        record_submission(runs_root, job, "slurm", [cfg.out for cfg in configs], array=len(configs) > 1)
         where = f"partition {launch.partition}" if launch.partition else "the default partition"
         print(f"submitted job array {job}: {len(configs)} {kind}, {launch.gpus_per_run} GPU(s) and {time_min} min "
               f"each, to {where}" + (f", after job(s) {', '.join(sorted(after))}" if after else ""))

@@ -102,8 +102,8 @@ def latest_tasks(runs_root) -> dict[str, tuple[str, str]]:
 
 
 def sacct_states(job_ids) -> dict[str, str] | None:
-    """{"<job>_<index>": state} from sacct (a requeued task's latest record), or None where sacct
-    is not on PATH or does not answer."""
+    """{"<job>_<index>" (or "<job>" for a one-task job): state} from sacct (a requeued task's latest
+    record), or None where sacct is not on PATH or does not answer."""
     if not job_ids or shutil.which("sacct") is None:
         return None
     try:
@@ -116,7 +116,7 @@ def sacct_states(job_ids) -> dict[str, str] | None:
     states = {}
     for line in done.stdout.splitlines():
         parts = line.strip().split("|")
-        if len(parts) >= 2 and "_" in parts[0] and "[" not in parts[0]:
+        if len(parts) >= 2 and "[" not in parts[0] and "." not in parts[0]:  # tasks, not pending ranges or steps
             states[parts[0]] = parts[1].split()[0] if parts[1] else ""  # "CANCELLED by 123" -> CANCELLED
     return states
 
@@ -131,7 +131,7 @@ def last_error_line(runs_root, task: str) -> str:
         return "no log"
     ours = [line for line in lines if line.startswith("cskd:") or "UserError:" in line]
     text = (ours or lines or ["empty log"])[-1]
-    return text.split("UserError: ", 1)[-1][:300]
+    return text.split("UserError: ", 1)[-1].removeprefix("cskd: ").removeprefix("error: ")[:300]
 
 
 def _log_says_finished(runs_root, task: str) -> bool | None:
