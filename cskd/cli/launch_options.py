@@ -52,7 +52,7 @@ def add_launch_options(p: argparse.ArgumentParser) -> None:
                    help="slurm: time limit per run, minutes or [D-]HH:MM[:SS] (default: twice the --dry-run "
                         "estimate of the longest run, plus 15 minutes, at least 30)")
     g.add_argument("--array-parallelism", type=int, help="slurm: most tasks of the array running at once")
-    g.add_argument("--slurm-arg", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+    g.add_argument("--slurm-arg", type=key_value, action="append", metavar="KEY=VALUE",
                    help="slurm: any other sbatch option, e.g. constraint=a100 (repeatable)")
     g.add_argument("--wait", action="store_true", help="slurm: wait for the jobs to end (then write the tables)")
 
@@ -77,4 +77,4 @@ def launch_fields(args: argparse.Namespace) -> dict | None:
     return dict(launcher=launcher, parallel=args.parallel or 1, partition=args.slurm_partition,
                   account=args.slurm_account, qos=args.slurm_qos, gpus_per_run=args.gpus_per_run,
                   cpus_per_gpu=args.cpus_per_gpu, mem_per_gpu=args.mem_per_gpu, time_min=args.time,
-                  array_parallelism=args.array_parallelism, slurm_args=dict(args.slurm_arg), wait=args.wait)
+                  array_parallelism=args.array_parallelism, slurm_args=dict(args.slurm_arg or []), wait=args.wait)
