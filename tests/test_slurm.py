@@ -218,13 +218,15 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_task_stopped_by_sigusr1_is_requeued_and_ends_with_the_uninterrupted_weights(tmp_path):
+@pytest.mark.parametrize("gpus", [1, 2])  # 2: torchrun over 2 CPU processes, compared with --nproc-per-node 2
+def test_a_task_stopped_by_sigusr1_is_requeued_and_ends_with_the_uninterrupted_weights(tmp_path, gpus):
     if not Path("/proc/self/task").exists():
         pytest.skip("needs /proc to find the task's process")
     runs, plain = tmp_path / "runs", tmp_path / "plain"
     args = [sys.executable, "-m", "cskd", *SWEEP[:4], "ce", "--seeds", "0", "--epochs", "4"]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen([*args, "--launcher", "local", "--parallel", "1", "--runs", str(runs)], env=env,
+    proc = subprocess.Popen([*args, "--launcher", "local", "--parallel", "1", "--gpus-per-run", str(gpus),
+                             "--runs", str(runs)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run = runs / "digits-small-ce-e4-s0"
     deadline = time.time() + 300
@@ -237,9 +239,13 @@ def test_a_task_stopped_by_sigusr1_is_requeued_and_ends_with_the_uninterrupted_w
     output = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, output
     log = (runs / ".slurm" / f"{controller}_0_log.out").read_text()
-    assert "requeued" in log and re.search(r"stopped by SIGUSR1 (at|after) epoch", log), log
+    err = (runs / ".slurm" / f"{controller}_0_log.err").read_text()
+    assert "requeued" in log, log + err
+    assert re.search(r"stopped by SIG(USR1|TERM) (at|after) epoch", log + err), log
+    assert (log + err).count("Starting with JobEnvironment") == 2 and "Requeued job" in log + err  # ran twice
     assert json.loads((run / "summary.json").read_text())["finished"]
-    subprocess.run([*args, "--runs", str(plain)], env=env, check=True, capture_output=True)
+    subprocess.run([*args, "--nproc-per-node", str(gpus), "--runs", str(plain)], env=env, check=True,
+                   capture_output=True)
     a = torch.load(run / "last.pt", weights_only=True, map_location="cpu")["model"]
     b = torch.load(plain / "digits-small-ce-e4-s0" / "last.pt", weights_only=True, map_location="cpu")["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

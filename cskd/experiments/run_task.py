@@ -81,10 +81,11 @@ def _hand_on_preemption() -> None:
 
 
 def _torchrun_task(cfg, gpus: int) -> None:
-    """`torchrun --standalone --nproc-per-node GPUS -m cskd train ... --resume auto`, in its own
-    process group. torchrun's agent would die of SIGUSR1, so it starts with SIGUSR1 ignored (its
-    workers install cskd's handler while training) and this process forwards the signal to the
-    group; once the workers have saved their checkpoint and ended, the job is requeued."""
+    """`torchrun --standalone --nproc-per-node GPUS -m cskd train ... --resume auto`. torchrun's agent
+    would die of SIGUSR1, so it starts with SIGUSR1 ignored (its workers install cskd's handler while
+    training; on a cluster SLURM signals them too); this process turns SIGUSR1 into SIGTERM for the
+    agent, which passes it to its workers (each in its own session), and they checkpoint within the
+    epoch and end. Then the job is requeued."""
     from cskd.cli.train_options import train_arguments
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(gpus),
@@ -97,7 +98,7 @@ def _torchrun_task(cfg, gpus: int) -> None:
     def forward(signum, frame):
         noted.append(signum)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signum)
+            proc.send_signal(signal.SIGTERM)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGUSR1, signal.SIGTERM)}
     try:
