@@ -33,6 +33,35 @@ n = len(list(record.glob("submitted_*.sh"))) + 1
 text = Path(args[-1]).read_text()
 (record / f"submitted_{n}.sh").write_text(text)
 print(f"Submitted batch job {1000 + n}")
+if os.environ.get("STANDIN_RUN"):  # run the tasks here, one after another, once submitit has named its files
+    import subprocess
+    subprocess.Popen([sys.executable, str(record.parent / "bin" / "run_array"), str(record / f"submitted_{n}.sh"),
+                      str(1000 + n)], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+'''
+RUN_ARRAY = r'''#!/usr/bin/env python3
+import os, re, subprocess, sys
+from pathlib import Path
+script, job = sys.argv[1], sys.argv[2]
+match = re.search(r"#SBATCH --array=0-(\d+)", Path(script).read_text())
+for k in range(int(match.group(1)) + 1 if match else 1):
+    env = {**os.environ, "SLURM_JOB_ID": job, "SLURM_NTASKS": "1", "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0",
+           "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_JOB_NODELIST": "localhost"}
+    if match:
+        env.update(SLURM_ARRAY_JOB_ID=job, SLURM_ARRAY_TASK_ID=str(k))
+    subprocess.run(["bash", script], env=env)
+(Path(os.environ["STANDIN"]) / f"ran_{job}").write_text("")
+'''
+SRUN = r'''#!/usr/bin/env python3
+import os, subprocess, sys
+args, files = sys.argv[1:], {}
+while args and args[0].startswith("--"):
+    flag = args.pop(0)
+    if flag in ("--output", "--error"):
+        job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ["SLURM_JOB_ID"])
+        task = os.environ.get("SLURM_ARRAY_TASK_ID", "")
+        name = args.pop(0).replace("%A", job).replace("%a", task).replace("%j", job).replace("%t", "0")
+        files[flag] = open(name, "a")
+sys.exit(subprocess.run(args, stdout=files.get("--output"), stderr=files.get("--error")).returncode)
 '''
 SACCT = r'''#!/usr/bin/env python3
 import os, sys
@@ -49,8 +78,8 @@ def standin(tmp_path, monkeypatch):
     bin_dir, record = tmp_path / "bin", tmp_path / "record"
     bin_dir.mkdir()
     record.mkdir()
-    for name, text in {"sbatch": SBATCH, "sacct": SACCT, "srun": NOOP, "squeue": NOOP, "scancel": NOOP,
-                       "scontrol": NOOP}.items():
+    for name, text in {"sbatch": SBATCH, "sacct": SACCT, "srun": SRUN, "squeue": NOOP, "scancel": NOOP,
+                       "scontrol": NOOP, "run_array": RUN_ARRAY}.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -210,6 +239,29 @@ def test_local_parallel_sweep_trains_every_run_and_a_resubmission_sends_nothing(
     assert cli(*sweep, "--runs", runs, "--launcher", "slurm", "--slurm-partition", "gpu") == 0
     assert "nothing to submit: 4 done, 0 running, 0 pending" in capsys.readouterr().out
     assert not list(standin.glob("submitted_*"))
+
+
+@pytest.mark.slow
+def test_the_stand_in_cluster_runs_the_array_and_the_tables_follow(standin, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STANDIN_RUN", "1")
+    monkeypatch.setenv("PYTHONPATH", os.getcwd())
+    runs = tmp_path / "runs"
+    two = [*SWEEP[:6], "--seeds", "0", "--epochs", "1"]  # ce and cskd, one seed
+    assert cli(*two, "--runs", runs, "--launcher", "slurm", "--slurm-partition", "gpu") == 0
+    assert "the report is written once every run is finished" in capsys.readouterr().out
+    deadline = time.time() + 300
+    while not (standin / "ran_1001").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    for k, name in enumerate(("digits-small-ce-e1-s0", "digits-small-cskd-T4-L1-e1-s0")):
+        log = (runs / ".slurm" / f"1001_{k}_0_log.out").read_text()
+        assert json.loads((runs / name / "summary.json").read_text())["finished"], log
+        assert f"Starting with JobEnvironment(job_id=1001_{k}," in log  # submitit's SLURM side, array task k
+    (standin / "sacct.txt").write_text("1001_0|COMPLETED\n1001_1|COMPLETED\n")
+    assert cli(*two, "--runs", runs, "--status") == 0
+    assert "2 runs: 2 done, 0 running, 0 pending, 0 failed, 0 missing" in capsys.readouterr().out
+    assert cli(*two, "--runs", runs) == 0  # no launcher: trains nothing, writes the report
+    out = capsys.readouterr().out
+    assert "0 trained, 0 resumed, 2 already finished" in out and (runs / "report" / "table.md").is_file()
 
 
 def _children(pid: int) -> list[int]:
