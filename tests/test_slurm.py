@@ -191,6 +191,7 @@ def test_slurm_mistakes_are_one_line_before_anything_is_submitted(standin, tmp_p
         (["--parallel", "0"], "--parallel must be a positive number of runs at once; got 0"),
         (["--slurm-partition", "gpu"], "--slurm-partition is an option of --launcher slurm"),
         (["--launcher", "slurm", "--parallel", "2"], "--parallel is for --launcher local"),
+        (["--parallel", "2", "--nproc-per-node", "2"], "with a launcher, --gpus-per-run N"),
     ]
     for extra, message in cases:
         assert cli(*SWEEP, "--runs", runs, *extra) == 2

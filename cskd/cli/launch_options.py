@@ -70,6 +70,9 @@ def launch_fields(args: argparse.Namespace) -> dict | None:
     if launcher == "slurm" and args.parallel is not None:
         raise UserError("--parallel is for --launcher local; with slurm, --array-parallelism limits the tasks "
                         "running at once")
+    if launcher is not None and args.nproc_per_node != 1 and not (launcher == "local" and args.parallel is None):
+        raise UserError("--nproc-per-node is for runs trained in this process; with a launcher, --gpus-per-run N "
+                        "trains each run with torchrun over N GPUs")
     if launcher is None or (launcher == "local" and args.parallel is None):
         if args.gpus_per_run != 1:
             raise UserError("--gpus-per-run needs --launcher slurm or --parallel; without them use --nproc-per-node")
