@@ -48,8 +48,19 @@ for k in range(int(match.group(1)) + 1 if match else 1):
            "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_JOB_NODELIST": "localhost"}
     if match:
         env.update(SLURM_ARRAY_JOB_ID=job, SLURM_ARRAY_TASK_ID=str(k))
-    subprocess.run(["bash", script], env=env)
+    requeued = Path(os.environ["STANDIN"]) / (f"requeue_{job}" + (f"_{k}" if match else ""))
+    while True:
+        subprocess.run(["bash", script], env=env)
+        if not requeued.exists():  # scontrol requeue was called: run the task again
+            break
+        requeued.unlink()
 (Path(os.environ["STANDIN"]) / f"ran_{job}").write_text("")
+'''
+SCONTROL = r'''#!/usr/bin/env python3
+import os, sys
+from pathlib import Path
+if sys.argv[1:2] == ["requeue"]:
+    (Path(os.environ["STANDIN"]) / f"requeue_{sys.argv[2]}").write_text("")
 '''
 SRUN = r'''#!/usr/bin/env python3
 import os, subprocess, sys
@@ -79,7 +90,7 @@ def standin(tmp_path, monkeypatch):
     bin_dir.mkdir()
     record.mkdir()
     for name, text in {"sbatch": SBATCH, "sacct": SACCT, "srun": SRUN, "squeue": NOOP, "scancel": NOOP,
-                       "scontrol": NOOP, "run_array": RUN_ARRAY}.items():
+                       "scontrol": SCONTROL, "run_array": RUN_ARRAY}.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -263,6 +274,39 @@ def test_the_stand_in_cluster_runs_the_array_and_the_tables_follow(standin, tmp_
     assert cli(*two, "--runs", runs) == 0  # no launcher: trains nothing, writes the report
     out = capsys.readouterr().out
     assert "0 trained, 0 resumed, 2 already finished" in out and (runs / "report" / "table.md").is_file()
+
+
+@pytest.mark.slow
+def test_sigusr1_on_the_stand_in_cluster_requeues_through_scontrol_and_continues(standin, tmp_path, monkeypatch):
+    monkeypatch.setenv("STANDIN_RUN", "1")
+    monkeypatch.setenv("PYTHONPATH", os.getcwd())
+    runs, plain = tmp_path / "runs", tmp_path / "plain"
+    one = [*SWEEP[:4], "ce", "--seeds", "0", "--epochs", "4"]
+    assert cli(*one, "--runs", runs, "--launcher", "slurm") == 0
+    run, deadline = runs / "digits-small-ce-e4-s0", time.time() + 300
+    while not (run / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    tasks = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p).startswith(
+        f"{sys.executable} -u -m submitit.core._submit {runs}")]
+    assert len(tasks) == 1
+    os.kill(tasks[0], signal.SIGUSR1)
+    while not (standin / "ran_1001").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    log = (runs / ".slurm" / "1001_0_log.out").read_text() + (runs / ".slurm" / "1001_0_log.err").read_text()
+    assert "stopped by SIGUSR1" in log and "Requeued job 1001" in log, log
+    assert log.count("Starting with JobEnvironment") == 2, log
+    assert json.loads((run / "summary.json").read_text())["finished"]
+    assert cli(*one, "--runs", plain) == 0
+    a = torch.load(run / "last.pt", weights_only=True, map_location="cpu")["model"]
+    b = torch.load(plain / run.name / "last.pt", weights_only=True, map_location="cpu")["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _children(pid: int) -> list[int]:
