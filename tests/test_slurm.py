@@ -254,16 +254,15 @@ def test_local_parallel_sweep_trains_every_run_and_a_resubmission_sends_nothing(
 
 
 @pytest.mark.slow
-def test_the_stand_in_cluster_runs_the_array_and_the_tables_follow(standin, tmp_path, capsys, monkeypatch):
+def test_the_stand_in_cluster_runs_the_array_and_wait_writes_the_report(standin, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("STANDIN_RUN", "1")
     monkeypatch.setenv("PYTHONPATH", os.getcwd())
     runs = tmp_path / "runs"
     two = [*SWEEP[:6], "--seeds", "0", "--epochs", "1"]  # ce and cskd, one seed
-    assert cli(*two, "--runs", runs, "--launcher", "slurm", "--slurm-partition", "gpu") == 0
-    assert "the report is written once every run is finished" in capsys.readouterr().out
-    deadline = time.time() + 300
-    while not (standin / "ran_1001").exists() and time.time() < deadline:
-        time.sleep(0.2)
+    assert cli(*two, "--runs", runs, "--launcher", "slurm", "--slurm-partition", "gpu", "--wait") == 0
+    out = capsys.readouterr().out  # --wait: the command returns once the tasks have ended, with the report
+    assert "submitted job array 1001: 2 runs" in out and "2 trained, 0 resumed, 0 already finished" in out
+    assert (runs / "report" / "table.md").is_file()
     for k, name in enumerate(("digits-small-ce-e1-s0", "digits-small-cskd-T4-L1-e1-s0")):
         log = (runs / ".slurm" / f"1001_{k}_0_log.out").read_text()
         assert json.loads((runs / name / "summary.json").read_text())["finished"], log
@@ -271,9 +270,8 @@ def test_the_stand_in_cluster_runs_the_array_and_the_tables_follow(standin, tmp_
     (standin / "sacct.txt").write_text("1001_0|COMPLETED\n1001_1|COMPLETED\n")
     assert cli(*two, "--runs", runs, "--status") == 0
     assert "2 runs: 2 done, 0 running, 0 pending, 0 failed, 0 missing" in capsys.readouterr().out
-    assert cli(*two, "--runs", runs) == 0  # no launcher: trains nothing, writes the report
-    out = capsys.readouterr().out
-    assert "0 trained, 0 resumed, 2 already finished" in out and (runs / "report" / "table.md").is_file()
+    assert cli(*two, "--runs", runs) == 0  # no launcher: trains nothing, writes the report again
+    assert "0 trained, 0 resumed, 2 already finished" in capsys.readouterr().out
 
 
 @pytest.mark.slow
