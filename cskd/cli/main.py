@@ -14,6 +14,7 @@ import signal
 import sys
 
 from cskd.analysis.calibration import N_BINS
+from cskd.cli.launch_options import add_launch_options, launch_fields
 from cskd.cli.train_options import (
     SWEEP_OVERRIDES,
     add_sweep_overrides,
@@ -54,12 +55,24 @@ def _table_name(text: str) -> str:
     return text
 
 
+def _launch(args):
+    """The launcher of --launcher/--parallel (cskd.experiments.slurm, imported only here), None for
+    one run after another in this process; with --status, one that reads the runs' states."""
+    fields = launch_fields(args)
+    if fields is None and not args.status:
+        return None
+    from cskd.experiments.slurm import Launch
+
+    return Launch(**(fields or {}))
+
+
 def cmd_reproduce(args) -> int:
     from cskd.experiments.reproduce import reproduce
 
     reproduce(args.table, datasets=args.datasets, seeds=args.seeds, protocol=args.protocol, scale=args.scale,
               runs_root=args.runs, out=args.out, data_root=args.data_root, dry_run=args.dry_run,
-              nproc_per_node=args.nproc_per_node, tflops=args.tflops, epochs=args.epochs, progress=args.progress)
+              nproc_per_node=args.nproc_per_node, tflops=args.tflops, epochs=args.epochs, progress=args.progress,
+              launch=_launch(args), status=args.status)
     return 0
 
 
@@ -112,7 +125,7 @@ def cmd_sweep(args) -> int:
     overrides = given_options(args, SWEEP_OVERRIDES)
     run_sweep(presets=args.presets, methods=args.methods, seeds=args.seeds, temperatures=args.temperatures,
               lambdas=args.lambdas, overrides=overrides, runs_root=args.runs, report=args.out, progress=args.progress,
-              nproc_per_node=args.nproc_per_node)
+              nproc_per_node=args.nproc_per_node, launch=_launch(args), status=args.status)
     return 0
 
 
@@ -194,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     _defaulted(sw, "--runs", default=SWEEP_RUNS_ROOT, type=nonempty_path, help="folder of the sweep's runs")
     sw.add_argument("--out", type=nonempty_path, help=with_default("report folder", "RUNS/report"))
     sw.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    add_launch_options(sw)
     sw.set_defaults(func=cmd_sweep)
 
     db = sub.add_parser("dashboard", help="browse runs in the Streamlit dashboard (never trains; computes "
@@ -243,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     _defaulted(rp, "--tflops", type=float, default=DEFAULT_TFLOPS,
                help="assumed sustained TFLOP/s of one GPU for the --dry-run estimate")
     rp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    add_launch_options(rp)
     rp.set_defaults(func=cmd_reproduce)
 
     from cskd.data.prepare.command import add_arguments as prepare_arguments

@@ -146,8 +146,10 @@ def _write_owned(folder: Path, texts: dict) -> None:
 def reproduce(table: str, *, datasets=None, seeds=None, protocol: str = "authors", scale: str = "full",
               runs_root: str | None = None, out: str | None = None, data_root: str = "data", dry_run: bool = False,
               nproc_per_node: int = 1, tflops: float = DEFAULT_TFLOPS, epochs: int | None = None,
-              progress: bool | None = None) -> list[Path]:
-    """Plan `table`, train what is missing (unless `dry_run`), write its comparison tables."""
+              progress: bool | None = None, launch=None, status: bool = False) -> list[Path]:
+    """Plan `table`, train what is missing (unless `dry_run`), write its comparison tables. `launch`
+    (cskd.experiments.slurm.Launch): train through submitit, the tables once every run is finished;
+    `status`: print where the runs stand (launch.show_status) and train nothing."""
     from cskd.experiments.launch import train_item
 
     if scale not in ("full", "smoke"):
@@ -157,6 +159,9 @@ def reproduce(table: str, *, datasets=None, seeds=None, protocol: str = "authors
     runs_root = runs_root or (f"{REPRODUCE_RUNS_ROOT}-smoke" if scale == "smoke" else REPRODUCE_RUNS_ROOT)
     items = plan(table, datasets=datasets, seeds=seeds, protocol=protocol, scale=scale, runs_root=runs_root,
                  data_root=data_root, epochs=epochs)
+    if status:
+        launch.show_status([(i.cfg, i.teacher) for i in items], runs_root, tflops=tflops)
+        return []
     done = finished(items)
     print_plan(table, items, done, tflops=tflops, scale=scale)
     if dry_run:
@@ -168,6 +173,12 @@ def reproduce(table: str, *, datasets=None, seeds=None, protocol: str = "authors
 
         check_data([i.cfg for i in items if i.cfg.out not in done])  # a missing data set stops it now
     t0 = time.time()
+    if launch is not None:
+        if not launch.run([(i.cfg, i.teacher) for i in items], runs_root, name=table, tflops=tflops):
+            print(f"the tables are written once every run is finished: `cskd reproduce {table}` then (it trains "
+                  f"what is left; --status meanwhile)")
+            return []
+        done = finished(items)
     for k, item in enumerate(items, 1):
         if item.cfg.out not in done:
             print(f"[{k}/{len(items)}] {Path(item.cfg.out).name}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from cskd.config import CLASS_WISE, KD_METHODS, TrainConfig, resolve
 from cskd.errors import UserError
 from cskd.experiments.launch import check_data, train_item
+from cskd.experiments.plans import DEFAULT_TFLOPS
 from cskd.method.registry import methods_where
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import LAST
@@ -59,16 +60,21 @@ def plan(presets, methods, seeds, temperatures, lambdas, overrides: dict, runs_r
 def run_sweep(*, presets, methods, seeds, temperatures=(TrainConfig.temperature,),
               lambdas=(TrainConfig.lambda_cls,), overrides=None, runs_root: str = SWEEP_RUNS_ROOT,
               report: str | None = None, progress: bool | None = None,
-              nproc_per_node: int = 1) -> dict:
+              nproc_per_node: int = 1, launch=None, status: bool = False) -> dict:
     """Train (or skip, or resume) every run of the grid, then analyse each data set's runs.
     `nproc_per_node` > 1: each run is trained by torchrun over that many local processes (one run
-    at a time across all local GPUs).
+    at a time across all local GPUs). `launch` (cskd.experiments.slurm.Launch): through submitit
+    instead; the report is written once every run is finished. `status`: print where the runs stand
+    (launch.show_status) and train nothing.
 
     Returns {"trained": [...], "resumed": [...], "skipped": [...], "reports": {dataset: folder}}.
     """
     from cskd.evaluation.analyze import analyze
 
     items = plan(presets, methods, seeds, temperatures, lambdas, dict(overrides or {}), runs_root)
+    if status:
+        launch.show_status([(cfg, False) for _, cfg in items], runs_root, tflops=DEFAULT_TFLOPS)
+        return {}
     report_root = Path(report) if report else Path(runs_root) / "report"
     if report_root.exists() and not report_root.is_dir():  # found out now, not after hours of training
         raise UserError(f"--out {report_root} exists and is not a folder; choose a folder for the report")
@@ -76,10 +82,17 @@ def run_sweep(*, presets, methods, seeds, temperatures=(TrainConfig.temperature,
     check_data([cfg for out, cfg in items if out not in finished])
     done = {"trained": [], "resumed": [], "skipped": [], "reports": {}}
     t0 = time.time()
+    launched = set()
+    if launch is not None:
+        if not launch.run([(cfg, False) for _, cfg in items], runs_root, name="sweep", tflops=DEFAULT_TFLOPS):
+            print("the report is written once every run is finished: the same command then (or --status meanwhile)")
+            return done
+        launched = {out for out, _ in items if out not in finished}
+        finished = finished | launched
     for i, (out, cfg) in enumerate(items, 1):
         print(f"[{i}/{len(items)}] {out.name}")
         if out in finished:
-            done["skipped"].append(out.name)
+            done["trained" if out in launched else "skipped"].append(out.name)
             continue
         resumed = RunFolder(out).file(LAST).is_file()
         train_item(cfg, nproc_per_node=nproc_per_node, progress=progress)
