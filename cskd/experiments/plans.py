@@ -145,9 +145,7 @@ def row_order(table: str) -> list[str]:
 def _row_label(table: str, family: str, method: str, t) -> str:
     if table == "table7":
         return f"T={t:g}"
-    if table == "table5":
-        return FAMILY_LABELS[family]
-    if table == "table1":
+    if table in ("table1", "table5"):  # several architectures, each with its methods: one row per pair
         return f"{FAMILY_LABELS[family]} {METHOD_LABELS[method]}"
     return METHOD_LABELS[method]
 
