@@ -27,7 +27,7 @@ from cskd.method.sampler import share
 from cskd.runfolder.checkpoints import LAST_FIELDS, load_model_state, rng_state, set_rng_state
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import BEST, CONFIG, LAST
-from cskd.training.device import compile_available, pick_device, use_bf16
+from cskd.training.device import apply_precision, compile_available, pick_device, precision_used
 from cskd.training.distributed import (
     SINGLE,
     World,
@@ -50,6 +50,7 @@ from cskd.training.epoch import (
     train_epoch,
 )
 from cskd.training.host_memory import keep_freed_host_memory
+from cskd.training.machine import machine_meta, set_threads
 from cskd.training.run_model import TrainingModel, build_run_model, load_teacher
 from cskd.training.session import Start, choose_folder, open_run
 
@@ -217,9 +218,8 @@ def _is_this_run(folder: RunFolder, start: Start) -> bool:
 def _train_in(start: Start, world: World, *, stop_after_epoch, progress) -> dict:
     folder, cfg, ckpt = start.folder, start.cfg, start.checkpoint
     device = device_of(world, pick_device(cfg.device))
-    if cfg.threads and device.type == "cpu":
-        torch.set_num_threads(cfg.threads)
-    bf16 = use_bf16(cfg, device)
+    set_threads(cfg, device)
+    bf16 = apply_precision(cfg, device) == "bf16"  # refused here if the device cannot compute it
     bundle = bundle_for(cfg)  # every split checked before anything is written
     setup = build_training(cfg, bundle, device, world)
     select_split = bundle.val if cfg.select_on == "val" else bundle.test
@@ -238,7 +238,7 @@ def _train_in(start: Start, world: World, *, stop_after_epoch, progress) -> dict
     print_main = print if world.main else (lambda *a, **k: None)
     print_main(f"run {folder}: {cfg.method} on {cfg.dataset} ({len(bundle.train)} train / "
                f"{len(bundle.val) if bundle.val is not None else 0} val / {len(bundle.test)} test), {cfg.model}, "
-               f"{device.type}{' bf16' if bf16 else ''}{f', {world.size} processes' if world.distributed else ''}, "
+               f"{device} {precision_used(cfg, device)}{f', {world.size} processes' if world.distributed else ''}, "
                f"epochs {start_epoch + 1}-{cfg.epochs}" + (f" from step {state.step + 1}" if state.step else ""))
     t_run = time.time()
     best = _fit(run, select_split, FitStart(start_epoch, best, state), stop_after_epoch=stop_after_epoch,
@@ -387,14 +387,14 @@ def config_meta(run: RunContext) -> dict:
     """What config.json records besides the config: versions, where and how the run was made."""
     from cskd.runfolder.provenance import git_commit
 
-    cfg, bundle, device, bf16, world = run.cfg, run.bundle, run.device, run.bf16, run.world
+    cfg, bundle, device, world = run.cfg, run.bundle, run.device, run.world
     selection = ("best validation epoch" if cfg.select_on == "val"
                  else "best TEST epoch (the authors' protocol; test accuracy is optimistically biased)")
     return {"cskd_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "device": device.type, "precision": "bf16" if bf16 else "fp32", "selection": selection,
+            "device": device.type, "precision": precision_used(cfg, device), "selection": selection,
             "world_size": world.size, "num_classes": bundle.num_classes, "class_names": bundle.class_names,
             "num_train": len(bundle.train), "num_val": len(bundle.val) if bundle.val is not None else 0,
-            "num_test": len(bundle.test), "data": bundle.provenance}
+            "num_test": len(bundle.test), "data": bundle.provenance, **machine_meta(device)}
 
 
