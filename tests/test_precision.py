@@ -86,3 +86,27 @@ def test_an_authors_run_records_fp32_the_threads_and_the_machine(tmp_path):
     assert meta["threads_used"] == 1 and meta["cpu"] and meta["cpu_cores"] >= 1 and meta["torch_version"]
     # a different thread count changes results: a resumed run refuses it
     assert cli("train", "--resume", "--threads", 2, "--out", out) == 2
+
+
+def test_runs_that_differ_in_threads_or_precision_are_never_seeds_of_one_experiment():
+    from analysis.tables import group_by_seed
+    from cskd.config import TrainConfig
+
+    def record(seed, **changes):
+        cfg = TrainConfig(seed=seed, **changes).to_dict()
+        return {"run": f"r{seed}{changes}", "config": cfg, "metrics": {"top1_error": 0.1}}
+
+    same = group_by_seed([record(0, threads=1), record(1, threads=1)], ignore=NOT_EXPERIMENT)
+    assert len(same) == 1 and same[0].seeds == (0, 1)
+    assert len(group_by_seed([record(0, threads=1), record(1, threads=2)], ignore=NOT_EXPERIMENT)) == 2
+    assert len(group_by_seed([record(0, precision="fp32"), record(1, precision="bf16")], ignore=NOT_EXPERIMENT)) == 2
+
+
+def test_the_machine_line_names_cpu_cores_torch_and_threads():
+    from cskd.training.machine import cpu_model, machine_line, machine_meta
+
+    line = machine_line(3)
+    assert line.startswith(f"machine: {cpu_model()}, ") and f"torch {torch.__version__}" in line
+    assert line.endswith("3 CPU thread(s)")
+    meta = machine_meta(CPU)
+    assert meta["threads_used"] == torch.get_num_threads() and meta["cpu_cores"] >= 1

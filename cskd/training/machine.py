@@ -52,7 +52,8 @@ def machine_meta(device: torch.device) -> dict:
     return meta
 
 
-def machine_line() -> str:
-    """One line naming the machine: CPU model, cores, torch version and the CPU threads it uses."""
+def machine_line(threads: int = 0) -> str:
+    """One line naming the machine: CPU model, cores, vector ISA, torch version, and the CPU threads
+    (`threads`, or torch's current count when 0)."""
     return (f"machine: {cpu_model()}, {os.cpu_count()} cores ({cpu_capability()}), torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
+            f"{threads or torch.get_num_threads()} CPU thread(s)")
