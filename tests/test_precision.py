@@ -110,3 +110,15 @@ def test_the_machine_line_names_cpu_cores_torch_and_threads():
     assert line.endswith("3 CPU thread(s)")
     meta = machine_meta(CPU)
     assert meta["threads_used"] == torch.get_num_threads() and meta["cpu_cores"] >= 1
+
+
+@pytest.mark.parametrize("caps, fast", [({"amx_bf16": True, "avx512_bf16": True}, True),
+                                        ({"amx_bf16": False, "avx512_bf16": True}, False),
+                                        ({"avx2": True}, False)])
+def test_the_speed_paths_take_bf16_on_a_cpu_only_with_amx(caps, fast, monkeypatch):
+    """AVX512-BF16 without AMX computes bf16 natively but trained slower than fp32 (docs/performance.md)."""
+    from cskd.training.device import bf16_is_fast, bf16_is_native
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps, raising=False)
+    assert bf16_is_fast(CPU) is fast
+    assert bf16_is_native(CPU) is (caps.get("amx_bf16", False) or caps.get("avx512_bf16", False))

@@ -82,6 +82,17 @@ def bf16_is_native(device: torch.device) -> bool:
     return bool(caps.get("amx_bf16", False) or caps.get("avx512_bf16", False))
 
 
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bf16 autocast is expected to train faster than fp32 on `device`: a CUDA GPU with bf16
+    (tensor cores), or a CPU with AMX-BF16 tiles. A CPU with AVX512-BF16 alone computes bf16 natively
+    but was measured slower than fp32 there (docs/performance.md: casts and bf16 kernels cost more than
+    the narrower arithmetic saves), so the speed paths keep fp32 on it."""
+    if device.type == "cuda":
+        return bf16_is_native(device)
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    return device.type == "cpu" and capabilities is not None and bool(capabilities().get("amx_bf16", False))
+
+
 def compile_available(device: torch.device) -> bool:
     """Whether torch.compile can build code for `device`. On the CPU its back end (inductor) compiles
     C++ with $CXX, or g++ when $CXX is unset (clang++ on macOS), and tries no other compiler; on
