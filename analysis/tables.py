@@ -121,17 +121,27 @@ def cell_text(g: RunGroup, metric: str, *, percent: bool = True, decimals: int =
     return text if n == len(g.runs) else f"{text} (n={n})"
 
 
+def precision_title(groups) -> str | None:
+    """"precision: fp32" (the runs' arithmetic, the `precision` key of their configs; several values
+    joined, each row then names its own), or None when no config has the key."""
+    values = list(dict.fromkeys(str(g.config["precision"]) for g in groups if "precision" in g.config))
+    return f"precision: {', '.join(values)}" if values else None
+
+
 def format_table(groups, *, metrics=DEFAULT_METRICS, percent: bool = True,
                  decimals: int = 2) -> str:
     """Markdown table, one row per group: label, number of runs n, then per metric "mean ± std"
-    (sample std, ddof = 1) for n >= 2 or the value alone for n = 1; CAPTION as a line under it.
+    (sample std, ddof = 1) for n >= 2 or the value alone for n = 1; CAPTION as a line under it and
+    precision_title (when the configs name a precision) as a bold title above it.
 
     With `percent`, fraction metrics (errors, ECE, recall) are shown ×100; NLL and temperature
     never are. Metrics no run of a group has are shown as "n/a".
     """
     groups = list(groups)
     head = ["run", "n"] + [_header(m, percent) for m in metrics]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    title = precision_title(groups)  # a result-changing setting shared by every row: stated above the table
+    lines = ([f"**{title}**", ""] if title else []) + [
+        "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for label, g in zip(row_labels(groups), groups):
         cells = [label, str(len(g.runs))] + [cell_text(g, m, percent=percent, decimals=decimals) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
@@ -165,10 +175,12 @@ def _tex_escape(s: str) -> str:
 
 def to_latex(groups, *, metrics=DEFAULT_METRICS, percent: bool = True, decimals: int = 2) -> str:
     """A booktabs `tabular` with "mean $\\pm$ std" cells (value alone for n = 1), CAPTION as a
-    LaTeX comment above it (needs \\usepackage{booktabs})."""
+    LaTeX comment above it, precision_title above that (needs \\usepackage{booktabs})."""
     groups = list(groups)
     head = ["run", "n"] + [_tex_escape(_header(m, percent)) for m in metrics]
-    lines = [f"% {CAPTION}", r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
+    title = precision_title(groups)
+    lines = ([f"% {title}"] if title else []) + [f"% {CAPTION}", r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}",
+                                                 r"\toprule",
              " & ".join(head) + r" \\", r"\midrule"]
     for label, g in zip(row_labels(groups), groups):
         cells = [_tex_escape(label), str(len(g.runs))]

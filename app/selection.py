@@ -40,7 +40,8 @@ def base_rows(ready, mode: str, a: int = 0, b: int = 1) -> np.ndarray:
 def filtered(ready, rows: np.ndarray, labels: np.ndarray, *, ref: int, true_classes=(), predicted=(),
              confidence=(0.0, 1.0), ranks=None, disagree: bool = False, order: str = ORDERS[0]) -> np.ndarray:
     """`rows` kept by the filters (on run ready[ref]: its predicted class, confidence range and
-    rank-of-the-true-class range; the true class; runs disagreeing) and sorted by `order`
+    rank-of-the-true-class range `ranks`, 0-based like `true_rank`; the true class; runs
+    disagreeing) and sorted by `order`
     (ties: data-set order)."""
     s = ready[ref].stats
     keep = np.ones(rows.size, bool)
@@ -62,9 +63,16 @@ def filtered(ready, rows: np.ndarray, labels: np.ndarray, *, ref: int, true_clas
     return rows[np.argsort(key, kind="stable")]
 
 
+def rank_text(rank: int, n_classes: int) -> str:
+    """A 0-based rank (as the stats cache stores `true_rank`: 0 = the top-1 class) as the page shows
+    every rank: 1-based, out of the classes, e.g. "rank 2 of 10" for the second most probable class."""
+    return f"rank {int(rank) + 1} of {n_classes}"
+
+
 def summary(ready, rows: np.ndarray) -> pd.DataFrame:
     """Per run, on `rows`: samples, share it gets wrong, mean confidence, mean entropy, mean
-    probability and median rank of the true class."""
+    probability and median rank of the true class (1-based: 1 = the top-1 class, as every rank the
+    pages show)."""
     out = []
     for r in ready:
         s = r.stats
@@ -73,7 +81,8 @@ def summary(ready, rows: np.ndarray) -> pd.DataFrame:
                     "wrong %": 100 * float(np.mean(~take("correct").astype(bool))) if rows.size else None,
                     "mean confidence": _mean(take("confidence")), "mean entropy (nats)": _mean(take("entropy")),
                     "mean p(true class)": _mean(np.exp(take("true_logprob"))),
-                    "median rank of the true class": float(np.median(take("true_rank"))) if rows.size else None})
+                    "median rank of the true class (1 = top-1)": float(np.median(take("true_rank"))) + 1
+                    if rows.size else None})
     return pd.DataFrame(out)
 
 

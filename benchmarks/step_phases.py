@@ -22,7 +22,7 @@ from cskd.config import resolve
 from cskd.data.sets import load_synthetic_bundle
 from cskd.method.losses import cskd_loss
 from cskd.method.objectives import fixed_prediction
-from cskd.training.device import autocast, bf16_is_native, compile_available, pick_device
+from cskd.training.device import autocast, bf16_is_fast, compile_available, pick_device
 from cskd.training.trainer import build_training
 
 PHASES = ("data", "forward", "partner", "loss", "backward", "sgd")
@@ -77,7 +77,7 @@ def main():
     bundle = load_synthetic_bundle(num_train=args.batch_size * 40)
     fastest = dict(dataset="synthetic", model="preact_resnet18", width=args.width, batch_size=args.batch_size,
                    device=device.type, channels_last=True, compile=compile_available(device) and not args.no_compile,
-                   precision="bf16" if bf16_is_native(device) else "fp32")
+                   precision="bf16" if bf16_is_fast(device) else "fp32")
     bf16 = fastest["precision"] == "bf16"
     print(f"device={device.type} width={args.width} batch={args.batch_size} precision={fastest['precision']} "
           f"compile={fastest['compile']} steps={args.steps}")

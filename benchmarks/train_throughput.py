@@ -5,12 +5,14 @@ Paths (same model, batch size and synthetic CIFAR-shaped data):
                  workers, anchors and partners as one 2B loader batch, `.item()` every step
   (b) default    what `cskd train` does by default: device-resident data, batched augmentation;
                  on CUDA also bf16 autocast, channels_last and fused SGD
-  (c) fastest    (b) + channels_last on the CPU too, bf16 autocast on a CPU that computes bf16 in
-                 hardware (AMX or AVX512-BF16), and torch.compile where it can build code (CUDA,
-                 or a CPU with a C++ compiler; --no-compile: not)
+  (c) fastest    (b) + channels_last on the CPU too, bf16 autocast on a CPU with AMX (not on one
+                 with AVX512-BF16 alone, where bf16 trained slower than fp32: bf16_is_fast), and
+                 torch.compile where it can build code (CUDA, or a CPU with a C++ compiler;
+                 --no-compile: not)
   (d) in-batch   (c) with --pairing in-batch (CS-KD only; CE is (c)'s)
 Step time = wall time of `--steps` steps after `--warmup` steps, divided by steps (device synced
-at both ends), median over `--repeats` interleaved rounds; every step is a full batch. Each of
+at both ends), median (or `--statistic min`) over `--repeats` interleaved rounds; every step is a
+full batch. Each of
 (b)-(d) is built once and continues its training from round to round. On the CPU, cskd's trainer
 makes glibc keep freed memory (cskd.training.host_memory); that setting is process-wide, so the reference
 loop runs with it too. The last line is machine-readable.
@@ -35,7 +37,7 @@ from cskd.data.loaders import EVAL_BATCH_SIZE, eval_batches
 from cskd.data.sets import load_synthetic_bundle
 from cskd.method.losses import cskd_loss
 from cskd.models import build_model
-from cskd.training.device import bf16_is_native, compile_available, pick_device, use_bf16
+from cskd.training.device import bf16_is_fast, compile_available, pick_device, use_bf16
 from cskd.training.epoch import evaluate, train_step
 from cskd.training.trainer import build_training
 
@@ -188,6 +190,11 @@ def main():
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile in the fastest path")
     p.add_argument("--repeats", type=int, default=None,
                    help="interleaved rounds; rows are medians (default 7 on CPU, 3 on CUDA)")
+    p.add_argument("--fastest-precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="the fastest path's precision; auto: bf16 where it is expected to be faster (bf16_is_fast)")
+    p.add_argument("--statistic", choices=("median", "min"), default="median",
+                   help="of the rounds' step times: min is the robust one on a machine shared with other jobs "
+                        "(their load only ever adds time)")
     args = p.parse_args()
     device = pick_device(args.device)
     cuda = device.type == "cuda"
@@ -205,7 +212,8 @@ def main():
     base = dict(dataset="synthetic", model="preact_resnet18", width=width, batch_size=batch, device=device.type,
                 workers=workers)
     fastest = dict(base, channels_last=True, compile=compile_available(device) and not args.no_compile,
-                   precision="bf16" if bf16_is_native(device) else "fp32")
+                   precision=args.fastest_precision if args.fastest_precision != "auto"
+                   else "bf16" if bf16_is_fast(device) else "fp32")
     print(f"device={device.type} ({torch.cuda.get_device_name() if cuda else f'{torch.get_num_threads()} threads'}) "
           f"model=preact_resnet18 width={width} batch={batch} steps={steps} warmup={warmup} "
           f"fastest={fastest['precision']}{' compile' if fastest['compile'] else ''} channels_last")
@@ -226,7 +234,9 @@ def main():
         for key, fn in runs.items():
             times[key].append(fn())
         print(f"round {r + 1}/{repeats}: " + " ".join(f"{p}/{m}={1e3 * t[-1]:.0f}ms" for (p, m), t in times.items()))
-    rows = {k: statistics.median(v) for k, v in times.items()}
+    pick = statistics.median if args.statistic == "median" else min
+    rows = {k: pick(v) for k, v in times.items()}
+    print(f"rows: the {args.statistic} over {repeats} rounds")
     rows[("in-batch", "ce")] = rows[("fastest", "ce")]
     print("\n| path | CE step ms | CE img/s | CS-KD step ms | CS-KD img/s | CS-KD/CE | CS-KD speed-up vs (a) |")
     print("|---|---|---|---|---|---|---|")

@@ -27,7 +27,7 @@ from cskd.method.registry import METHOD_SPECS, methods_where
 
 METHODS = tuple(METHOD_SPECS)  # --method names (each method's facts: cskd.method.registry)
 SELECT_ON = ("val", "test")
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")  # what each means: cskd.training.device
 PARTNER_BN = ("train", "eval")
 KD_METHODS = methods_where("needs_teacher")  # the methods that distil from a --teacher run
 CLASS_WISE = methods_where("class_wise")  # the methods with the class-wise term (T and λ_cls)
@@ -127,7 +127,12 @@ class TrainConfig:
     sync_bn: bool = _option(False, "SyncBatchNorm across torchrun's processes (CUDA only; off: per-process "
                                    "statistics)", group="run")
     seed: int = _option(0, "seed of initialisation, pair sampling and augmentation", group="run", kind="seed")
-    precision: str = _option("auto", "auto = bf16 autocast on CUDA, fp32 on CPU", group="run", choices=PRECISIONS)
+    # changes results: bf16 and TF32 round differently from fp32 (see cskd.training.device)
+    precision: str = _option("auto", "fp32: float32 throughout, TF32 off (the authors' arithmetic); tf32: TF32 "
+                                     "matmuls and convolutions (CUDA, Ampere or newer); bf16: bf16 autocast (CUDA, or "
+                                     "a CPU with AMX/AVX512-BF16); auto: bf16 on a CUDA GPU that supports it, fp32 "
+                                     "elsewhere; under --protocol authors fp32 unless given", group="run",
+                             choices=PRECISIONS, sweep=True)
     device: str = _option("auto", "auto: CUDA when available", group="run", kind="execution", choices=DEVICES,
                           sweep=True)
     workers: int = _option(2, "DataLoader workers for image-file data sets", group="data", kind="execution")
@@ -138,8 +143,10 @@ class TrainConfig:
                                    "graph)", group="run", kind="execution")
     channels_last: bool | None = _option(None, "channels_last memory format", group="run", kind="execution",
                                          shown="on CUDA only")
-    threads: int = _option(0, "CPU threads for torch ops (0 = torch's own choice: one per core)", group="run",
-                           kind="execution", sweep=True)
+    # changes results on the CPU (reductions split over threads round differently: cskd.training.machine)
+    threads: int = _option(0, "CPU threads for torch ops (0 = torch's own choice: one per core; the count used is "
+                              "recorded); on the CPU the count changes the results, so give it for numbers that "
+                              "reproduce", group="run", sweep=True)
     log_interval: int = _option(20, "steps between progress updates (one host sync each)", group="run",
                                 kind="execution")
     preset: str = _option("", "the paper's settings for a data set/model (every field can be overridden by its "
@@ -228,6 +235,9 @@ PRESETS: dict[str, dict] = {
 # the authors' normalisation in cskd.data.sets, their lr drop epochs in cskd.training.epoch.lr_at, AdaCos
 # evaluated on plain cosines in cskd.training.run_model).
 PROTOCOL_AUTHORS = {"val_fraction": 0.0, "select_on": "test", "allow_self_pair": True}
+# ... and gives these fields another default (an explicit option still sets them): fp32 is the
+# authors' arithmetic (their train.py has no autocast).
+PROTOCOL_AUTHORS_DEFAULTS = {"precision": "fp32"}
 
 
 def resolve(overrides: dict, preset: str | None = None) -> TrainConfig:
@@ -246,6 +256,8 @@ def resolve(overrides: dict, preset: str | None = None) -> TrainConfig:
                 raise UserError(f"{flag} {given[key]} contradicts --protocol authors, which means {flag} {fixed}; "
                                 f"drop one of them")
             values[key] = fixed
+        for key, default in PROTOCOL_AUTHORS_DEFAULTS.items():
+            values.setdefault(key, default)
     cfg = TrainConfig.from_dict(values)
     validate(cfg)
     # Options given for nothing: refused for a new run, but not in validate(), because run folders

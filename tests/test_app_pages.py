@@ -132,6 +132,27 @@ def test_misclassified_sets_filters_pages_and_inspection(monkeypatch, runs):
     assert at.dataframe[1].value["index"].tolist() == list(np.asarray(a.indices)[kept])[:48]
 
 
+def test_every_rank_on_the_misclassified_page_is_1_based_and_says_so(monkeypatch, runs):
+    """The true class ranked second is "rank 2 of C" in the sample panel, 2 in the table, and the
+    rank filter counts from 1 (it once said "rank 1" for it, 0-based, without saying so)."""
+    at = open_page(app(monkeypatch, runs, [CE]), "misclassified")
+    a = preds(runs, CE)
+    logits, labels = np.asarray(a.logits), np.asarray(a.labels)
+    n_classes = logits.shape[1]
+    gallery = at.dataframe[1].value
+    row = int(np.flatnonzero(np.asarray(a.indices) == gallery["index"].iloc[0])[0])
+    rank0 = int((logits[row] > logits[row, labels[row]]).sum())  # classes scoring above the true one
+    assert rank0 >= 1  # misclassified: never the top-1
+    assert int(gallery["rank of true class"].iloc[0]) == rank0 + 1
+    assert f"rank {rank0 + 1} of {n_classes}" in texts(at.text)
+    assert at.slider(key="mis_rank_1based").value == (1, n_classes)
+    at.slider(key="mis_rank_1based").set_value((1, 1)).run()  # top-1 only: no misclassified sample
+    assert texts(at.markdown).count(f"0 of {len(labels)}") >= 1
+    from cskd.app.selection import rank_text
+
+    assert rank_text(1, 10) == "rank 2 of 10"  # 0-based as stored, 1-based as shown
+
+
 def test_misclassified_pages_through_the_whole_set(monkeypatch, runs):
     at = open_page(app(monkeypatch, runs, [CE]), "misclassified")
     at.segmented_control(key="mis_mode").set_value("any run wrong").run()

@@ -20,6 +20,12 @@ def test_the_summary_shows_mean_and_sample_std_and_the_paired_differences(tmp_pa
     assert "20 training images per class (200)" in text and "sample std (n - 1)" in text
     assert "4.00 ± 1.41" in text  # CE top-1 error: mean of 5 % and 3 %, sample std sqrt(2)
     assert "-3.00, +0.00  ->  -1.50 ± 2.12" in text  # CS-KD − CE per seed, then mean ± std
+    assert "same sign" not in text  # -3.00 and +0.00: not one sign, so no row is marked
+    metrics[configs[-1].out.split("/")[-1]]["top1_error"] = 0.02  # seed 1's CS-KD now lower too
+    text = "\n".join(summary_lines(metrics, configs, per_class=20, seeds=2))
+    row = next(line for line in text.splitlines() if line.startswith("  top-1 err %"))
+    assert row.endswith("(same sign in all 2 seeds of this run)")  # a fact of this run, nothing more
+    assert "every seed agrees" not in text
     one = "\n".join(summary_lines(metrics, configs[:2], per_class=20, seeds=1))
     assert "one seed (n = 1)" in one
     # one seed: plain values (top-1 err %, ECE %, ECE after TS %, NLL, R@1 %), no ± std
@@ -35,6 +41,9 @@ def test_demo_trains_seeds_of_both_methods_prints_the_comparison_and_reuses_its_
     out = capsys.readouterr().out
     assert "10 training images per class (100)" in out and "ECE after TS %" in out
     assert "CS-KD − CE, paired by seed" in out and "R@1 %" in out
+    from cskd.training.machine import cpu_model
+
+    assert f"machine: {cpu_model()}, " in out and "torch " in out and "1 CPU thread(s)" in out
     runs = sorted(p for p in (tmp_path / "demo").iterdir() if p.name.startswith("digits"))
     assert [p.name for p in runs] == ["digits-small-ce-n10-e3-s0", "digits-small-ce-n10-e3-s1",
                                       "digits-small-cskd-T4-L1-n10-e3-s0", "digits-small-cskd-T4-L1-n10-e3-s1"]

@@ -8,8 +8,8 @@ from cskd.models import MODELS, build_model, count_parameters, describe_models, 
 from cskd.models.cifar import PreActBlock
 
 FEATURE_DIMS = {"small": 128, "small_nobn": 128, "preact_resnet18": 512, "preact_resnet18_he": 512,
-                "resnet10_cifar": 512, "densenet121_cifar": 1024, "resnet10": 512, "resnet18": 512, "resnet50": 2048,
-                "resnet101": 2048, "resnext101_32x4d": 2048, "densenet121": 1024}
+                "resnet10_cifar": 512, "densenet121_cifar": 1024, "densenet121_cifar_tv": 1024, "resnet10": 512,
+                "resnet18": 512, "resnet50": 2048, "resnet101": 2048, "resnext101_32x4d": 2048, "densenet121": 1024}
 
 # (model, classes) -> parameters. 32-px: the authors' networks (alinlab/cs-kd models/resnet.py, densenet3.py);
 # 224-px: torchvision's (resnext101_32x4d: 44,177,704 is the figure timm and the ResNeXt paper's code give).

@@ -69,7 +69,8 @@ def test_no_help_of_train_sweep_dashboard_demo_or_reproduce_states_another_defau
 
 def test_sweep_overrides_are_the_fields_marked_for_it_spelt_as_train_spells_them():
     assert set(SWEEP_OVERRIDES) == {"epochs", "teacher", "device", "threads", "pairing", "data_root", "download",
-                                    "protocol", "select_on", "val_fraction", "split_seed", "train_per_class"}
+                                    "protocol", "select_on", "val_fraction", "split_seed", "train_per_class",
+                                    "precision"}
     train, sweep = _actions("train"), _actions("sweep")
     for name in SWEEP_OVERRIDES:
         option = "--" + name.replace("_", "-")

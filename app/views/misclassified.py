@@ -49,13 +49,14 @@ def filters(ready, class_names: list) -> dict:
                                    persist_state="session", placeholder="any")
         confidence = c3.slider("Confidence", 0.0, 1.0, (0.0, 1.0), step=0.01, key="mis_conf",
                                persist_state="session")
-        worst = max(1, len(class_names) - 1)
-        ranks = c3.slider("Rank of the true class (0: top-1)", 0, worst, (0, worst), key="mis_rank",
+        worst = max(2, len(class_names))
+        # 1-based, as every rank on the pages (selection.rank_text); a new key: old sessions held 0-based ranks
+        ranks = c3.slider("Rank of the true class (1 = top-1)", 1, worst, (1, worst), key="mis_rank_1based",
                           persist_state="session")
         disagree = c3.toggle("Only where the runs disagree", key="mis_disagree", persist_state="session",
                              disabled=len(ready) < 2)
     return dict(ref=ref, order=order, true_classes=tuple(true_classes), predicted=tuple(predicted),
-                confidence=tuple(confidence), ranks=tuple(ranks), disagree=disagree)
+                confidence=tuple(confidence), ranks=(ranks[0] - 1, ranks[1] - 1), disagree=disagree)
 
 
 def gallery_table(ready, rows: np.ndarray, labels, indices, class_names, ref: int) -> pd.DataFrame:
@@ -74,7 +75,7 @@ def gallery_table(ready, rows: np.ndarray, labels, indices, class_names, ref: in
         table[f"{r.name} predicts"] = [f"{c} ({p:.2f})" for c, p in zip(names[np.asarray(s.pred)[rows]], conf)]
     s = ready[ref].stats
     table["p(true class)"] = np.exp(np.asarray(s.true_logprob)[rows])
-    table["rank of true class"] = np.asarray(s.true_rank)[rows]
+    table["rank of true class"] = np.asarray(s.true_rank)[rows] + 1  # 1-based: 1 = top-1
     return pd.DataFrame(table)
 
 
@@ -98,7 +99,8 @@ def gallery(ready, rows, labels, indices, class_names, ref: int) -> int | None:
               "index": st.column_config.NumberColumn("index", help="the sample's position in its data set")}
     ref_name = ready[ref].name
     config["p(true class)"] = st.column_config.NumberColumn(format="%.3f", help=f"in {ui.literal(ref_name)}")
-    config["rank of true class"] = st.column_config.NumberColumn(help=f"in {ui.literal(ref_name)}; 0: its top-1")
+    config["rank of true class"] = st.column_config.NumberColumn(help=f"in {ui.literal(ref_name)}; 1 = its top-1, "
+                                                                  f"of {len(class_names)} classes")
     event = st.dataframe(table, hide_index=True, width="stretch", column_config=config, key="mis_gallery",
                          on_select="rerun", selection_mode="single-row", row_height=56 if "image" in table else None,
                          height=min(56 * len(table) + 40, 620))
@@ -123,7 +125,7 @@ def inspect(ctx, ready, row: int, labels, indices, class_names) -> None:
         t, rank = float(np.exp(np.asarray(s.true_logprob)[row])), int(np.asarray(s.true_rank)[row])
         verdict = "right" if pred == int(labels[row]) else "wrong"
         lines.append(f"{r.name}: predicts {class_names[pred]} (p = {p:.3f}, {verdict}); true class p = {t:.3f}, "
-                     f"rank {rank}")
+                     f"{selection.rank_text(rank, len(class_names))}")
     st.text("\n".join(lines))
     shared = st.toggle("One class axis for all runs", value=len(ready) > 1, key="mis_shared", persist_state="session",
                        help="the union of the runs' top 5 (and the true class); off: each run's own top 5")

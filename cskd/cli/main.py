@@ -23,10 +23,10 @@ from cskd.cli.train_options import (
     nonempty_path,
     with_default,
 )
-from cskd.config import CLASS_WISE, METHODS, PRESETS, PROTOCOLS, TrainConfig, resolve
+from cskd.config import CLASS_WISE, METHODS, PRECISIONS, PRESETS, PROTOCOLS, TrainConfig, resolve
 from cskd.errors import UserError
 from cskd.experiments.demo import DEMO_EPOCHS, DEMO_PER_CLASS, DEMO_SEEDS
-from cskd.experiments.plans import DEFAULT_TFLOPS
+from cskd.experiments.plans import ASSUMED_TFLOPS
 from cskd.runfolder.layout import DEFAULT_SPLIT, SPLITS
 from cskd.runfolder.run_names import DEFAULT_RUNS_ROOT, NAME_PATTERN, REPRODUCE_RUNS_ROOT, SWEEP_RUNS_ROOT, run_name
 
@@ -72,7 +72,7 @@ def cmd_reproduce(args) -> int:
     reproduce(args.table, datasets=args.datasets, seeds=args.seeds, protocol=args.protocol, scale=args.scale,
               runs_root=args.runs, out=args.out, data_root=args.data_root, dry_run=args.dry_run,
               nproc_per_node=args.nproc_per_node, tflops=args.tflops, epochs=args.epochs, progress=args.progress,
-              launch=_launch(args), status=args.status)
+              launch=_launch(args), status=args.status, precision=args.precision)
     return 0
 
 
@@ -254,8 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
                help="folder holding the data sets")
     rp.add_argument("--epochs", type=int, help="override the presets' epochs (a shorter trial run)")
     _defaulted(rp, "--nproc-per-node", type=int, default=1, help="train each run with torchrun over N processes")
-    _defaulted(rp, "--tflops", type=float, default=DEFAULT_TFLOPS,
-               help="assumed sustained TFLOP/s of one GPU for the --dry-run estimate")
+    rp.add_argument("--precision", choices=PRECISIONS,
+                    help=with_default("arithmetic of every run (see cskd train --help)",
+                                      "fp32 under --protocol authors, else auto"))
+    rp.add_argument("--tflops", type=float,
+                    help=with_default("assumed sustained TFLOP/s of one GPU for the --dry-run estimate",
+                                      ", ".join(f"{v:g} for {k}" for k, v in ASSUMED_TFLOPS.items())))
     rp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     add_launch_options(rp)
     rp.set_defaults(func=cmd_reproduce)

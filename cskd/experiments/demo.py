@@ -3,9 +3,10 @@
 
 It prints, per method, the mean ± sample std over seeds of top-1 error, ECE, ECE after temperature
 scaling (fitted on the validation split), NLL and Recall@1, and the difference CS-KD − CE paired by
-seed. Finished runs are reused (a second `cskd demo` only re-analyses); an interrupted one is
-continued; runs are named like every run (cskd.runfolder.run_names), so other --epochs or
---per-class give other folders.
+seed, and the machine it ran on (the digits differ between machines; the signs of the paired
+differences are what to compare). Finished runs are reused (a second `cskd demo` only
+re-analyses); an interrupted one is continued; runs are named like every run
+(cskd.runfolder.run_names), so other --epochs or --per-class give other folders.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cskd.errors import UserError
 from cskd.method.registry import METHOD_SPECS
 from cskd.runfolder.predictions import read_predictions
 from cskd.runfolder.run_names import DEFAULT_RUNS_ROOT
+from cskd.training.machine import machine_line
 
 # Chosen by measurement (README, "Quick start"): few enough images per class that one mistake is
 # not the whole story (the full set saturates at 99.7 %), enough epochs to converge.
@@ -74,9 +76,10 @@ def summary_lines(metrics: dict, configs, *, per_class: int, seeds: int) -> list
                  if by[("cskd", s)].get(key) is not None and by[("ce", s)].get(key) is not None]
         if not diffs:
             continue
+        # a fact of these runs only: another machine can give a seed of the other sign
         agree = len(diffs) > 1 and (all(d > 0 for d in diffs) or all(d < 0 for d in diffs))
         lines.append(f"  {header:<15} " + ", ".join(f"{d:+.2f}" for d in diffs) + f"  ->  {_mean_std(diffs, '+')}"
-                     + ("   (every seed agrees)" if agree else ""))
+                     + (f"   (same sign in all {len(diffs)} seeds of this run)" if agree else ""))
     return lines
 
 
@@ -126,6 +129,8 @@ def run_demo(*, runs_root: str = DEFAULT_RUNS_ROOT, seeds: int = DEMO_SEEDS, epo
     metrics = analyze([c.out for c in configs], str(report), progress=False)
     print()
     print("\n".join(summary_lines(metrics, configs, per_class=per_class, seeds=seeds) + fig2_lines(configs, seeds)))
+    # the digits depend on the machine (CPU, thread count, torch build: docs/cli.md): say which one
+    print(f"\n{machine_line(configs[0].threads)}")
     print(f"\ndemo finished in {time.time() - t0:.1f} s")
     print(f"  runs:    {Path(runs_root) / 'demo'}/digits-small-*")
     print(f"  report:  {report}/table.md, {report}/metrics.json")

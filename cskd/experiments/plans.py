@@ -65,8 +65,10 @@ def preset_for(dataset: str, model: str) -> str:
 
 
 def plan(table: str, *, datasets=None, seeds=None, protocol: str = "authors", scale: str = "full",
-         runs_root: str, data_root: str = "data", epochs: int | None = None) -> list[Item]:
-    """The runs `table` needs (teachers first), deduplicated by run folder. `scale` "smoke" swaps
+         runs_root: str, data_root: str = "data", epochs: int | None = None,
+         precision: str | None = None) -> list[Item]:
+    """The runs `table` needs (teachers first), deduplicated by run folder; `precision` None: the
+    protocol's default (fp32 under the authors' protocol, cskd.config). `scale` "smoke" swaps
     every data set for digits, every model for the small CNN and trains 2 epochs: the same path,
     minutes on a CPU, numbers that mean nothing."""
     from pathlib import Path
@@ -90,7 +92,8 @@ def plan(table: str, *, datasets=None, seeds=None, protocol: str = "authors", sc
 
     def add(dataset, family, method, seed, cell, **extra) -> Item:
         model = model_for(family, dataset) if dataset != "mixed" else family
-        overrides = {"method": method, "seed": seed, "protocol": protocol, "data_root": data_root, **extra}
+        overrides = {"method": method, "seed": seed, "protocol": protocol, "data_root": data_root,
+                     "precision": precision, **extra}
         if dataset == "mixed":
             overrides.update(dataset="mixed", mixed_roots=[str(Path(data_root) / d) for d in MIXED_PARTS])
             preset = "mixed-resnet18"
@@ -138,9 +141,7 @@ def row_order(table: str) -> list[str]:
 def _row_label(table: str, family: str, method: str, t) -> str:
     if table == "table7":
         return f"T={t:g}"
-    if table == "table5":
-        return FAMILY_LABELS[family]
-    if table == "table1":
+    if table in ("table1", "table5"):  # several architectures, each with its methods: one row per pair
         return f"{FAMILY_LABELS[family]} {METHOD_SPECS[method].label}"
     return METHOD_SPECS[method].label
 
@@ -193,7 +194,17 @@ def run_sizes(cfg: TrainConfig) -> tuple[int, int, int]:
     return spec.train, spec.test, spec.classes
 
 
-DEFAULT_TFLOPS = 50.0  # assumed sustained bf16 training throughput of one GPU (`--tflops`)
+# Assumed sustained training throughput of one data-centre GPU (A100/H100 class) in TFLOP/s, per
+# --precision, for the --dry-run estimate (`--tflops` replaces it). ASSUMPTIONS, not measurements: bf16
+# 50; fp32 15 (no tensor cores: under the A100's 19.5 TFLOP/s fp32 peak); tf32 35 (tensor cores at
+# half the bf16 rate, as the peaks are). "auto" trains bf16 on such a GPU.
+ASSUMED_TFLOPS = {"bf16": 50.0, "tf32": 35.0, "fp32": 15.0}
+DEFAULT_TFLOPS = ASSUMED_TFLOPS["bf16"]
+
+
+def assumed_tflops(precision: str) -> float:
+    """ASSUMED_TFLOPS of a --precision ("auto" is bf16 on a GPU that supports it)."""
+    return ASSUMED_TFLOPS["bf16" if precision == "auto" else precision]
 
 
 def gpu_hours(items: list[Item], *, tflops: float) -> float:

@@ -25,7 +25,7 @@ import numpy as np
 from cskd.errors import UserError
 from cskd.experiments.paper import TABLES as PAPER_TABLES
 from cskd.experiments.paper import cells as paper_cells
-from cskd.experiments.plans import DEFAULT_TFLOPS, METRIC_LABELS, Item, gpu_hours, paper_cell_key, plan, row_order
+from cskd.experiments.plans import METRIC_LABELS, Item, assumed_tflops, gpu_hours, paper_cell_key, plan, row_order
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.run_names import REPRODUCE_RUNS_ROOT
 from cskd.runfolder.store import FolderLock, Manifest
@@ -51,9 +51,10 @@ def print_plan(table: str, items: list[Item], done: set[str], *, tflops: float, 
     print(f"{table}: {PAPER_TABLES.get(table, 'Figure 4(c): fine-label top-1 error per domain of the mixed set')}")
     print(f"{len(items)} runs, {len(items) - len(todo)} finished, {len(todo)} to train"
           + (" (smoke scale: digits, small CNN, 2 epochs)" if scale == "smoke" else ""))
-    print(f"estimated GPU time of the runs to train: {hours:.1f} GPU-hours at an assumed sustained "
-          f"{tflops:g} TFLOP/s (FLOPs counted per model; the throughput is an assumption, not a measurement "
-          f"— change it with --tflops)")
+    precision = items[0].cfg.precision if items else "?"
+    print(f"precision {precision}; estimated GPU time of the runs to train: {hours:.1f} GPU-hours at an assumed "
+          f"sustained {tflops:g} TFLOP/s (FLOPs counted per model; the throughput is an assumption for {precision}, "
+          f"not a measurement — change it with --tflops)")
     for item in items[:5]:
         mark = "done " if item.cfg.out in done else "todo "
         print(f"  {mark}{Path(item.cfg.out).name}" + ("   (teacher)" if item.teacher else ""))
@@ -111,7 +112,8 @@ def write_tables(table: str, items: list[Item], ours: dict, out: Path, *, protoc
     paper = {paper_cell_key(c): (c.mean, c.std) for c in paper_cells(table=table)}
     metrics = list(dict.fromkeys(cell[2] for item in items for cell in item.cells))
     rows = row_order(table)
-    title = (f"{table}: ours vs the paper, protocol {protocol}" +
+    precision = items[0].cfg.precision if items else "?"  # one --precision for all of a table's runs
+    title = (f"{table}: ours vs the paper, protocol {protocol}, precision {precision}" +
              (" — SMOKE TEST on digits, not comparable to the paper" if scale == "smoke" else ""))
     names = table_files(table, scale)
     texts = {}
@@ -126,7 +128,7 @@ def write_tables(table: str, items: list[Item], ours: dict, out: Path, *, protoc
             parts.append(comparison_table(rows, columns, sub_ours, sub_paper, title=label, fmt=fmt,
                                           row_header="method" if table != "table7" else "T \\ λ"))
         texts[name] = "\n".join(parts)
-    texts[names[-1]] = json.dumps({"table": table, "protocol": protocol, "scale": scale,
+    texts[names[-1]] = json.dumps({"table": table, "protocol": protocol, "precision": precision, "scale": scale,
                                         "ours": [{"row": r, "column": c, "metric": m, "mean": v[0], "std": v[1],
                                                   "n": v[2]} for (r, c, m), v in ours.items()]}, indent=1) + "\n"
     _write_owned(out, texts)
@@ -145,20 +147,23 @@ def _write_owned(folder: Path, texts: dict) -> None:
 
 def reproduce(table: str, *, datasets=None, seeds=None, protocol: str = "authors", scale: str = "full",
               runs_root: str | None = None, out: str | None = None, data_root: str = "data", dry_run: bool = False,
-              nproc_per_node: int = 1, tflops: float = DEFAULT_TFLOPS, epochs: int | None = None,
-              progress: bool | None = None, launch=None, status: bool = False) -> list[Path]:
-    """Plan `table`, train what is missing (unless `dry_run`), write its comparison tables. `launch`
+              nproc_per_node: int = 1, tflops: float | None = None, epochs: int | None = None,
+              progress: bool | None = None, precision: str | None = None, launch=None,
+              status: bool = False) -> list[Path]:
+    """Plan `table`, train what is missing (unless `dry_run`), write its comparison tables. `tflops` None:
+    the throughput assumed for the runs' precision (cskd.experiments.plans.ASSUMED_TFLOPS). `launch`
     (cskd.experiments.slurm.Launch): train through submitit, the tables once every run is finished;
     `status`: print where the runs stand (launch.show_status) and train nothing."""
     from cskd.experiments.launch import train_item
 
     if scale not in ("full", "smoke"):
         raise UserError(f"--scale must be full or smoke; got {scale}")
-    if not (tflops > 0 and math.isfinite(tflops)):
+    if tflops is not None and not (tflops > 0 and math.isfinite(tflops)):
         raise UserError(f"--tflops must be a positive number; got {tflops}")
     runs_root = runs_root or (f"{REPRODUCE_RUNS_ROOT}-smoke" if scale == "smoke" else REPRODUCE_RUNS_ROOT)
     items = plan(table, datasets=datasets, seeds=seeds, protocol=protocol, scale=scale, runs_root=runs_root,
-                 data_root=data_root, epochs=epochs)
+                 data_root=data_root, epochs=epochs, precision=precision)
+    tflops = tflops or assumed_tflops(items[0].cfg.precision)
     if status:
         launch.show_status([(i.cfg, i.teacher) for i in items], runs_root, tflops=tflops)
         return []

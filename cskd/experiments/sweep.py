@@ -18,7 +18,7 @@ from pathlib import Path
 from cskd.config import CLASS_WISE, KD_METHODS, TrainConfig, resolve
 from cskd.errors import UserError
 from cskd.experiments.launch import check_data, train_item
-from cskd.experiments.plans import DEFAULT_TFLOPS
+from cskd.experiments.plans import assumed_tflops
 from cskd.method.registry import methods_where
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import LAST
@@ -73,7 +73,7 @@ def run_sweep(*, presets, methods, seeds, temperatures=(TrainConfig.temperature,
 
     items = plan(presets, methods, seeds, temperatures, lambdas, dict(overrides or {}), runs_root)
     if status:
-        launch.show_status([(cfg, False) for _, cfg in items], runs_root, tflops=DEFAULT_TFLOPS)
+        launch.show_status([(cfg, False) for _, cfg in items], runs_root, tflops=assumed_tflops(items[0][1].precision))
         return {}
     report_root = Path(report) if report else Path(runs_root) / "report"
     if report_root.exists() and not report_root.is_dir():  # found out now, not after hours of training
@@ -84,7 +84,8 @@ def run_sweep(*, presets, methods, seeds, temperatures=(TrainConfig.temperature,
     t0 = time.time()
     launched = set()
     if launch is not None:
-        if not launch.run([(cfg, False) for _, cfg in items], runs_root, name="sweep", tflops=DEFAULT_TFLOPS):
+        if not launch.run([(cfg, False) for _, cfg in items], runs_root, name="sweep",
+                          tflops=assumed_tflops(items[0][1].precision)):
             print("the report is written once every run is finished: the same command then (or --status meanwhile)")
             return done
         launched = {out for out, _ in items if out not in finished}

@@ -236,9 +236,9 @@ def ddgsd_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, feats_a: torch.Te
     Each KL direction treats the other view as a constant target (detached), so each view is
     pulled only towards the other. The MMD term is the squared MMD with a linear kernel, i.e.
     the distance between the two views' mean pooled features; it is symmetric, so neither side
-    is detached. All terms are batch means. Defaults: λ_kl = 1, λ_mmd = 5e-4 and T = 1 (the
-    paper matches plain class posteriors) follow the public re-implementations we could read;
-    the paper's own text was not available to confirm them.
+    is detached. All terms are batch means. Defaults λ_kl = 1, λ_mmd = 5e-4 and T = 1 are our
+    choice: the paper's full text was not available to confirm them, and the one public
+    re-implementation checked (Self-KD-Lib) uses T = 4 and another weighting (docs/reproducing.md).
     """
     ce = F.cross_entropy(logits_a.float(), labels) + F.cross_entropy(logits_b.float(), labels)
     kl = (class_wise_kl(logits_a, logits_b, temperature=temperature)
@@ -299,8 +299,9 @@ def byot_loss(branch_logits: list[torch.Tensor], branch_feats: list[torch.Tensor
 
     The final logits/features are detached inside the KL and hint terms (they are targets there),
     so the final classifier is trained by its own CE only. Defaults α = 0.3, β = 0.03, T = 3 are
-    the authors' released training script (loss_coefficient, feature_loss_coefficient,
-    temperature). Two deliberate differences from that script, which follow the paper's formula
+    those of a public re-implementation's training script (loss_coefficient, feature_loss_coefficient,
+    temperature), not traced to the BYOT authors nor checked against their paper: our choice (docs/
+    reproducing.md). Two deliberate differences from that script, which follow the paper's formula
     and Hinton's T² convention instead: its soft term is a soft-target CE without T² (equal to the
     KL up to a teacher-entropy constant, but 1/T² the size), and its hint is an unsquared L2 norm
     over the whole batch, through an extra linear adapter, skipped for the shallowest branch.

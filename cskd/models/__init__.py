@@ -19,7 +19,13 @@ import torch
 from torch import nn
 
 from cskd.errors import choose
-from cskd.models.cifar import densenet121_cifar, preact_resnet18, preact_resnet18_he, resnet10_cifar
+from cskd.models.cifar import (
+    densenet121_cifar,
+    densenet121_cifar_tv,
+    preact_resnet18,
+    preact_resnet18_he,
+    resnet10_cifar,
+)
 from cskd.models.imagenet import densenet121, resnet10, resnet18, resnet50, resnet101, resnext101_32x4d
 from cskd.models.small import small_cnn, small_cnn_nobn
 
@@ -45,7 +51,11 @@ MODELS: dict[str, ModelSpec] = {
         resnet10_cifar, 32, "authors' CIFAR_ResNet10 (alinlab/cs-kd models/resnet.py), the Table 4 32-px student"),
     "densenet121_cifar": ModelSpec(
         densenet121_cifar, 32,
-        "DenseNet-BC-121, growth 32, bare 3x3 stem = authors' CIFAR_DenseNet121 (alinlab/cs-kd models/densenet3.py)"),
+        "DenseNet-BC-121, growth 32, bare 3x3 stem = authors' CIFAR_DenseNet121 (alinlab/cs-kd models/densenet3.py), "
+        "PyTorch's default init as theirs"),
+    "densenet121_cifar_tv": ModelSpec(
+        densenet121_cifar_tv, 32,
+        "densenet121_cifar with torchvision's DenseNet init (kaiming-normal convs, zero linear bias), not authors'"),
     "resnet10": ModelSpec(
         resnet10, 224, "ResNet-10: torchvision ResNet, basic blocks 1/1/1/1 (Table 4 224-px student)"),
     "resnet18": ModelSpec(resnet18, 224, "torchvision resnet18"),

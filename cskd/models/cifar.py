@@ -5,7 +5,14 @@
   pre-activation ResNet in three places: BN-ReLU right after the stem, an identity shortcut that carries
   the block's pre-activated input relu(bn1(x)) instead of x, and no BN-ReLU before the pooling.
 - `preact_resnet18_he`: the textbook pre-activation ResNet-18 (He et al., ECCV 2016).
-- `densenet121_cifar`: DenseNet-BC-121 with a bare 3x3 stem, the authors' `CIFAR_DenseNet121`.
+- `densenet121_cifar`: DenseNet-BC-121 with a bare 3x3 stem, the authors' `CIFAR_DenseNet121`, initialised
+  as theirs is: PyTorch's default init of every layer.
+- `densenet121_cifar_tv`: the same network with torchvision's DenseNet init (kaiming-normal convolutions,
+  zero linear bias), what `densenet121_cifar` was before.
+
+Initialisation: the authors' 32-px networks override no initialiser, so every layer starts with PyTorch's
+default (conv and linear weights kaiming_uniform(a=sqrt(5)): uniform on ±1/sqrt(fan_in), std
+1/sqrt(3 fan_in); linear bias uniform on ±1/sqrt(fan_in); BatchNorm weight 1, bias 0).
 """
 
 from __future__ import annotations
@@ -135,14 +142,18 @@ class TorchvisionDenseNet(nn.Module):
         return self.head(self.forward_features(x))
 
 
-def densenet121_cifar(*, num_classes: int, in_channels: int = 3, width: int = 0) -> TorchvisionDenseNet:
+def densenet121_cifar_tv(*, num_classes: int, in_channels: int = 3, width: int = 0) -> TorchvisionDenseNet:
     """DenseNet-BC-121 (blocks 6/12/24/16, growth 32) with the paper's 32x32 stem, "modified in the
     same way as in PreAct ResNet-18": a bare 3x3 conv, stride 1, straight into the first dense block
     (whose layers start with BN-ReLU) — torchvision's BN-ReLU-max-pool after the stem is removed.
 
     This is the authors' `CIFAR_DenseNet121` (alinlab/cs-kd `models/densenet3.py`): same layers and
     7,048,548 parameters at 100 classes; their dense layers concatenate [new, old] channels where
-    torchvision concatenates [old, new], a fixed permutation of the next layers' input channels."""
+    torchvision concatenates [old, new], a fixed permutation of the next layers' input channels.
+
+    Initialised as torchvision initialises its DenseNet (kaiming-normal convolutions, zero linear bias; the
+    replaced 3x3 stem keeps PyTorch's default), NOT as the authors' network: `densenet121_cifar` is that.
+    This is bit for bit what cskd's `densenet121_cifar` was before it got the authors' init."""
     growth = width or 32
     net = torchvision.models.DenseNet(growth, (6, 12, 24, 16), 2 * growth, num_classes=num_classes)
     net.features.conv0 = nn.Conv2d(in_channels, 2 * growth, 3, 1, 1, bias=False)
@@ -150,3 +161,13 @@ def densenet121_cifar(*, num_classes: int, in_channels: int = 3, width: int = 0)
     net.features.relu0 = nn.Identity()
     net.features.pool0 = nn.Identity()
     return TorchvisionDenseNet(net)
+
+
+def densenet121_cifar(*, num_classes: int, in_channels: int = 3, width: int = 0) -> TorchvisionDenseNet:
+    """The authors' 32-px DenseNet-121 (`CIFAR_DenseNet121`): `densenet121_cifar_tv`'s layers, initialised as
+    theirs (PyTorch's default init of every convolution and the linear head, see the module docstring)."""
+    model = densenet121_cifar_tv(num_classes=num_classes, in_channels=in_channels, width=width)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):  # BatchNorm: torchvision's 1 / 0 is PyTorch's default too
+            m.reset_parameters()
+    return model

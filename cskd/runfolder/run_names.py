@@ -1,10 +1,12 @@
 """Run folder names: the one naming scheme of `cskd train`, `cskd sweep`, `cskd demo` and
 `cskd reproduce`.
 
-    <dataset>-<model>-<method>[-T<T>][-L<λ>][-n<per class>][-authors]-e<epochs>-s<seed>
+    <dataset>-<model>-<method>[-T<T>][-L<λ>][-n<per class>][-authors][-<precision>]-e<epochs>-s<seed>
 
 T appears for the methods whose loss reads it, λ for those with the class-wise term; `-n` when
-training on a per-class subset; `-authors` under the authors' protocol. Example:
+training on a per-class subset; `-authors` under the authors' protocol; the precision when it is not
+the protocol's default (auto; fp32 under the authors' protocol), so runs in another arithmetic never
+share a folder. Example:
 digits-small-cskd-T4-L1-e30-s0.
 """
 
@@ -17,7 +19,8 @@ from cskd.config import CLASS_WISE, USES_TEMPERATURE, TrainConfig
 DEFAULT_RUNS_ROOT = "checkpoints"  # the runs folder of every command that is given none
 SWEEP_RUNS_ROOT = f"{DEFAULT_RUNS_ROOT}/sweep"  # cskd sweep's
 REPRODUCE_RUNS_ROOT = f"{DEFAULT_RUNS_ROOT}/reproduce"  # cskd reproduce's; its smoke runs: + "-smoke"
-NAME_PATTERN = "<dataset>-<model>-<method>[-T<T>][-L<λ>][-n<per class>][-authors]-e<epochs>-s<seed>"  # run_name's
+# run_name's
+NAME_PATTERN = "<dataset>-<model>-<method>[-T<T>][-L<λ>][-n<per class>][-authors][-<precision>]-e<epochs>-s<seed>"
 
 
 def run_name(cfg: TrainConfig) -> str:
@@ -30,6 +33,8 @@ def run_name(cfg: TrainConfig) -> str:
         name += f"-n{cfg.train_per_class}"
     if cfg.protocol == "authors":
         name += "-authors"
+    if cfg.precision != ("fp32" if cfg.protocol == "authors" else "auto"):  # cskd.config.PROTOCOL_AUTHORS_DEFAULTS
+        name += f"-{cfg.precision}"
     return f"{name}-e{cfg.epochs}-s{cfg.seed}"
 
 

@@ -34,7 +34,7 @@ from cskd.runfolder.config_file import read_record, write_config
 from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import BEST, CONFIG, LAST
 from cskd.runfolder.training_log import read_metrics, write_metrics, write_summary
-from cskd.training.device import compile_available, pick_device, use_bf16
+from cskd.training.device import apply_precision, compile_available, pick_device, precision_used
 from cskd.training.distributed import (
     SINGLE,
     World,
@@ -57,6 +57,7 @@ from cskd.training.epoch import (
     train_epoch,
 )
 from cskd.training.host_memory import keep_freed_host_memory
+from cskd.training.machine import set_threads
 from cskd.training.run_meta import config_meta
 from cskd.training.run_model import TrainingModel, build_run_model, load_teacher
 from cskd.training.session import Start, choose_folder, open_run
@@ -225,9 +226,8 @@ def _is_this_run(folder: RunFolder, start: Start) -> bool:
 def _train_in(start: Start, world: World, *, stop_after_epoch, progress) -> dict:
     folder, cfg, ckpt = start.folder, start.cfg, start.checkpoint
     device = device_of(world, pick_device(cfg.device))
-    if cfg.threads and device.type == "cpu":
-        torch.set_num_threads(cfg.threads)
-    bf16 = use_bf16(cfg, device)
+    set_threads(cfg, device)
+    bf16 = apply_precision(cfg, device) == "bf16"  # refused here if the device cannot compute it
     bundle = bundle_for(cfg)  # every split checked before anything is written
     setup = build_training(cfg, bundle, device, world)
     select_split = bundle.val if cfg.select_on == "val" else bundle.test
@@ -246,7 +246,7 @@ def _train_in(start: Start, world: World, *, stop_after_epoch, progress) -> dict
     print_main = print if world.main else (lambda *a, **k: None)
     print_main(f"run {folder}: {cfg.method} on {cfg.dataset} ({len(bundle.train)} train / "
                f"{len(bundle.val) if bundle.val is not None else 0} val / {len(bundle.test)} test), {cfg.model}, "
-               f"{device.type}{' bf16' if bf16 else ''}{f', {world.size} processes' if world.distributed else ''}, "
+               f"{device} {precision_used(cfg, device)}{f', {world.size} processes' if world.distributed else ''}, "
                f"epochs {start_epoch + 1}-{cfg.epochs}" + (f" from step {state.step + 1}" if state.step else ""))
     t_run = time.time()
     best = _fit(run, select_split, FitStart(start_epoch, best, state), stop_after_epoch=stop_after_epoch,
@@ -278,7 +278,7 @@ def _write_first_files(start: Start, run: RunContext) -> None:
     run). A resumed run: config.json again when it was lost, and the log without the records of
     epochs after the checkpoint (written before a kill), so none repeats."""
     folder, cfg, ckpt = start.folder, start.cfg, start.checkpoint
-    meta = config_meta(run.cfg, run.bundle, run.device, run.bf16, run.world.size)
+    meta = config_meta(run.cfg, run.bundle, run.device, precision_used(run.cfg, run.device), run.world.size)
     if ckpt is None:
         folder.clear()  # only cskd's own files of an earlier run here (--overwrite, or resume auto)
         start.run_id = write_config(folder, cfg.to_dict(), meta)
