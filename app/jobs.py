@@ -24,13 +24,11 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 TASKS = {"predict": "predictions", "stats": "metrics", "search": "Recall@1 and neighbours", "tsne": "t-SNE"}
 # Queued jobs run cheapest first: every picked run's metrics (seconds) before any exact neighbour
 # search (minutes at the ImageNet scale), so all of them show up early.
 PRIORITY = {"stats": 0, "predict": 1, "tsne": 2, "search": 3}
-REPO = str(Path(__file__).resolve().parents[1])
 KEEP_LINES = 20  # of a child's non-progress output, for the error card
 START_DELAY_S = 1.0  # the page that asked for a job is drawn first (a worker's start takes a core)
 
@@ -175,11 +173,10 @@ def _in_thread(job: Job) -> None:
 
 
 def _in_process(job: Job) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)}
+    env = dict(os.environ)  # the worker imports the installed cskd.app, as this process does
     cmd = [sys.executable, "-m", "cskd.app.worker", "--run", job.path, "--task", job.task, "--root", job.root]
     other = collections.deque(maxlen=KEEP_LINES)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                          cwd=REPO) as proc:
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
         # the server (and the person using it) comes first; set from here, as preexec_fn is unsafe
         # in a process with threads
         with contextlib.suppress(OSError):

@@ -12,14 +12,11 @@ by the first page run, as usual.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-REPO = str(Path(__file__).resolve().parents[1])
 
 
 def preload() -> None:
-    if REPO not in sys.path:
-        sys.path.insert(0, REPO)
+    """Import what every page needs before the first session (cskd.app is an installed package:
+    nothing is added to sys.path)."""
     import pandas  # noqa: F401
     import PIL.Image  # noqa: F401
 

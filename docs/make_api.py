@@ -2,14 +2,13 @@
 signature and the first line of its docstring; for classes also their public constructors and
 methods. tests/test_api_docs.py fails when the page is stale.
 
-    python docs/make_api.py
+    python docs/make_api.py      (with cskd installed: pip install -e .)
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import sys
 from pathlib import Path
 
 PAGE = Path(__file__).resolve().parent / "api.md"
@@ -81,6 +80,5 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(PAGE.parents[1]))
     PAGE.write_text(render(), encoding="utf-8")
     print(f"wrote {PAGE}")

@@ -93,6 +93,19 @@ def test_two_ranks_items_together_are_the_single_process_item():
     assert len(cskd.ClassWiseBatchSampler(LABELS[:9], batch_size=4, num_replicas=2, rank=1)) == 2
 
 
+def test_a_sampler_built_before_the_process_group_takes_its_ranks_share(monkeypatch):
+    s = cskd.ClassWiseBatchSampler(LABELS, batch_size=4, seed=1)  # as a DataLoader built before fit()
+    whole = list(s)
+    dist = torch.distributed  # then the process group starts: rank 1 of 2
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    mine = list(s)
+    assert s.replicas == (2, 1) and len(mine) == len(whole)
+    assert all(_pairs(m)[0] == _pairs(w)[0][1::2] for m, w in zip(mine, whole))
+
+
 def test_the_trainer_draws_from_the_same_sampler():
     bundle = load_bundle("digits", data_root="unused", val_fraction=0.0)
     spec = BatchSpec(batch_size=32, seed=4, partner="class")
@@ -155,6 +168,9 @@ def test_the_partner_gets_no_gradient():
     (lambda: cskd.ClassWiseBatchSampler([0, 1, 1], 0), ValueError, "positive integer"),
     (lambda: cskd.ClassWiseBatchSampler([0, 1, 1], 2, num_replicas=2, rank=2), ValueError, "rank must be"),
     (lambda: cskd.ClassWiseBatchSampler([0, 1, 1], 2, num_replicas=0, rank=0), ValueError, "num_replicas"),
+    (lambda: len(cskd.ClassWiseBatchSampler([0, 1, 1, 0], 2, num_replicas=4, rank=0)), ValueError,
+     "smaller than the 4 processes"),
+    (lambda: cskd.ClassWiseBatchSampler([0, 1, 1], 1, anchors_per_epoch=5), ValueError, "anchors_per_epoch"),
     (lambda: cskd.CSKDLoss(temperature=0), ValueError, "temperature"),
     (lambda: cskd.CSKDLoss()(torch.zeros(3, 2), torch.zeros(3, 2), torch.tensor([0, 1])), ValueError, "3 class ids"),
     (lambda: cskd.CSKDLoss()(torch.zeros(3, 2), torch.zeros(2, 2), torch.tensor([0, 1, 0])), ValueError,

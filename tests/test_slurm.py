@@ -3,6 +3,7 @@
 `sacct` answers what a test writes into STANDIN/sacct.txt.
 """
 
+import argparse
 import json
 import os
 import re
@@ -231,7 +232,12 @@ def test_table4_teachers_go_first_and_the_students_wait_for_them(standin, tmp_pa
 
 
 def test_time_option_reads_minutes_and_slurm_times():
-    assert [minutes(t) for t in ("90", "1:30", "1:30:01", "2-00:00")] == [90, 90, 91, 2880]
+    # as sbatch reads them: M, M:S (seconds rounded up), H:M:S, D-H, D-H:M, D-H:M:S
+    times = ("90", "30:00", "1:30", "1:30:01", "2-00", "2-00:00", "1-2:30:10")
+    assert [minutes(t) for t in times] == [90, 30, 2, 91, 2880, 2880, 1591]
+    for bad in ("1h", "1:2:3:4", "-5", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="no time"):
+            minutes(bad)
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ the SLURM resources, `--status`), and the Launch they describe (cskd.experiments
 from __future__ import annotations
 
 import argparse
-import re
 
 from cskd.errors import UserError
 
@@ -15,14 +14,24 @@ SLURM_ONLY = ("slurm_partition", "slurm_account", "slurm_qos", "cpus_per_gpu", "
 
 
 def minutes(text: str) -> int:
-    """--time: minutes, or SLURM's [D-]HH:MM[:SS]; rounded up to whole minutes."""
-    match = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d{1,2})(?::(\d{1,2}))?", text.strip())
-    if text.strip().isdigit():
-        return int(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is no time; give minutes (e.g. 240) or [D-]HH:MM[:SS]")
-    d, h, m, s = (int(g) if g else 0 for g in match.groups())
-    return d * 1440 + h * 60 + m + (1 if s else 0)
+    """--time in sbatch's forms, as whole minutes (seconds rounded up): M, M:S, H:M:S, D-H, D-H:M,
+    D-H:M:S (so "30:00" is 30 minutes, as sbatch reads it)."""
+    t = text.strip()
+    days, sep, rest = t.partition("-")
+    if not sep:
+        days, rest = "0", t
+    parts = rest.split(":")
+    if not (days.isdigit() and 1 <= len(parts) <= 3 and all(p.isdigit() for p in parts)):
+        raise argparse.ArgumentTypeError(f"{text!r} is no time; give minutes (240) or sbatch's M:S, H:M:S, D-H, "
+                                         f"D-H:M or D-H:M:S")
+    v = [int(p) for p in parts]
+    if sep:  # D-H, D-H:M, D-H:M:S
+        h, m, s = (v + [0, 0])[:3]
+    elif len(v) == 3:  # H:M:S
+        h, m, s = v
+    else:  # M, M:S
+        h, m, s = 0, v[0], v[1] if len(v) == 2 else 0
+    return int(days) * 1440 + h * 60 + m + (1 if s else 0)
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -49,8 +58,8 @@ def add_launch_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cpus-per-gpu", type=int, help="slurm: CPU cores per GPU")
     g.add_argument("--mem-per-gpu", help="slurm: memory per GPU, e.g. 32G")
     g.add_argument("--time", type=minutes,
-                   help="slurm: time limit per run, minutes or [D-]HH:MM[:SS] (default: twice the --dry-run "
-                        "estimate of the longest run, plus 15 minutes, at least 30)")
+                   help="slurm: time limit per run, as sbatch reads it: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S "
+                        "(default: twice the --dry-run estimate of the longest run, plus 15 minutes, at least 30)")
     g.add_argument("--array-parallelism", type=int, help="slurm: most tasks of the array running at once")
     g.add_argument("--slurm-arg", type=key_value, action="append", metavar="KEY=VALUE",
                    help="slurm: any other sbatch option, e.g. constraint=a100 (repeatable)")

@@ -24,7 +24,7 @@ from cskd.runfolder.folder import RunFolder
 from cskd.runfolder.layout import DEFAULT_SPLIT, SPLITS, predictions_name
 from cskd.runfolder.predictions import predictions_status, read_predictions, write_predictions
 from cskd.runfolder.run_config import read_config
-from cskd.training.device import autocast, pick_device, use_bf16
+from cskd.training.device import autocast, pick_device, prediction_precision
 from cskd.training.run_model import load_run_model
 
 CHECKPOINTS = ("best", "last")
@@ -80,7 +80,8 @@ def predict(run: Path, *, split: str = DEFAULT_SPLIT, checkpoint: str = "best", 
         device = pick_device(cfg.device if cfg.device != "cuda" or torch.cuda.is_available() else "auto")
         cfg, bundle, model, state = load_run_model(folder.path, checkpoint=checkpoint, device=device,
                                                    bundle=bundle_for(cfg))
-        arrays = _predict_arrays(model, bundle, _split_of(bundle, split), device=device, bf16=use_bf16(cfg, device),
+        bf16 = prediction_precision(cfg, device) == "bf16"  # the run's arithmetic where this device has it
+        arrays = _predict_arrays(model, bundle, _split_of(bundle, split), device=device, bf16=bf16,
                                  batch_size=batch_size, workers=cfg.workers, progress=progress,
                                  desc=f"predict {folder.path.name} [{split}]")
         meta = {"checkpoint": checkpoint, "checkpoint_sha256": folder.recorded_sha256(f"{checkpoint}.pt"),

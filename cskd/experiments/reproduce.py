@@ -163,6 +163,9 @@ def reproduce(table: str, *, datasets=None, seeds=None, protocol: str = "authors
     runs_root = runs_root or (f"{REPRODUCE_RUNS_ROOT}-smoke" if scale == "smoke" else REPRODUCE_RUNS_ROOT)
     items = plan(table, datasets=datasets, seeds=seeds, protocol=protocol, scale=scale, runs_root=runs_root,
                  data_root=data_root, epochs=epochs, precision=precision)
+    if not items:
+        raise UserError(f"{table} plans no run for these options (--datasets {' '.join(datasets or [])}); "
+                        f"name a data set the table reports")
     tflops = tflops or assumed_tflops(items[0].cfg.precision)
     if status:
         launch.show_status([(i.cfg, i.teacher) for i in items], runs_root, tflops=tflops)

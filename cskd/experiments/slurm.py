@@ -208,7 +208,12 @@ def local_gpus() -> list[str]:
     """This machine's GPUs as CUDA_VISIBLE_DEVICES names them (the visible ones when it is set)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return [g for g in visible.split(",") if g.strip()]
+        names = [g.strip() for g in visible.split(",") if g.strip()]
+        odd = [g for g in names if not g.isdigit()]
+        if odd:  # UUIDs or MIG ids: submitit hands plain indices to each job
+            raise UserError(f"CUDA_VISIBLE_DEVICES names GPUs by UUID or MIG id ({odd[0]}); --launcher local "
+                            f"--parallel needs plain GPU indices: set CUDA_VISIBLE_DEVICES=0,1,... or unset it")
+        return names
     import torch
 
     return [str(k) for k in range(torch.cuda.device_count())]

@@ -38,7 +38,7 @@ def step_generator(seed: int, epoch: int, step: int, device: torch.device | str 
     """A generator seeded from (seed, epoch, step): the draws of one training step (augmentation,
     Mixup) depend on nothing else, so a run resumed mid-epoch draws the same numbers. Split over
     processes, every rank draws the global batch's augmentation and Mixup's λ alike; Mixup's
-    permutation is drawn over each rank's share (cskd.method.baselines.mixup)."""
+    permutation is drawn over each rank's share (cskd.method.baselines.mixup_batch)."""
     g = torch.Generator(device=device)
     g.manual_seed(mixed_seed(seed, epoch, step))
     return g
@@ -83,18 +83,21 @@ class ClassWiseBatchSampler(Sampler[list[int]]):
         labels = _class_ids(labels)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-        num_replicas, rank = _replicas(num_replicas, rank)
+        if num_replicas is not None or rank is not None:
+            _replicas(num_replicas, rank)  # checked now; None parts are read from torch.distributed when drawn
+        self._replicas = (num_replicas, rank)
         self.labels = labels
         self.batch_size = batch_size
         self.seed = int(seed)
         self.allow_self_pair = bool(allow_self_pair)
-        self.num_replicas, self.rank_of_replica = num_replicas, rank
         self.epoch = 0
         # anchors drawn per epoch: all samples, or half with in-batch pairing (each step also holds partners)
         self.anchors_per_epoch = len(labels) if anchors_per_epoch is None else int(anchors_per_epoch)
-        rest = self.anchors_per_epoch % batch_size
-        self.drop_last = bool(drop_last) or 0 < rest < num_replicas
-        if self.drop_last and self.anchors_per_epoch < batch_size:
+        if not 1 <= self.anchors_per_epoch <= len(labels):
+            raise ValueError(f"anchors_per_epoch must be in [1, {len(labels)}] (the data set's size); "
+                             f"got {self.anchors_per_epoch}")
+        self.requested_drop_last = bool(drop_last)
+        if self.requested_drop_last and self.anchors_per_epoch < batch_size:
             raise ValueError(f"batch_size {batch_size} is larger than the {self.anchors_per_epoch} anchors of an "
                              f"epoch and drop_last leaves no batch; choose batch_size <= {self.anchors_per_epoch}")
         # Members of every class laid out contiguously: members[start[c] : start[c] + count[c]].
@@ -111,9 +114,25 @@ class ClassWiseBatchSampler(Sampler[list[int]]):
         """Draw the batches of `epoch` next (call it before each epoch, as with DistributedSampler)."""
         self.epoch = int(epoch)
 
+    @property
+    def replicas(self) -> tuple[int, int]:
+        """(W, r): as given, else from torch.distributed at the time of asking (a sampler built before
+        the process group, as a Lightning DataLoader is, still takes its rank's share)."""
+        w, r = _replicas(*self._replicas)
+        if self.batch_size < w:
+            raise ValueError(f"batch_size {self.batch_size} (the global batch) is smaller than the {w} processes; "
+                             f"each process needs at least one anchor per step: use batch_size >= {w}")
+        return w, r
+
+    @property
+    def drop_last(self) -> bool:
+        """Whether the last partial global batch is dropped: asked for, or fewer anchors than processes."""
+        w = self.replicas[0]  # checked on every use: W may come from torch.distributed
+        return self.requested_drop_last or 0 < self.anchors_per_epoch % self.batch_size < w
+
     def __iter__(self) -> Iterator[list[int]]:
+        w, r = self.replicas
         for anchors, partners in self.epoch_batches(self.epoch):
-            r, w = self.rank_of_replica, self.num_replicas
             yield share(anchors, r, w).tolist() + share(partners, r, w).tolist()
 
     def __len__(self) -> int:

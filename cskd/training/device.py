@@ -37,7 +37,7 @@ def pick_device(name: str) -> torch.device:
 def precision_used(cfg: TrainConfig, device: torch.device) -> str:
     """The arithmetic `cfg.precision` means on `device`: "fp32", "tf32" or "bf16" (module docstring)."""
     if cfg.precision == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if device.type == "cuda" and bf16_is_native(device) else "fp32"  # not emulated bf16
     return cfg.precision
 
 
@@ -58,6 +58,19 @@ def apply_precision(cfg: TrainConfig, device: torch.device) -> str:
     precision used (precision_used). True for the whole process: a training process trains one run."""
     precision = precision_used(cfg, device)
     check_precision(precision, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    return precision
+
+
+def prediction_precision(cfg: TrainConfig, device: torch.device) -> str:
+    """The arithmetic to predict a run with on `device`: the run's own (precision_used), or fp32 where
+    this device cannot compute it (a run trained on another machine); the TF32 switches set to match."""
+    precision = precision_used(cfg, device)
+    try:
+        check_precision(precision, device)
+    except UserError:
+        precision = "fp32"
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
     return precision
